@@ -1,0 +1,37 @@
+# `make quickstart` and `make test` both create .venv from requirements.lock when it is missing.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+export PYTHONPATH := $(CURDIR)
+export TF_CPP_MIN_LOG_LEVEL := 2
+
+.PHONY: quickstart test test-fast benchmark lock clean
+
+$(VENV)/.installed: requirements.lock setup.cfg
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.lock
+	$(PY) -m pip install --quiet --no-deps -e .
+	touch $@
+
+quickstart: $(VENV)/.installed
+	$(PY) experiments/quickstart.py
+
+test: $(VENV)/.installed
+	$(PY) -m pytest -q tests
+
+test-fast: $(VENV)/.installed
+	$(PY) -m pytest -q -m "not slow" tests
+
+benchmark: $(VENV)/.installed
+	$(PY) benchmarks/meta_step.py
+
+# Re-resolve every transitive version from requirements.in (needs the package registry).
+lock:
+	rm -rf /tmp/msp-lock-venv && $(PYTHON) -m venv /tmp/msp-lock-venv
+	/tmp/msp-lock-venv/bin/pip install --quiet -r requirements.in
+	{ echo "# Every transitive version, resolved from requirements.in with Python 3.11 (pip freeze). Regenerate: make lock"; \
+	  /tmp/msp-lock-venv/bin/pip freeze; } > requirements.lock
+
+clean:
+	rm -rf $(VENV) .pytest_cache

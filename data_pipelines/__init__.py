@@ -1,0 +1,1 @@
+"""Datasets and input pipelines that produce msp meta-batches."""

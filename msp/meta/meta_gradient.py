@@ -1,0 +1,116 @@
+"""The meta-objective of one episode and of a meta-batch, and the registry of meta-gradient modes.
+
+second_order  jax.grad through all K inner steps (prox included): the exact meta-gradient.
+first_order   inner gradients are constants (stop_gradient); θ and λ still get gradients through every prox.
+              Exact for K = 1 only: at K = 3 it was measured 10–137 % off the true meta-gradient (once with the
+              wrong sign), and it is exactly 0 for λ of a layer whose groups are all dead.
+reference     the authors' public prototype: first-order, no prox in the inner loop, λ·Ω(θ_K) added to the
+              query loss. Its λ-gradient is λΩ ≥ 0, so it can only push λ down.
+"""
+import dataclasses
+import functools
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+
+from msp.meta.episodes import MetaBatch
+from msp.meta.inner_loop import adapt
+from msp.meta.lambdas import lambdas_from_rho
+from msp.meta.objective import MultiTaskLoss
+from msp.sparsity import GroupSpec, block_soft_threshold, group_lasso
+
+Params = Any
+
+
+@dataclasses.dataclass(frozen=True)
+class MetaGradientMode:
+  """How λ enters and how gradients flow: a registry entry, so a new variant is one line."""
+  inner_prox: bool
+  stop_inner_gradient: bool
+  penalty_in_outer_loss: bool
+
+
+META_GRADIENT_MODES = {
+    "second_order": MetaGradientMode(inner_prox=True, stop_inner_gradient=False, penalty_in_outer_loss=False),
+    "first_order": MetaGradientMode(inner_prox=True, stop_inner_gradient=True, penalty_in_outer_loss=False),
+    "reference": MetaGradientMode(inner_prox=False, stop_inner_gradient=True, penalty_in_outer_loss=True),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class MetaObjective:
+  """Static description of the meta-objective; its methods are pure functions of arrays.
+
+  sparse=False turns every λ term off (plain MAML, the "meta-learning without sparsity" baseline).
+  """
+  loss: MultiTaskLoss
+  spec: GroupSpec
+  inner_steps: int
+  inner_lr: float
+  mode: str = "second_order"
+  sparse: bool = True
+  remat: bool = False
+  inner_batch_stats: bool = False
+
+  def __post_init__(self):
+    if self.mode not in META_GRADIENT_MODES:
+      raise ValueError(f"meta.mode={self.mode!r}; choose one of {sorted(META_GRADIENT_MODES)}")
+
+  def adapt(self, params: Params, rho: jax.Array, batch_stats: Params, episode: MetaBatch) -> tuple[Params, Params]:
+    """The inner loop of this mode on the episode's support set → (adapted params, batch_stats)."""
+    mode = META_GRADIENT_MODES[self.mode]
+    prox = None
+    if self.sparse and mode.inner_prox:
+      thresholds = self.inner_lr * lambdas_from_rho(rho, self.spec.num_layers)
+      prox = functools.partial(block_soft_threshold, spec=self.spec, thresholds=thresholds)
+    return adapt(self.loss, params, batch_stats, episode.support, episode.task_mask, steps=self.inner_steps,
+                 lr=self.inner_lr, prox=prox, stop_inner_gradient=mode.stop_inner_gradient, remat=self.remat,
+                 update_batch_stats=self.inner_batch_stats)
+
+  def episode_loss(self, params: Params, rho: jax.Array, batch_stats: Params, episode: MetaBatch,
+                   ) -> tuple[jax.Array, tuple[jax.Array, Params]]:
+    """Query loss after adapting on the support set. episode: a MetaBatch without the E axis.
+
+    Returns (scalar outer loss, ((T,) per-task query losses, batch_stats updated by the query forward)).
+    """
+    fast, stats = self.adapt(params, rho, batch_stats, episode)
+    outer, (per_task, new_stats) = self.loss(fast, stats, episode.query, episode.task_mask)
+    if self.sparse and META_GRADIENT_MODES[self.mode].penalty_in_outer_loss:
+      lambdas = lambdas_from_rho(rho, self.spec.num_layers)
+      outer = outer + jnp.sum(lambdas * group_lasso(fast, self.spec))
+    return outer, (per_task, new_stats)
+
+  def episode_value_and_grad(self, params: Params, rho: jax.Array, batch_stats: Params, episode: MetaBatch):
+    """One episode → dict of sums over episodes-to-be: loss, grads (params, ρ), per-task losses, mask, stats."""
+    (loss, (per_task, stats)), (g_params, g_rho) = jax.value_and_grad(
+        self.episode_loss, argnums=(0, 1), has_aux=True)(params, rho, batch_stats, episode)
+    return {"loss": loss, "grad_params": g_params, "grad_rho": g_rho,
+            "task_loss": per_task * episode.task_mask, "task_count": episode.task_mask, "batch_stats": stats}
+
+
+def _unrolled(fn: Callable[[MetaBatch], Any], meta_batch: MetaBatch):
+  outs = [fn(meta_batch.episode(e)) for e in range(meta_batch.num_episodes)]
+  return jax.tree.map(lambda *xs: functools.reduce(jnp.add, xs), *outs)
+
+
+def _mapped(fn, meta_batch):
+  return jax.tree.map(lambda x: jnp.sum(x, axis=0), jax.lax.map(fn, meta_batch))
+
+
+def _vmapped(fn, meta_batch):
+  return jax.tree.map(lambda x: jnp.sum(x, axis=0), jax.vmap(fn)(meta_batch))
+
+
+# How a device loops over its episodes. On XLA:CPU `unroll` was fastest; `vmap` turns per-episode kernels into
+# grouped convolutions (~14× slower there): see benchmarks/meta_step.py before changing the default.
+EPISODE_LOOPS = {"unroll": _unrolled, "map": _mapped, "vmap": _vmapped}
+
+
+def sum_over_episodes(objective: MetaObjective, params: Params, rho: jax.Array, batch_stats: Params,
+                      meta_batch: MetaBatch, episode_loop: str = "unroll") -> dict[str, Any]:
+  """Sums `episode_value_and_grad` over the E episodes of `meta_batch` (leading axis E on every leaf)."""
+  if episode_loop not in EPISODE_LOOPS:
+    raise ValueError(f"meta.episode_loop={episode_loop!r}; choose one of {sorted(EPISODE_LOOPS)}")
+  fn = functools.partial(objective.episode_value_and_grad, params, rho, batch_stats)
+  return EPISODE_LOOPS[episode_loop](fn, meta_batch)

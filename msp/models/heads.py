@@ -1,0 +1,56 @@
+"""Task heads: a dense per-pixel head and an image-level attribute head (Flax Linen).
+
+Heads are not sparsified. Dense predictions are bilinearly upsampled to the input resolution, so losses and
+metrics always compare at the resolution of the targets.
+"""
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from msp.models.layers import get_activation, same_padding
+
+
+class DenseHead(nn.Module):
+  """(B, h, w, C_feat) features → (B, H, W, out_channels) raw outputs at `output_size` = (H, W).
+
+  3×3 conv (`width` channels, bias) → activation → 1×1 conv to `out_channels` → bilinear upsampling.
+  """
+  out_channels: int
+  width: int = 32
+  activation: str = "relu"
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, features: jax.Array, output_size: tuple[int, int], train: bool) -> jax.Array:
+    del train
+    x = nn.Conv(self.width, (3, 3), padding=same_padding(3, 1), dtype=self.dtype, param_dtype=self.dtype,
+                name="conv")(features)
+    x = get_activation(self.activation)(x)
+    x = nn.Conv(self.out_channels, (1, 1), dtype=self.dtype, param_dtype=self.dtype, name="out")(x)
+    if x.shape[1:3] != tuple(output_size):
+      x = jax.image.resize(x, (x.shape[0], *output_size, x.shape[-1]), method="bilinear")
+    return x
+
+
+class AttributeHead(nn.Module):
+  """(B, h, w, C_feat) features → (B, out_channels) logits, one per binary attribute.
+
+  3×3 conv → activation → global average pool → dense (`width`) → activation → dense to `out_channels`.
+  """
+  out_channels: int
+  width: int = 32
+  activation: str = "relu"
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, features: jax.Array, output_size: tuple[int, int], train: bool) -> jax.Array:
+    del output_size, train
+    act = get_activation(self.activation)
+    x = act(nn.Conv(self.width, (3, 3), padding=same_padding(3, 1), dtype=self.dtype, param_dtype=self.dtype,
+                    name="conv")(features))
+    x = jnp.mean(x, axis=(1, 2))
+    x = act(nn.Dense(self.width, dtype=self.dtype, param_dtype=self.dtype, name="hidden")(x))
+    return nn.Dense(self.out_channels, dtype=self.dtype, param_dtype=self.dtype, name="out")(x)
+
+
+HEADS = {"dense": DenseHead, "attribute": AttributeHead}

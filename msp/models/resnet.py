@@ -1,0 +1,119 @@
+"""Configurable ResNet backbone (Flax Linen): plain, basic or bottleneck blocks, depths, widths, strides, dilations.
+
+Parameter paths (what sparsity regexes match): `stage0_conv{i}/...` (the stem), `stage{s}_block{b}/conv{i}/...` and
+`stage{s}_block{b}/shortcut/...`, each a `ConvNorm` with `conv/kernel` and `norm/{scale,bias}`.
+"""
+from typing import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from msp.models.layers import ConvNorm, get_activation
+
+STEMS = ("simple", "deep", "torchvision")
+BLOCKS = {}  # filled below: name → block class
+
+
+class PlainBlock(nn.Module):
+  """One 3×3 ConvNorm with activation and no shortcut (a VGG-style layer; used by small teacher–student nets)."""
+  width: int
+  strides: int = 1
+  dilation: int = 1
+  activation: str = "relu"
+  dtype: jnp.dtype = jnp.float32
+  expansion = 1
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    return ConvNorm(self.width, 3, self.strides, self.dilation, self.activation, dtype=self.dtype, name="conv1")(x, train)
+
+
+class BasicBlock(nn.Module):
+  """Two 3×3 ConvNorms plus a shortcut (a 1×1 ConvNorm when shape changes). Output channels = `width`."""
+  width: int
+  strides: int = 1
+  dilation: int = 1
+  activation: str = "relu"
+  dtype: jnp.dtype = jnp.float32
+  expansion = 1
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    out_channels = self.width * self.expansion
+    y = ConvNorm(self.width, 3, self.strides, self.dilation, self.activation, dtype=self.dtype, name="conv1")(x, train)
+    y = ConvNorm(out_channels, 3, 1, self.dilation, None, dtype=self.dtype, name="conv2")(y, train)
+    return get_activation(self.activation)(y + _shortcut(self, x, out_channels, train))
+
+
+class BottleneckBlock(nn.Module):
+  """1×1 reduce → 3×3 (stride, dilation) → 1×1 expand ×4, plus a shortcut. Output channels = 4·`width`."""
+  width: int
+  strides: int = 1
+  dilation: int = 1
+  activation: str = "relu"
+  dtype: jnp.dtype = jnp.float32
+  expansion = 4
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    out_channels = self.width * self.expansion
+    y = ConvNorm(self.width, 1, 1, 1, self.activation, dtype=self.dtype, name="conv1")(x, train)
+    y = ConvNorm(self.width, 3, self.strides, self.dilation, self.activation, dtype=self.dtype, name="conv2")(y, train)
+    y = ConvNorm(out_channels, 1, 1, 1, None, dtype=self.dtype, name="conv3")(y, train)
+    return get_activation(self.activation)(y + _shortcut(self, x, out_channels, train))
+
+
+BLOCKS.update(plain=PlainBlock, basic=BasicBlock, bottleneck=BottleneckBlock)
+
+
+def _shortcut(block: nn.Module, x: jax.Array, out_channels: int, train: bool) -> jax.Array:
+  """Identity, or a strided 1×1 ConvNorm (named `shortcut`) when the block changes resolution or width."""
+  if block.strides == 1 and x.shape[-1] == out_channels:
+    return x
+  return ConvNorm(out_channels, 1, block.strides, 1, None, dtype=block.dtype, name="shortcut")(x, train)
+
+
+class ResNet(nn.Module):
+  """ResNet feature extractor: (B, H, W, 3) images in [0, 1] → (B, H/s, W/s, C) features, s the output stride.
+
+  stem: "simple" one 3×3 conv at stride 1; "deep" three 3×3 convs (stride 2, widths w/2, w/2, w) + 3×3 max-pool
+  stride 2 (the authors' ResNet-D stem with w = 128); "torchvision" one 7×7 conv stride 2 + max-pool.
+  Stage s has `depths[s]` blocks; its first block has stride `strides[s]`; all its blocks use `dilations[s]`.
+  """
+  depths: Sequence[int] = (1, 1, 1)
+  widths: Sequence[int] = (16, 32, 64)
+  strides: Sequence[int] = (1, 2, 2)
+  dilations: Sequence[int] = (1, 1, 1)
+  block: str = "basic"
+  stem: str = "simple"
+  stem_width: int = 16
+  activation: str = "relu"
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    x = self._stem(x.astype(self.dtype), train)
+    if self.block not in BLOCKS:
+      raise ValueError(f"unknown block {self.block!r}; choose one of {sorted(BLOCKS)}")
+    block_cls = BLOCKS[self.block]
+    for s, (depth, width, stride, dilation) in enumerate(zip(self.depths, self.widths, self.strides, self.dilations)):
+      for b in range(depth):
+        x = block_cls(width, stride if b == 0 else 1, dilation, self.activation, dtype=self.dtype,
+                      name=f"stage{s + 1}_block{b}")(x, train)
+    return x
+
+  def _stem(self, x: jax.Array, train: bool) -> jax.Array:
+    conv = lambda w, k, s, name: ConvNorm(w, k, s, 1, self.activation, dtype=self.dtype, name=name)
+    if self.stem == "simple":
+      return conv(self.stem_width, 3, 1, "stage0_conv1")(x, train)
+    if self.stem == "deep":
+      half = self.stem_width // 2
+      x = conv(half, 3, 2, "stage0_conv1")(x, train)
+      x = conv(half, 3, 1, "stage0_conv2")(x, train)
+      x = conv(self.stem_width, 3, 1, "stage0_conv3")(x, train)
+    elif self.stem == "torchvision":
+      x = conv(self.stem_width, 7, 2, "stage0_conv1")(x, train)
+    else:
+      raise ValueError(f"unknown stem {self.stem!r}; choose one of {STEMS}")
+    return nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))

@@ -1,0 +1,8 @@
+"""Training: the meta-train state, the jitted meta-step, and building both from a config."""
+from msp.train.config import ConfigError, validate_config
+from msp.train.setup import MetaLearner, build_meta_learner
+from msp.train.state import MetaTrainState
+from msp.train.step import make_meta_train_step
+
+__all__ = ["ConfigError", "MetaLearner", "MetaTrainState", "build_meta_learner", "make_meta_train_step",
+           "validate_config"]

@@ -1,0 +1,56 @@
+"""Validation of a run's config, once, at start: every error names the offending key."""
+import ml_collections
+
+from msp.meta import EPISODE_LOOPS, LAMBDA_MODES, META_GRADIENT_MODES
+from msp.meta.episodes import TASK_SAMPLING
+from msp.sparsity import GROUPINGS, WEIGHTINGS
+
+
+class ConfigError(ValueError):
+  """A config value is missing, of the wrong kind or out of range."""
+
+
+def _choice(config, key: str, choices) -> None:
+  value = _get(config, key)
+  if value not in choices:
+    raise ConfigError(f"config.{key}={value!r}; choose one of {sorted(choices)}")
+
+
+def _get(config, key: str):
+  node = config
+  for part in key.split("."):
+    if part not in node:
+      raise ConfigError(f"config.{key} is missing")
+    node = node[part]
+  return node
+
+
+def _positive(config, key: str, allow_zero: bool = False) -> None:
+  value = _get(config, key)
+  if not isinstance(value, (int, float)) or value < 0 or (value == 0 and not allow_zero):
+    raise ConfigError(f"config.{key}={value!r} must be {'≥' if allow_zero else '>'} 0")
+
+
+def validate_config(config: ml_collections.ConfigDict) -> None:
+  """Raises ConfigError naming the first bad key; returns None when the config is usable."""
+  for key in ("meta.inner_steps", "meta.episodes", "meta.support_size", "meta.query_size", "image_size"):
+    value = _get(config, key)
+    if not isinstance(value, int) or value < 1:
+      raise ConfigError(f"config.{key}={value!r} must be an integer ≥ 1")
+  for key in ("meta.inner_lr", "optim.lr", "sparsity.lambda_init"):
+    _positive(config, key)
+  for key in ("optim.rho_lr", "optim.weight_decay"):
+    _positive(config, key, allow_zero=True)
+  _choice(config, "meta.mode", META_GRADIENT_MODES)
+  _choice(config, "meta.episode_loop", EPISODE_LOOPS)
+  _choice(config, "meta.task_sampling", TASK_SAMPLING)
+  _choice(config, "sparsity.lambda_mode", LAMBDA_MODES)
+  _choice(config, "sparsity.grouping", GROUPINGS)
+  _choice(config, "sparsity.weighting", WEIGHTINGS)
+  _choice(config, "optim.name", ("adam", "adamw", "sgd"))
+  seen = tuple(_get(config, "seen_tasks"))
+  if not seen:
+    raise ConfigError("config.seen_tasks is empty")
+  for name in seen:
+    if name not in config.tasks:
+      raise ConfigError(f"config.seen_tasks names {name!r}, which config.tasks does not define")

@@ -1,0 +1,31 @@
+"""The outer loop: call the jitted meta-step on successive meta-batches, with a progress bar and logging."""
+from typing import Callable, Iterator
+
+import jax
+import numpy as np
+import tqdm
+
+from msp.meta import MetaBatch
+from msp.parallel import shard_episodes
+from msp.train.setup import MetaLearner
+from msp.train.state import MetaTrainState
+
+
+def meta_train(learner: MetaLearner, state: MetaTrainState, meta_batches: Iterator[MetaBatch], num_steps: int,
+               log_every: int = 0, on_log: Callable[[int, dict], None] | None = None, progress: bool = True,
+               ) -> tuple[MetaTrainState, list[dict]]:
+  """Runs `num_steps` outer steps; every `log_every` steps (and at the last) fetches metrics to the host.
+
+  Returns the final state and the logged metrics (dicts of numpy arrays with key `step`).
+  """
+  history = []
+  bar = tqdm.trange(num_steps, desc="meta-train", disable=not progress, dynamic_ncols=True)
+  for i in bar:
+    state, metrics = learner.train_step(state, shard_episodes(next(meta_batches), learner.mesh))
+    if (log_every and (i + 1) % log_every == 0) or i + 1 == num_steps:
+      record = {"step": i + 1, **jax.tree.map(np.asarray, jax.device_get(metrics))}
+      history.append(record)
+      bar.set_postfix(loss=f"{float(record['loss']):.4f}", sparsity=f"{float(record['group_sparsity_total']):.1%}")
+      if on_log is not None:
+        on_log(i + 1, record)
+  return state, history

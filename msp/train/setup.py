@@ -1,0 +1,67 @@
+"""From a validated config to the objects a run needs: tasks, model, groups, objective, state, jitted step."""
+import dataclasses
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+from msp.meta import MetaObjective, MultiTaskLoss, init_rho
+from msp.models import MultiTaskNet, build_model
+from msp.parallel import make_mesh, replicate
+from msp.sparsity import GroupSpec
+from msp.tasks import Task, build_tasks
+from msp.train.config import validate_config
+from msp.train.state import MetaTrainState
+from msp.train.step import make_meta_train_step
+
+OPTIMIZERS = {
+    "adam": lambda lr, wd: optax.adam(lr),
+    "adamw": lambda lr, wd: optax.adamw(lr, weight_decay=wd),
+    "sgd": lambda lr, wd: optax.sgd(lr, momentum=0.9),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class MetaLearner:
+  """Everything static about a run (the state is separate, so that it alone is checkpointed)."""
+  config: ml_collections.ConfigDict
+  tasks: tuple[Task, ...]
+  model: MultiTaskNet
+  spec: GroupSpec
+  objective: MetaObjective
+  mesh: jax.sharding.Mesh
+  outer_lr: Callable[[jax.Array], jax.Array]
+  train_step: Callable
+
+  def init_state(self, rng: jax.Array) -> MetaTrainState:
+    """A fresh state: initial variables for images of `config.image_size`, ρ = log(lambda_init), replicated."""
+    cfg = self.config
+    size = cfg.image_size
+    variables = self.model.init(rng, jnp.zeros((1, size, size, 3), jnp.float32), train=False)
+    rho = init_rho(self.spec.num_layers, cfg.sparsity.lambda_mode, cfg.sparsity.lambda_init)
+    state = MetaTrainState.create(params=variables["params"], batch_stats=variables["batch_stats"], rho=rho,
+                                  tx=OPTIMIZERS[cfg.optim.name](self.outer_lr, cfg.optim.weight_decay),
+                                  rho_tx=optax.adam(cfg.optim.rho_lr))
+    return replicate(state, self.mesh)
+
+
+def build_meta_learner(config: ml_collections.ConfigDict) -> MetaLearner:
+  """Validates `config` and builds the run's static pieces (see experiments/configs/*.py for the fields)."""
+  validate_config(config)
+  tasks = build_tasks(config.tasks, config.seen_tasks)
+  model = build_model(config.model, tasks)
+  size = config.image_size
+  abstract = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, size, size, 3)), train=False))
+  sp = config.sparsity
+  spec = GroupSpec.from_params(abstract["params"], include=sp.include, grouping=sp.grouping, weighting=sp.weighting)
+  m = config.meta
+  objective = MetaObjective(
+      loss=MultiTaskLoss(model.apply, tasks), spec=spec, inner_steps=m.inner_steps, inner_lr=m.inner_lr,
+      mode=m.mode, sparse=sp.enabled, remat=m.remat, inner_batch_stats=m.inner_batch_stats)
+  mesh = make_mesh(config.get("num_devices"))
+  outer_lr = optax.constant_schedule(config.optim.lr)
+  step = make_meta_train_step(objective, mesh, outer_lr, learn_lambda=sp.learn_lambda, episode_loop=m.episode_loop)
+  return MetaLearner(config=config, tasks=tasks, model=model, spec=spec, objective=objective, mesh=mesh,
+                     outer_lr=outer_lr, train_step=step)

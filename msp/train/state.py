@@ -1,0 +1,28 @@
+"""MetaTrainState: everything a resumed run needs, as one pytree (one orbax save/restore is the checkpoint)."""
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+
+Params = Any
+
+
+class MetaTrainState(flax.struct.PyTreeNode):
+  """step: outer steps taken; params: θ (backbone) and φ (heads); batch_stats: BatchNorm running averages;
+  rho: (L,) or (1,) log λ; opt_state / rho_opt_state: the outer optimisers' states (tx, rho_tx: static)."""
+  step: jax.Array
+  params: Params
+  batch_stats: Params
+  rho: jax.Array
+  opt_state: optax.OptState
+  rho_opt_state: optax.OptState
+  tx: optax.GradientTransformation = flax.struct.field(pytree_node=False)
+  rho_tx: optax.GradientTransformation = flax.struct.field(pytree_node=False)
+
+  @classmethod
+  def create(cls, *, params: Params, batch_stats: Params, rho: jax.Array, tx: optax.GradientTransformation,
+             rho_tx: optax.GradientTransformation) -> "MetaTrainState":
+    return cls(step=jnp.zeros([], jnp.int32), params=params, batch_stats=batch_stats, rho=rho,
+               opt_state=tx.init(params), rho_opt_state=rho_tx.init(rho), tx=tx, rho_tx=rho_tx)

@@ -1,0 +1,76 @@
+"""Model shapes, purity, and the property that out_channel groups are exact channel switches."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from msp.models import MultiTaskNet, ResNet
+from msp.sparsity import GroupSpec
+
+
+def _net(activation="relu", block="basic", **kw):
+  backbone = ResNet(depths=(1, 2), widths=(4, 6), strides=(1, 2), dilations=(1, 1), block=block, stem_width=4,
+                    activation=activation, **kw)
+  return MultiTaskNet(backbone, heads=(("seg", "dense", 5), ("attr", "attribute", 3)), head_width=4)
+
+
+@pytest.mark.parametrize("block,stem,out_channels,stride", [
+    ("basic", "simple", 6, 2), ("bottleneck", "simple", 24, 2), ("plain", "simple", 6, 2),
+    ("bottleneck", "deep", 24, 8), ("basic", "torchvision", 6, 8)])
+def test_backbone_shapes(block, stem, out_channels, stride):
+  net = ResNet(depths=(1, 2), widths=(4, 6), strides=(1, 2), block=block, stem=stem, stem_width=8)
+  x = jnp.zeros((2, 32, 32, 3))
+  y, _ = net.init_with_output(jax.random.key(0), x, train=False)
+  assert y.shape == (2, 32 // stride, 32 // stride, out_channels)
+
+
+def test_dilation_keeps_resolution():
+  net = ResNet(depths=(1, 1), widths=(4, 4), strides=(1, 1), dilations=(1, 4))
+  y, _ = net.init_with_output(jax.random.key(0), jnp.zeros((1, 12, 12, 3)), train=False)
+  assert y.shape == (1, 12, 12, 4)
+
+
+def test_heads_shapes_and_apply_is_pure():
+  net = _net()
+  x = jax.random.uniform(jax.random.key(1), (2, 16, 16, 3))
+  variables = net.init(jax.random.key(0), x, train=False)
+  out1 = net.apply(variables, x, train=False)
+  out2 = net.apply(variables, x, train=False)
+  assert out1["seg"].shape == (2, 16, 16, 5) and out1["attr"].shape == (2, 3)
+  np.testing.assert_array_equal(out1["seg"], out2["seg"])
+  train_out, updates = net.apply(variables, x, train=True, mutable=["batch_stats"])
+  assert not np.allclose(train_out["seg"], out1["seg"])  # batch statistics differ from the initial averages
+  assert jax.tree.structure(updates["batch_stats"]) == jax.tree.structure(variables["batch_stats"])
+
+
+@pytest.mark.parametrize("activation", ["relu", "gelu"])
+@pytest.mark.parametrize("train", [True, False])
+def test_zero_out_channel_group_gives_exactly_zero_activation(activation, train):
+  net = _net(activation)
+  x = jax.random.uniform(jax.random.key(1), (2, 16, 16, 3))
+  variables = net.init(jax.random.key(0), x, train=False)
+  spec = GroupSpec.from_params(variables["params"])
+  # make running statistics non-trivial, so eval mode subtracts a non-zero mean
+  variables = {**variables, "batch_stats": jax.tree.map(lambda s: s + 0.3, variables["batch_stats"])}
+  # zero channel 1 of the stage-2 first conv (followed by BN + activation inside its ConvNorm)
+  target = "backbone/stage2_block0/conv1"
+  factors = [jnp.ones(layer.num_groups).at[1].set(0.0) if layer.name == target else jnp.ones(layer.num_groups)
+             for layer in spec.layers]
+  params = spec.scale_groups(variables["params"], factors)
+  _, state = net.apply({**variables, "params": params}, x, train=train, capture_intermediates=True,
+                       mutable=["intermediates", "batch_stats"])
+  act = np.asarray(state["intermediates"]["backbone"]["stage2_block0"]["conv1"]["__call__"][0])
+  assert np.all(act[..., 1] == 0.0)
+  assert np.any(act[..., 0] != 0.0)
+
+
+def test_group_spec_finds_every_backbone_conv_in_network_order():
+  net = _net()
+  variables = net.init(jax.random.key(0), jnp.zeros((1, 8, 8, 3)), train=False)
+  spec = GroupSpec.from_params(variables["params"])
+  assert spec.names == (
+      "backbone/stage0_conv1",
+      "backbone/stage1_block0/conv1", "backbone/stage1_block0/conv2",
+      "backbone/stage2_block0/conv1", "backbone/stage2_block0/conv2", "backbone/stage2_block0/shortcut",
+      "backbone/stage2_block1/conv1", "backbone/stage2_block1/conv2")
+  assert all(len(layer.coupled) == 2 for layer in spec.layers)
