@@ -16,7 +16,7 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 0
   c.image_size = 16
-  c.steps = 150
+  c.steps = 100
   c.log_every = 25
   c.num_devices = ml_collections.FieldReference(None, field_type=int)
 
@@ -55,7 +55,7 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
   c.optim.name = "adam"
   c.optim.lr = 3e-3
   c.optim.weight_decay = 0.0
-  c.optim.rho_lr = 0.05
+  c.optim.rho_lr = 0.02
 
   if variant == "tiny":
     c.steps = 3
