@@ -12,66 +12,59 @@ import jax.numpy as jnp
 from msp.models.layers import ConvNorm, get_activation
 
 STEMS = ("simple", "deep", "torchvision")
-BLOCKS = {}  # filled below: name → block class
 
 
-class PlainBlock(nn.Module):
+class Block(nn.Module):
+  """Fields shared by every block kind. Input (B, H, W, C_in) → (B, H/strides, W/strides, width·expansion)."""
+  width: int
+  strides: int = 1
+  dilation: int = 1
+  activation: str = "relu"
+  dtype: jnp.dtype = jnp.float32
+  expansion = 1
+
+  def conv(self, features: int, kernel_size: int, strides: int, dilation: int, activate: bool, name: str):
+    return ConvNorm(features, kernel_size, strides, dilation, self.activation if activate else None,
+                    dtype=self.dtype, name=name)
+
+  def residual(self, x: jax.Array, y: jax.Array, train: bool) -> jax.Array:
+    """activation(y + shortcut(x)); the shortcut is a strided 1×1 ConvNorm (`shortcut`) when the shape changes."""
+    if self.strides != 1 or x.shape[-1] != y.shape[-1]:
+      x = self.conv(y.shape[-1], 1, self.strides, 1, False, "shortcut")(x, train)
+    return get_activation(self.activation)(y + x)
+
+
+class PlainBlock(Block):
   """One 3×3 ConvNorm with activation and no shortcut (a VGG-style layer; used by small teacher–student nets)."""
-  width: int
-  strides: int = 1
-  dilation: int = 1
-  activation: str = "relu"
-  dtype: jnp.dtype = jnp.float32
-  expansion = 1
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-    return ConvNorm(self.width, 3, self.strides, self.dilation, self.activation, dtype=self.dtype, name="conv1")(x, train)
+    return self.conv(self.width, 3, self.strides, self.dilation, True, "conv1")(x, train)
 
 
-class BasicBlock(nn.Module):
-  """Two 3×3 ConvNorms plus a shortcut (a 1×1 ConvNorm when shape changes). Output channels = `width`."""
-  width: int
-  strides: int = 1
-  dilation: int = 1
-  activation: str = "relu"
-  dtype: jnp.dtype = jnp.float32
-  expansion = 1
+class BasicBlock(Block):
+  """Two 3×3 ConvNorms plus a shortcut. Output channels = `width`."""
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-    out_channels = self.width * self.expansion
-    y = ConvNorm(self.width, 3, self.strides, self.dilation, self.activation, dtype=self.dtype, name="conv1")(x, train)
-    y = ConvNorm(out_channels, 3, 1, self.dilation, None, dtype=self.dtype, name="conv2")(y, train)
-    return get_activation(self.activation)(y + _shortcut(self, x, out_channels, train))
+    y = self.conv(self.width, 3, self.strides, self.dilation, True, "conv1")(x, train)
+    y = self.conv(self.width, 3, 1, self.dilation, False, "conv2")(y, train)
+    return self.residual(x, y, train)
 
 
-class BottleneckBlock(nn.Module):
+class BottleneckBlock(Block):
   """1×1 reduce → 3×3 (stride, dilation) → 1×1 expand ×4, plus a shortcut. Output channels = 4·`width`."""
-  width: int
-  strides: int = 1
-  dilation: int = 1
-  activation: str = "relu"
-  dtype: jnp.dtype = jnp.float32
   expansion = 4
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-    out_channels = self.width * self.expansion
-    y = ConvNorm(self.width, 1, 1, 1, self.activation, dtype=self.dtype, name="conv1")(x, train)
-    y = ConvNorm(self.width, 3, self.strides, self.dilation, self.activation, dtype=self.dtype, name="conv2")(y, train)
-    y = ConvNorm(out_channels, 1, 1, 1, None, dtype=self.dtype, name="conv3")(y, train)
-    return get_activation(self.activation)(y + _shortcut(self, x, out_channels, train))
+    y = self.conv(self.width, 1, 1, 1, True, "conv1")(x, train)
+    y = self.conv(self.width, 3, self.strides, self.dilation, True, "conv2")(y, train)
+    y = self.conv(self.width * self.expansion, 1, 1, 1, False, "conv3")(y, train)
+    return self.residual(x, y, train)
 
 
-BLOCKS.update(plain=PlainBlock, basic=BasicBlock, bottleneck=BottleneckBlock)
-
-
-def _shortcut(block: nn.Module, x: jax.Array, out_channels: int, train: bool) -> jax.Array:
-  """Identity, or a strided 1×1 ConvNorm (named `shortcut`) when the block changes resolution or width."""
-  if block.strides == 1 and x.shape[-1] == out_channels:
-    return x
-  return ConvNorm(out_channels, 1, block.strides, 1, None, dtype=block.dtype, name="shortcut")(x, train)
+BLOCKS = {"plain": PlainBlock, "basic": BasicBlock, "bottleneck": BottleneckBlock}
 
 
 class ResNet(nn.Module):
