@@ -39,6 +39,17 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
   c.sparsity.lambda_init = 1e-3
   c.sparsity.learn_lambda = True
 
+  c.safeguards = ml_collections.ConfigDict(dict(
+      lambda_min=1e-8, lambda_max=10.0, min_channels=1, outlier_factor=10.0, outlier_warmup=10,
+      runaway_factor=100.0, runaway_window=100))
+
+  c.budget = ml_collections.ConfigDict()
+  c.budget.enabled = False
+  c.budget.target_kind = "channels_removed"  # or "flops_kept"
+  c.budget.target = 0.75
+  c.budget.cost = "flops"
+  c.budget.dual_lr = 1.0
+
   c.meta = ml_collections.ConfigDict()
   c.meta.mode = "second_order"
   c.meta.inner_steps = 1

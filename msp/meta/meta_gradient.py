@@ -18,7 +18,7 @@ from msp.meta.episodes import MetaBatch
 from msp.meta.inner_loop import adapt
 from msp.meta.lambdas import lambdas_from_rho
 from msp.meta.objective import MultiTaskLoss
-from msp.sparsity import GroupSpec, block_soft_threshold, group_lasso
+from msp.sparsity import Budget, GroupSpec, block_soft_threshold, group_lasso
 
 Params = Any
 
@@ -43,6 +43,8 @@ class MetaObjective:
   """Static description of the meta-objective; its methods are pure functions of arrays.
 
   sparse=False turns every λ term off (plain MAML, the "meta-learning without sparsity" baseline).
+  min_alive: the floor of surviving channels per layer in every prox. budget: adds μ·R(θ_K) to the query loss
+  (budget mode); None is the faithful objective.
   """
   loss: MultiTaskLoss
   spec: GroupSpec
@@ -52,6 +54,8 @@ class MetaObjective:
   sparse: bool = True
   remat: bool = False
   inner_batch_stats: bool = False
+  min_alive: int = 0
+  budget: Budget | None = None
 
   def __post_init__(self):
     if self.mode not in META_GRADIENT_MODES:
@@ -63,14 +67,14 @@ class MetaObjective:
     prox = None
     if self.sparse and mode.inner_prox:
       thresholds = self.inner_lr * lambdas_from_rho(rho, self.spec.num_layers)
-      prox = functools.partial(block_soft_threshold, spec=self.spec, thresholds=thresholds)
+      prox = functools.partial(block_soft_threshold, spec=self.spec, thresholds=thresholds, min_alive=self.min_alive)
     return adapt(self.loss, params, batch_stats, episode.support, episode.task_mask, steps=self.inner_steps,
                  lr=self.inner_lr, prox=prox, stop_inner_gradient=mode.stop_inner_gradient, remat=self.remat,
                  update_batch_stats=self.inner_batch_stats)
 
   def episode_loss(self, params: Params, rho: jax.Array, batch_stats: Params, episode: MetaBatch,
-                   ) -> tuple[jax.Array, tuple[jax.Array, Params]]:
-    """Query loss after adapting on the support set. episode: a MetaBatch without the E axis.
+                   mu: jax.Array = 0.0) -> tuple[jax.Array, tuple[jax.Array, Params]]:
+    """Query loss after adapting on the support set (+ μ·R(θ_K) in budget mode). episode: no E axis.
 
     Returns (scalar outer loss, ((T,) per-task query losses, batch_stats updated by the query forward)).
     """
@@ -79,12 +83,15 @@ class MetaObjective:
     if self.sparse and META_GRADIENT_MODES[self.mode].penalty_in_outer_loss:
       lambdas = lambdas_from_rho(rho, self.spec.num_layers)
       outer = outer + jnp.sum(lambdas * group_lasso(fast, self.spec))
+    if self.budget is not None:
+      outer = outer + mu * self.budget.regularizer(fast)
     return outer, (per_task, new_stats)
 
-  def episode_value_and_grad(self, params: Params, rho: jax.Array, batch_stats: Params, episode: MetaBatch):
+  def episode_value_and_grad(self, params: Params, rho: jax.Array, batch_stats: Params, mu: jax.Array,
+                             episode: MetaBatch):
     """One episode → dict of sums over episodes-to-be: loss, grads (params, ρ), per-task losses, mask, stats."""
     (loss, (per_task, stats)), (g_params, g_rho) = jax.value_and_grad(
-        self.episode_loss, argnums=(0, 1), has_aux=True)(params, rho, batch_stats, episode)
+        self.episode_loss, argnums=(0, 1), has_aux=True)(params, rho, batch_stats, episode, mu)
     return {"loss": loss, "grad_params": g_params, "grad_rho": g_rho,
             "task_loss": per_task * episode.task_mask, "task_count": episode.task_mask, "batch_stats": stats}
 
@@ -108,9 +115,9 @@ EPISODE_LOOPS = {"unroll": _unrolled, "map": _mapped, "vmap": _vmapped}
 
 
 def sum_over_episodes(objective: MetaObjective, params: Params, rho: jax.Array, batch_stats: Params,
-                      meta_batch: MetaBatch, episode_loop: str = "unroll") -> dict[str, Any]:
+                      meta_batch: MetaBatch, episode_loop: str = "unroll", mu: jax.Array = 0.0) -> dict[str, Any]:
   """Sums `episode_value_and_grad` over the E episodes of `meta_batch` (leading axis E on every leaf)."""
   if episode_loop not in EPISODE_LOOPS:
     raise ValueError(f"meta.episode_loop={episode_loop!r}; choose one of {sorted(EPISODE_LOOPS)}")
-  fn = functools.partial(objective.episode_value_and_grad, params, rho, batch_stats)
+  fn = functools.partial(objective.episode_value_and_grad, params, rho, batch_stats, mu)
   return EPISODE_LOOPS[episode_loop](fn, meta_batch)

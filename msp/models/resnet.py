@@ -3,7 +3,7 @@
 Parameter paths (what sparsity regexes match): `stage0_conv{i}/...` (the stem), `stage{s}_block{b}/conv{i}/...` and
 `stage{s}_block{b}/shortcut/...`, each a `ConvNorm` with `conv/kernel` and `norm/{scale,bias}`.
 """
-from typing import Sequence
+from typing import ClassVar, Sequence
 
 import flax.linen as nn
 import jax
@@ -22,20 +22,46 @@ class Block(nn.Module):
   activation: str = "relu"
   dtype: jnp.dtype = jnp.float32
   expansion = 1
+  residual_connection = True
 
   def conv(self, features: int, kernel_size: int, strides: int, dilation: int, activate: bool, name: str):
     return ConvNorm(features, kernel_size, strides, dilation, self.activation if activate else None,
                     dtype=self.dtype, name=name)
 
+  branch: ClassVar[tuple[str, ...]] = ()  # the residual branch's convs in order, each fed by the previous one
+
+  def has_shortcut(self, in_channels: int) -> bool:
+    return self.strides != 1 or in_channels != self.width * self.expansion
+
   def residual(self, x: jax.Array, y: jax.Array, train: bool) -> jax.Array:
     """activation(y + shortcut(x)); the shortcut is a strided 1×1 ConvNorm (`shortcut`) when the shape changes."""
-    if self.strides != 1 or x.shape[-1] != y.shape[-1]:
+    if self.has_shortcut(x.shape[-1]):
       x = self.conv(y.shape[-1], 1, self.strides, 1, False, "shortcut")(x, train)
     return get_activation(self.activation)(y + x)
+
+  def channel_sources(self, name: str, stream: tuple[str, ...], in_channels: int,
+                      ) -> tuple[dict[str, tuple[str, ...]], tuple[str, ...]]:
+    """Which convs produce each conv's input channels, and the block's output channels.
+
+    stream: the convs whose outputs are summed into this block's input (a channel is non-zero when it is alive in
+    any of them). Returns ({conv path: its input's producers}, the output's producers).
+    """
+    sources, previous = {}, stream
+    for conv in self.branch:
+      sources[f"{name}/{conv}"] = previous
+      previous = (f"{name}/{conv}",)
+    if not self.residual_connection:
+      return sources, previous
+    if self.has_shortcut(in_channels):
+      sources[f"{name}/shortcut"] = stream
+      return sources, previous + (f"{name}/shortcut",)
+    return sources, tuple(dict.fromkeys(previous + stream))
 
 
 class PlainBlock(Block):
   """One 3×3 ConvNorm with activation and no shortcut (a VGG-style layer; used by small teacher–student nets)."""
+  branch = ("conv1",)
+  residual_connection = False
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
@@ -44,6 +70,7 @@ class PlainBlock(Block):
 
 class BasicBlock(Block):
   """Two 3×3 ConvNorms plus a shortcut. Output channels = `width`."""
+  branch = ("conv1", "conv2")
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
@@ -55,6 +82,7 @@ class BasicBlock(Block):
 class BottleneckBlock(Block):
   """1×1 reduce → 3×3 (stride, dilation) → 1×1 expand ×4, plus a shortcut. Output channels = 4·`width`."""
   expansion = 4
+  branch = ("conv1", "conv2", "conv3")
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
@@ -95,6 +123,27 @@ class ResNet(nn.Module):
         x = block_cls(width, stride if b == 0 else 1, dilation, self.activation, dtype=self.dtype,
                       name=f"stage{s + 1}_block{b}")(x, train)
     return x
+
+  def stem_convs(self) -> tuple[str, ...]:
+    return ("stage0_conv1",) if self.stem in ("simple", "torchvision") else tuple(f"stage0_conv{i}" for i in (1, 2, 3))
+
+  def channel_sources(self) -> tuple[dict[str, tuple[str, ...]], tuple[str, ...]]:
+    """For every conv (path relative to the backbone), the convs whose output channels form its input channels
+    (() for the image); and the producers of the backbone's output. A channel fed by several producers (the
+    residual stream) is non-zero when it is alive in any of them. Mirrors `__call__`; tests check the two agree.
+    """
+    sources, stream = {}, ()
+    for conv in self.stem_convs():
+      sources[conv], stream = stream, (conv,)
+    channels = self.stem_width
+    for s, (depth, width, stride, dilation) in enumerate(zip(self.depths, self.widths, self.strides, self.dilations)):
+      for b in range(depth):
+        block = BLOCKS[self.block](width, stride if b == 0 else 1, dilation, self.activation, dtype=self.dtype,
+                                   parent=None)
+        block_sources, stream = block.channel_sources(f"stage{s + 1}_block{b}", stream, channels)
+        sources.update(block_sources)
+        channels = width * block.expansion
+    return sources, stream
 
   def _stem(self, x: jax.Array, train: bool) -> jax.Array:
     conv = lambda w, k, s, name: ConvNorm(w, k, s, 1, self.activation, dtype=self.dtype, name=name)

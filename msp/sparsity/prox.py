@@ -13,17 +13,39 @@ import optax
 from msp.sparsity.groups import GroupSpec
 
 
-def shrink_factors(norms: jax.Array, threshold: jax.Array) -> jax.Array:
-  """max(0, 1 − threshold/norm) per group, safely: (G,) norms, scalar threshold (already times w_ℓ) → (G,)."""
+def top_m_mask(norms: jax.Array, m: int) -> jax.Array:
+  """(G,) bool: the m largest entries of (G,) `norms` (ties may add more); all False when m = 0."""
+  if m <= 0:
+    return jnp.zeros(norms.shape, bool)
+  return norms >= jnp.sort(norms)[-min(m, norms.shape[0])]
+
+
+def shrink_factors(norms: jax.Array, threshold: jax.Array, min_alive: int = 0) -> jax.Array:
+  """max(0, 1 − threshold/norm) per group, safely: (G,) norms, scalar threshold (already times w_ℓ) → (G,).
+
+  min_alive = m > 0 exempts the m largest groups from the prox (factor 1), so no layer can lose every channel.
+  """
   alive = norms > threshold
-  return jnp.where(alive, 1.0 - threshold / jnp.where(alive, norms, 1.0), 0.0)
+  factors = jnp.where(alive, 1.0 - threshold / jnp.where(alive, norms, 1.0), 0.0)
+  return jnp.where(top_m_mask(norms, min_alive), 1.0, factors)
 
 
-def block_soft_threshold(params, spec: GroupSpec, thresholds: jax.Array):
-  """prox of Σ_ℓ τ_ℓ Ω_ℓ at `params`. thresholds: (L,) τ_ℓ ≥ 0 (step size × λ_ℓ). Returns a params pytree."""
+def block_soft_threshold(params, spec: GroupSpec, thresholds: jax.Array, min_alive: int = 0):
+  """prox of Σ_ℓ τ_ℓ Ω_ℓ at `params`. thresholds: (L,) τ_ℓ ≥ 0 (step size × λ_ℓ). Returns a params pytree.
+
+  min_alive: the floor of surviving channels per layer (its m largest groups are left unchanged).
+  """
   norms = spec.group_norms(params)
-  factors = [shrink_factors(n, thresholds[i] * layer.weight) for i, (layer, n) in enumerate(zip(spec.layers, norms))]
+  factors = [shrink_factors(n, thresholds[i] * layer.weight, min_alive)
+             for i, (layer, n) in enumerate(zip(spec.layers, norms))]
   return spec.scale_groups(params, factors)
+
+
+def floor_engaged(params, spec: GroupSpec, thresholds: jax.Array, min_alive: int) -> jax.Array:
+  """(L,) int: how many of each layer's `min_alive` largest groups the prox would have zeroed without the floor."""
+  norms = spec.group_norms(params)
+  return jnp.stack([jnp.sum(top_m_mask(n, min_alive) & (n <= thresholds[i] * layer.weight))
+                    for i, (layer, n) in enumerate(zip(spec.layers, norms))])
 
 
 class ProximalGroupLassoState(NamedTuple):

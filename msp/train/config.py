@@ -3,7 +3,7 @@ import ml_collections
 
 from msp.meta import EPISODE_LOOPS, LAMBDA_MODES, META_GRADIENT_MODES
 from msp.meta.episodes import TASK_SAMPLING
-from msp.sparsity import GROUPINGS, WEIGHTINGS
+from msp.sparsity import BUDGET_TARGETS, COST_KINDS, GROUPINGS, WEIGHTINGS
 
 
 class ConfigError(ValueError):
@@ -48,6 +48,23 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   _choice(config, "sparsity.grouping", GROUPINGS)
   _choice(config, "sparsity.weighting", WEIGHTINGS)
   _choice(config, "optim.name", ("adam", "adamw", "sgd"))
+  _choice(config, "budget.target_kind", BUDGET_TARGETS)
+  _choice(config, "budget.cost", COST_KINDS)
+  target = _get(config, "budget.target")
+  if not 0 < target < 1:
+    raise ConfigError(f"config.budget.target={target!r} must lie strictly between 0 and 1")
+  _positive(config, "budget.dual_lr", allow_zero=True)
+  for key in ("safeguards.lambda_min", "safeguards.lambda_max"):
+    _positive(config, key)
+  if config.safeguards.lambda_min >= config.safeguards.lambda_max:
+    raise ConfigError("config.safeguards.lambda_min must be < config.safeguards.lambda_max")
+  if not config.safeguards.lambda_min <= config.sparsity.lambda_init <= config.safeguards.lambda_max:
+    raise ConfigError(f"config.sparsity.lambda_init={config.sparsity.lambda_init} lies outside the bounds "
+                      f"[safeguards.lambda_min, safeguards.lambda_max]")
+  for key in ("safeguards.min_channels", "safeguards.runaway_window"):
+    value = _get(config, key)
+    if not isinstance(value, int) or value < 1:
+      raise ConfigError(f"config.{key}={value!r} must be an integer ≥ 1")
   seen = tuple(_get(config, "seen_tasks"))
   if not seen:
     raise ConfigError("config.seen_tasks is empty")

@@ -7,6 +7,7 @@ import tqdm
 
 from msp.meta import MetaBatch
 from msp.parallel import shard_episodes
+from msp.train.safeguards import LambdaWatch
 from msp.train.setup import MetaLearner
 from msp.train.state import MetaTrainState
 
@@ -19,12 +20,14 @@ def meta_train(learner: MetaLearner, state: MetaTrainState, meta_batches: Iterat
   Returns the final state and the logged metrics (dicts of numpy arrays with key `step`).
   """
   history = []
+  watch = LambdaWatch(learner.spec.names, learner.safeguards.runaway_factor, learner.safeguards.runaway_window)
   bar = tqdm.trange(num_steps, desc="meta-train", disable=not progress, dynamic_ncols=True)
   for i in bar:
     state, metrics = learner.train_step(state, shard_episodes(next(meta_batches), learner.mesh))
     if (log_every and (i + 1) % log_every == 0) or i + 1 == num_steps:
       record = {"step": i + 1, **jax.tree.map(np.asarray, jax.device_get(metrics))}
       history.append(record)
+      watch.update(i + 1, record["lambda"])
       bar.set_postfix(loss=f"{float(record['loss']):.4f}", sparsity=f"{float(record['group_sparsity_total']):.1%}")
       if on_log is not None:
         on_log(i + 1, record)

@@ -10,9 +10,10 @@ import optax
 from msp.meta import MetaObjective, MultiTaskLoss, init_rho
 from msp.models import MultiTaskNet, build_model
 from msp.parallel import make_mesh, replicate
-from msp.sparsity import GroupSpec
+from msp.sparsity import Budget, CostModel, GroupSpec
 from msp.tasks import Task, build_tasks
 from msp.train.config import validate_config
+from msp.train.safeguards import Safeguards
 from msp.train.state import MetaTrainState
 from msp.train.step import make_meta_train_step
 
@@ -34,6 +35,8 @@ class MetaLearner:
   mesh: jax.sharding.Mesh
   outer_lr: Callable[[jax.Array], jax.Array]
   train_step: Callable
+  safeguards: Safeguards
+  cost_model: CostModel
 
   def init_state(self, rng: jax.Array) -> MetaTrainState:
     """A fresh state: initial variables for images of `config.image_size`, ρ = log(lambda_init), replicated."""
@@ -56,12 +59,21 @@ def build_meta_learner(config: ml_collections.ConfigDict) -> MetaLearner:
   abstract = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, size, size, 3)), train=False))
   sp = config.sparsity
   spec = GroupSpec.from_params(abstract["params"], include=sp.include, grouping=sp.grouping, weighting=sp.weighting)
+  cost_model = CostModel.from_model(model, spec, size)
+  safeguards = Safeguards(**config.safeguards)
+  budget = None
+  if config.budget.enabled:
+    b = config.budget
+    budget = Budget(target_kind=b.target_kind, target=b.target, costs=cost_model.channel_costs(b.cost),
+                    cost_model=cost_model, dual_lr=b.dual_lr)
   m = config.meta
   objective = MetaObjective(
       loss=MultiTaskLoss(model.apply, tasks), spec=spec, inner_steps=m.inner_steps, inner_lr=m.inner_lr,
-      mode=m.mode, sparse=sp.enabled, remat=m.remat, inner_batch_stats=m.inner_batch_stats)
+      mode=m.mode, sparse=sp.enabled, remat=m.remat, inner_batch_stats=m.inner_batch_stats,
+      min_alive=safeguards.min_channels, budget=budget)
   mesh = make_mesh(config.get("num_devices"))
   outer_lr = optax.constant_schedule(config.optim.lr)
-  step = make_meta_train_step(objective, mesh, outer_lr, learn_lambda=sp.learn_lambda, episode_loop=m.episode_loop)
+  step = make_meta_train_step(objective, mesh, outer_lr, safeguards=safeguards, learn_lambda=sp.learn_lambda,
+                              episode_loop=m.episode_loop, cost_model=cost_model)
   return MetaLearner(config=config, tasks=tasks, model=model, spec=spec, objective=objective, mesh=mesh,
-                     outer_lr=outer_lr, train_step=step)
+                     outer_lr=outer_lr, train_step=step, safeguards=safeguards, cost_model=cost_model)

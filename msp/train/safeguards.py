@@ -1,0 +1,75 @@
+"""Safeguards around the outer step: λ bounds, skipping bad meta-gradients, and a host-side λ runaway warning.
+
+The channel floor (no layer loses its last `min_channels` channels) lives in the prox itself
+(`msp.sparsity.block_soft_threshold(min_alive=...)`).
+"""
+import dataclasses
+import math
+from collections import deque
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+
+
+@dataclasses.dataclass(frozen=True)
+class Safeguards:
+  """lambda_min / lambda_max: bounds on every λ_ℓ (ρ is clipped to their logs after each update).
+  min_channels: channels per layer that no prox may remove (≥ 1).
+  outlier_factor: skip an outer step whose meta-gradient norm exceeds this × its running average (0: never skip
+  finite steps); non-finite meta-gradients are always skipped. outlier_warmup: accepted steps before outliers count.
+  runaway_factor / runaway_window: warn when a λ_ℓ changes by more than this factor within this many steps."""
+  lambda_min: float = 1e-8
+  lambda_max: float = 10.0
+  min_channels: int = 1
+  outlier_factor: float = 10.0
+  outlier_warmup: int = 10
+  runaway_factor: float = 100.0
+  runaway_window: int = 100
+
+  def __post_init__(self):
+    if not 0 < self.lambda_min < self.lambda_max:
+      raise ValueError(f"safeguards: need 0 < lambda_min ({self.lambda_min}) < lambda_max ({self.lambda_max})")
+    if self.min_channels < 1:
+      raise ValueError(f"safeguards.min_channels={self.min_channels} must be ≥ 1 (a layer with no channel is dead)")
+
+  def clip_rho(self, rho: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(clipped ρ, bool mask of the entries that sat at a bound)."""
+    lo, hi = math.log(self.lambda_min), math.log(self.lambda_max)
+    clipped = jnp.clip(rho, lo, hi)
+    return clipped, (rho <= lo) | (rho >= hi)
+
+  def skip_step(self, grad_norm: jax.Array, grad_norm_avg: jax.Array, accepted_steps: jax.Array) -> jax.Array:
+    """Scalar bool: reject this step (non-finite, or an outlier against the running average)."""
+    outlier = (self.outlier_factor > 0) & (accepted_steps >= self.outlier_warmup) & (
+        grad_norm > self.outlier_factor * grad_norm_avg)
+    return ~jnp.isfinite(grad_norm) | outlier
+
+
+class LambdaWatch:
+  """Host-side: warns (once per layer and window) when λ_ℓ moves by more than `factor` within `window` steps."""
+
+  def __init__(self, layer_names: tuple[str, ...], factor: float, window: int):
+    self.names, self.factor, self.window = layer_names, factor, window
+    self.history: deque[tuple[int, np.ndarray]] = deque()
+    self.warned_at: dict[int, int] = {}
+
+  def update(self, step: int, lambdas: np.ndarray) -> list[str]:
+    """Records λ (L,) at `step`; returns (and logs) the warnings raised now."""
+    lambdas = np.broadcast_to(np.asarray(lambdas, np.float64), (len(self.names),))
+    self.history.append((step, lambdas))
+    while self.history and self.history[0][0] < step - self.window:
+      self.history.popleft()
+    stacked = np.stack([l for _, l in self.history])
+    ratio = stacked.max(axis=0) / np.maximum(stacked.min(axis=0), 1e-30)
+    warnings = []
+    for i in np.flatnonzero(ratio > self.factor):
+      if step - self.warned_at.get(i, -self.window - 1) > self.window:
+        self.warned_at[i] = step
+        warnings.append(f"λ of {self.names[i]} moved by ×{ratio[i]:.3g} within {self.window} steps "
+                        f"(now {lambdas[i]:.3g}): possible runaway; consider a lower optim.rho_lr or tighter "
+                        f"safeguards.lambda_min/lambda_max")
+    for w in warnings:
+      logging.warning(w)
+    return warnings
