@@ -15,7 +15,7 @@ $(VENV)/.installed: requirements.lock setup.cfg
 	touch $@
 
 quickstart: $(VENV)/.installed
-	$(PY) experiments/quickstart.py
+	$(PY) experiments/quickstart.py --config=experiments/configs/teacher_student.py:budget
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q tests

@@ -10,6 +10,7 @@ import pytest
 from msp.meta import MetaObjective, sum_over_episodes
 from msp.models import MultiTaskNet, ResNet
 from msp.parallel import make_mesh, replicate
+from msp.sparsity.budget import TREND_DECAY, BudgetState
 from msp.sparsity import Budget, CostModel, GroupSpec, block_soft_threshold, floor_engaged, sparsity_stats
 from msp.train import MetaTrainState, make_meta_train_step
 from msp.train.safeguards import LambdaWatch, Safeguards
@@ -131,18 +132,27 @@ def test_budget_measure_gap_and_dual_step():
   budget = _budget(objective, target=0.5, dual_lr=0.1)
   spec = objective.spec
   assert float(budget.measure(params)) == 0.0 and float(budget.gap(params)) == pytest.approx(0.5)
-  assert float(budget.update_mu(jnp.asarray(0.2), params)) == pytest.approx(0.25)
+  state = BudgetState.create().replace(mu=jnp.asarray(0.2))
+  new = budget.update(state, params)
+  assert float(new.mu) == pytest.approx(0.25) and float(new.gap) == pytest.approx(0.5)
+  assert float(new.lambda_scale) == pytest.approx(0.0)  # scale_lr = 0 here
   dead = spec.scale_groups(params, [jnp.zeros(l.num_groups) for l in spec.layers])
-  total = sum(l.num_groups for l in spec.layers)
   assert float(budget.measure(dead)) == pytest.approx(1.0)
-  assert float(budget.update_mu(jnp.asarray(0.02), dead)) == 0.0  # μ never goes negative
+  after = budget.update(new.replace(mu=jnp.asarray(0.02)), dead)
+  assert float(after.mu) == 0.0  # at_most: μ never goes negative
+  # the trend is the smoothed change of the gap: here it went from 0.5 to −0.5 in one step
+  assert float(after.trend) == pytest.approx((1 - TREND_DECAY) * (-1.0))
+  equal = Budget(**{**budget.__dict__, "constraint": "equal", "scale_lr": 0.1, "horizon": 10.0})
+  after_eq = equal.update(new.replace(mu=jnp.asarray(0.02)), dead)
+  predicted = -0.5 + 10.0 * float(after_eq.trend)
+  assert float(after_eq.mu) == pytest.approx(0.02 + 0.1 * predicted)
+  assert float(after_eq.lambda_scale) == pytest.approx(0.1 * predicted)
   reg = float(budget.regularizer(params))
   by_hand = sum(c * l.weight * float(jnp.sum(n)) for c, l, n in zip(budget.costs, spec.layers, spec.group_norms(params)))
   scale = sum(c * l.weight * l.num_groups for c, l in zip(budget.costs, spec.layers))
   assert reg == pytest.approx(by_hand / scale, rel=1e-5)
   flops_budget = _budget(objective, "flops_kept", 0.4)
   assert float(flops_budget.gap(params)) == pytest.approx(0.6)
-  assert total > 0
 
 
 def test_budget_with_zero_mu_equals_the_faithful_objective():

@@ -7,6 +7,7 @@ the network is larger than the target.
 """
 import dataclasses
 
+import flax.struct
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -15,21 +16,29 @@ from msp.sparsity.costs import CostModel
 from msp.sparsity.penalty import group_lasso
 
 BUDGET_TARGETS = ("channels_removed", "flops_kept")
+CONSTRAINTS = ("at_most", "equal")
 
 
 @dataclasses.dataclass(frozen=True)
 class Budget:
   """target_kind: `channels_removed` (fraction of the sparsified layers' channels that are zero) or `flops_kept`
-  (fraction of the dense backbone's FLOPs); target in (0, 1); costs: (L,) c_ℓ; dual_lr: η_μ per unit of gap."""
+  (fraction of the dense backbone's FLOPs); target in (0, 1); costs: (L,) c_ℓ; dual_lr: η_μ per unit of gap.
+  constraint: `at_most` (the network may be smaller than the target: μ ≥ 0, the inequality's multiplier) or
+  `equal` (μ may go negative, rewarding larger groups, which lowers λ again after an overshoot)."""
   target_kind: str
   target: float
   costs: np.ndarray
   cost_model: CostModel
   dual_lr: float
+  constraint: str = "at_most"
+  scale_lr: float = 0.0
+  horizon: float = 0.0
 
   def __post_init__(self):
     if self.target_kind not in BUDGET_TARGETS:
       raise ValueError(f"budget.target_kind={self.target_kind!r}; choose one of {BUDGET_TARGETS}")
+    if self.constraint not in CONSTRAINTS:
+      raise ValueError(f"budget.constraint={self.constraint!r}; choose one of {CONSTRAINTS}")
     if not 0.0 < self.target < 1.0:
       raise ValueError(f"budget.target={self.target} must lie strictly between 0 and 1")
 
@@ -56,6 +65,37 @@ class Budget:
     scale = sum(c * layer.weight * layer.num_groups for c, layer in zip(self.costs, spec.layers))
     return jnp.sum(jnp.asarray(self.costs) * group_lasso(params, spec)) / scale
 
-  def update_mu(self, mu: jax.Array, params) -> jax.Array:
-    """One dual-ascent step: max(0, μ + η_μ·gap(params))."""
-    return jnp.maximum(0.0, mu + self.dual_lr * self.gap(params))
+  def update(self, state: "BudgetState", params) -> "BudgetState":
+    """One controller step after an outer update, from the gap measured on `params`.
+
+    Both act on the gap predicted `horizon` steps ahead from its recent trend, gap + horizon·trend: channels die
+    tens of steps after λ crosses their threshold, so acting on the current gap alone winds up and overshoots.
+    μ ← μ + η_μ·predicted gap (clipped at 0 for `at_most`): dual ascent on the cost term's weight.
+    σ ← σ + scale_lr·predicted gap: integral control of λ's shared log-scale.
+    """
+    gap = self.gap(params)
+    trend = jnp.where(state.steps > 0, TREND_DECAY * state.trend + (1 - TREND_DECAY) * (gap - state.gap), 0.0)
+    predicted = gap + self.horizon * trend
+    mu = state.mu + self.dual_lr * predicted
+    mu = jnp.maximum(0.0, mu) if self.constraint == "at_most" else mu
+    lambda_scale = state.lambda_scale + self.scale_lr * predicted
+    return BudgetState(mu=mu, lambda_scale=lambda_scale, gap=gap, trend=trend, steps=state.steps + 1)
+
+
+TREND_DECAY = 0.9
+
+
+@flax.struct.dataclass
+class BudgetState:
+  """The controller's state: mu (dual variable), lambda_scale (σ, λ_ℓ = exp(ρ_ℓ + σ)), the last gap, its
+  smoothed per-step change, and the number of updates."""
+  mu: jax.Array
+  lambda_scale: jax.Array
+  gap: jax.Array
+  trend: jax.Array
+  steps: jax.Array
+
+  @classmethod
+  def create(cls) -> "BudgetState":
+    zero = lambda dtype=jnp.float32: jnp.zeros([], dtype)  # distinct buffers: the train step donates them
+    return cls(mu=zero(), lambda_scale=zero(), gap=zero(), trend=zero(), steps=zero(jnp.int32))

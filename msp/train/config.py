@@ -3,6 +3,7 @@ import ml_collections
 
 from msp.meta import EPISODE_LOOPS, LAMBDA_MODES, META_GRADIENT_MODES
 from msp.meta.episodes import TASK_SAMPLING
+from msp.sparsity.budget import CONSTRAINTS
 from msp.sparsity import BUDGET_TARGETS, COST_KINDS, GROUPINGS, WEIGHTINGS
 
 
@@ -50,6 +51,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   _choice(config, "optim.name", ("adam", "adamw", "sgd"))
   _choice(config, "budget.target_kind", BUDGET_TARGETS)
   _choice(config, "budget.cost", COST_KINDS)
+  _choice(config, "budget.constraint", CONSTRAINTS)
   target = _get(config, "budget.target")
   if not 0 < target < 1:
     raise ConfigError(f"config.budget.target={target!r} must lie strictly between 0 and 1")

@@ -44,7 +44,8 @@ def make_meta_train_step(objective: MetaObjective, mesh: Mesh, outer_lr: Callabl
 
   def meta_train_step(state: MetaTrainState, meta_batch: MetaBatch):
     num_episodes = meta_batch.num_episodes
-    sums = sharded_sums(state.params, state.rho, state.mu, state.batch_stats, meta_batch)
+    sums = sharded_sums(state.params, state.rho + state.budget.lambda_scale, state.budget.mu,
+                        state.batch_stats, meta_batch)
     mean = lambda tree: jax.tree.map(lambda x: x / num_episodes, tree)
     grads, grad_rho, batch_stats = mean(sums["grad_params"]), mean(sums["grad_rho"]), mean(sums["batch_stats"])
     grad_norm = optax.tree.norm((grads, grad_rho))
@@ -53,22 +54,25 @@ def make_meta_train_step(objective: MetaObjective, mesh: Mesh, outer_lr: Callabl
     updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     rho, rho_opt_state = state.rho, state.rho_opt_state
+    if budget is not None:
+      # The budget sets the level of λ through σ; the meta-gradient only moves λ between layers.
+      grad_rho = grad_rho - jnp.mean(grad_rho)
     if learn_lambda and objective.sparse:
       rho_updates, rho_opt_state = state.rho_tx.update(grad_rho, state.rho_opt_state, state.rho)
       rho = optax.apply_updates(state.rho, rho_updates)
     rho, at_bound = safeguards.clip_rho(rho)
-    lambdas = lambdas_from_rho(rho, spec.num_layers)
+    lambdas = lambdas_from_rho(rho + state.budget.lambda_scale, spec.num_layers)
     thresholds = outer_lr(state.step) * lambdas
     engaged = jnp.zeros(spec.num_layers, jnp.int32)
     if objective.sparse:
       engaged = floor_engaged(params, spec, thresholds, objective.min_alive)
       params = block_soft_threshold(params, spec, thresholds, objective.min_alive)
-    mu = state.mu if budget is None else budget.update_mu(state.mu, params)
+    budget_state = state.budget if budget is None else budget.update(state.budget, params)
     first = state.accepted_steps == 0
     grad_norm_avg = jnp.where(first, grad_norm, GRAD_NORM_DECAY * state.grad_norm_avg +
                               (1 - GRAD_NORM_DECAY) * grad_norm)
 
-    updated = state.replace(params=params, batch_stats=batch_stats, rho=rho, mu=mu, grad_norm_avg=grad_norm_avg,
+    updated = state.replace(params=params, batch_stats=batch_stats, rho=rho, budget=budget_state, grad_norm_avg=grad_norm_avg,
                             accepted_steps=state.accepted_steps + 1, opt_state=opt_state,
                             rho_opt_state=rho_opt_state)
     new_state = jax.tree.map(lambda new, old: jnp.where(skip, old, new), updated, state)
@@ -76,8 +80,9 @@ def make_meta_train_step(objective: MetaObjective, mesh: Mesh, outer_lr: Callabl
     metrics = {
         "loss": sums["loss"] / num_episodes,
         "task_loss": sums["task_loss"] / jnp.maximum(sums["task_count"], 1.0),
-        "lambda": lambdas_from_rho(new_state.rho, spec.num_layers),
-        "mu": new_state.mu,
+        "lambda": lambdas_from_rho(new_state.rho + new_state.budget.lambda_scale, spec.num_layers),
+        "mu": new_state.budget.mu,
+        "lambda_scale": new_state.budget.lambda_scale,
         "grad_norm": grad_norm,
         "skipped": skip,
         "lambda_at_bound": at_bound,
