@@ -31,7 +31,7 @@ for n in (1, 4):
     state, metrics = step(state, shard_episodes(mb, mesh))
   results[n] = jax.tree.map(np.asarray, (state.params, state.rho, state.batch_stats, metrics))
 flat1, flat4 = jax.tree.leaves(results[1]), jax.tree.leaves(results[4])
-diff = max(float(np.max(np.abs(a - b) / (1e-3 + np.abs(a)))) for a, b in zip(flat1, flat4))
+diff = max(float(np.max(np.abs(np.float64(a) - b) / (1e-3 + np.abs(np.float64(a))))) for a, b in zip(flat1, flat4))
 print(json.dumps({"max_rel_diff": diff, "rho": results[4][1].tolist(), "loss": float(results[4][3]["loss"])}))
 """
 
