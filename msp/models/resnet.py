@@ -23,12 +23,11 @@ class Block(nn.Module):
   dtype: jnp.dtype = jnp.float32
   expansion = 1
   residual_connection = True
+  branch: ClassVar[tuple[str, ...]] = ()  # the residual branch's convs in order, each fed by the previous one
 
   def conv(self, features: int, kernel_size: int, strides: int, dilation: int, activate: bool, name: str):
     return ConvNorm(features, kernel_size, strides, dilation, self.activation if activate else None,
                     dtype=self.dtype, name=name)
-
-  branch: ClassVar[tuple[str, ...]] = ()  # the residual branch's convs in order, each fed by the previous one
 
   def has_shortcut(self, in_channels: int) -> bool:
     return self.strides != 1 or in_channels != self.width * self.expansion

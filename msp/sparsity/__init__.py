@@ -6,5 +6,5 @@ from msp.sparsity.costs import COST_KINDS, CostModel
 from msp.sparsity.prox import block_soft_threshold, floor_engaged, proximal_group_lasso, shrink_factors
 from msp.sparsity.stats import sparsity_stats
 
-__all__ = ["BUDGET_TARGETS", "Budget", "COST_KINDS", "CostModel", "DEFAULT_INCLUDE", "GROUPINGS", "WEIGHTINGS", "GroupSpec", "LayerGroups", "block_soft_threshold", "floor_engaged",
-           "group_lasso", "proximal_group_lasso", "shrink_factors", "sparsity_stats"]
+__all__ = ["BUDGET_TARGETS", "Budget", "COST_KINDS", "CostModel", "DEFAULT_INCLUDE", "GROUPINGS", "WEIGHTINGS",
+           "GroupSpec", "LayerGroups", "block_soft_threshold", "floor_engaged", "group_lasso", "proximal_group_lasso", "shrink_factors", "sparsity_stats"]

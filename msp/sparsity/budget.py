@@ -1,9 +1,10 @@
-"""Budget mode: a user target on channels removed or backbone FLOPs kept, enforced by a dual variable μ ≥ 0.
+"""Budget mode: a user target on channels removed or backbone FLOPs kept.
 
 The outer objective becomes L_q(θ_K) + μ·R(θ_K) with R(θ) ∝ Σ_ℓ c_ℓ Ω_ℓ(θ), c_ℓ the normalised cost of one channel
-of layer ℓ. Through θ_K, the cost term raises λ_ℓ where cutting is cheap for the tasks and saves much: the
-meta-gradient chooses *where* to cut, μ *how much*. After every outer step, μ ← max(0, μ + η_μ·gap), gap > 0 while
-the network is larger than the target.
+of layer ℓ: through θ_K the cost term steers λ towards layers where cutting is cheap for the tasks and saves much.
+The level of every λ is set by a shared log-scale σ (λ_ℓ = exp(ρ_ℓ + σ)). After every outer step a controller
+moves μ (dual ascent) and σ (integral control) on the gap to the target predicted a few steps ahead (`update`);
+gap > 0 while the network is larger than the target.
 """
 import dataclasses
 
@@ -14,6 +15,7 @@ import numpy as np
 
 from msp.sparsity.costs import CostModel
 from msp.sparsity.penalty import group_lasso
+from msp.sparsity.stats import sparsity_stats
 
 BUDGET_TARGETS = ("channels_removed", "flops_kept")
 CONSTRAINTS = ("at_most", "equal")
@@ -46,10 +48,7 @@ class Budget:
     """The quantity the target is about (scalar fraction), measured on exactly-zero groups of `params`."""
     if self.target_kind == "flops_kept":
       return self.cost_model.flops_kept(params)
-    spec = self.cost_model.spec
-    alive = sum(jnp.sum(sq > 0) for sq in spec.group_sqnorms(params))
-    total = sum(layer.num_groups for layer in spec.layers)
-    return (total - alive) / total
+    return sparsity_stats(params, self.cost_model.spec)["group_sparsity_total"]
 
   def gap(self, params) -> jax.Array:
     """> 0 while the network is larger than the target, < 0 once it is smaller (a fraction)."""
