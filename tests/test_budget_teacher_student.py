@@ -40,9 +40,9 @@ def test_budget_mode_lands_near_its_target_without_breaking_a_layer():
   history, mse, config = _run(**{"budget.enabled": True, "budget.target": target, "budget.cost": "uniform",
                                   "meta.mode": "first_order"})
   final = history[-1]
-  # Channels keep dying for tens of steps after λ crosses their threshold, so the controller overshoots a little:
-  # measured 3–5 points over 50 % here (issue 5 asks for ±5; this bound is what the controller meets today).
-  assert abs(float(final["group_sparsity_total"]) - target) <= 0.08, final["group_sparsity_total"]
+  # The cap on zero channels in the outer prox keeps the budget from overshooting; the controller brings it to
+  # within 5 points from below (measured: 46.9 % at 700 steps).
+  assert target - 0.05 <= float(final["group_sparsity_total"]) <= target, final["group_sparsity_total"]
   # no layer ever dropped below its floor, and μ stayed a valid (non-negative) multiplier
   assert min(int(np.min(h["alive_channels"])) for h in history) >= config.safeguards.min_channels
   assert min(float(h["mu"]) for h in history) >= 0.0

@@ -35,6 +35,36 @@ def test_floor_keeps_the_largest_groups_untouched():
   assert int(sparsity_stats(block_soft_threshold(params, spec, huge), spec)["alive_channels"][0]) == 0
 
 
+@pytest.mark.parametrize("thresholds,binds", [((0.9, 0.5), True), ((0.8, 0.45), False)])
+def test_budget_cap_zeroes_only_the_lowest_ranked_groups(thresholds, binds):
+  rng = np.random.default_rng(1)
+  kernels = {"a": rng.normal(size=(3, 3, 2, 8)), "b": rng.normal(size=(3, 3, 8, 6)) * 0.5}
+  kernels["a"][..., 0] = 0.0  # a group that is dead already counts against the cap
+  params = {"backbone": {name: {"conv": {"kernel": jnp.asarray(k, jnp.float32)},
+                                "norm": {"scale": jnp.ones(k.shape[-1]), "bias": jnp.zeros(k.shape[-1])}}
+                         for name, k in kernels.items()}}
+  spec = GroupSpec.from_params(params)
+  thresholds = jnp.asarray(thresholds)
+  cap = 6
+  out = block_soft_threshold(params, spec, thresholds, max_removed=cap)
+  # numpy, by hand: the group norm includes BatchNorm's scale (1) and bias (0); rank norm / (τ·w) over both layers
+  norms = [np.sqrt(np.sum(kernels[n] ** 2, axis=(0, 1, 2)) + 1.0) * (np.sum(kernels[n] ** 2, axis=(0, 1, 2)) > 0)
+           for n in ("a", "b")]
+  ratios = [nr / (float(t) * layer.weight) for nr, t, layer in zip(norms, thresholds, spec.layers)]
+  flat = np.concatenate(ratios)
+  allowed = flat < np.sort(flat)[cap]
+  expected_dead = allowed & (flat <= 1.0)
+  # 10 groups are at or below their threshold with (0.9, 0.5), 4 with (0.8, 0.45)
+  assert expected_dead.sum() == (cap if binds else (flat <= 1.0).sum()) and ((flat <= 1.0).sum() > cap) == binds
+  got = np.concatenate([np.asarray(n) for n in spec.group_norms(out)])
+  np.testing.assert_array_equal(got == 0, expected_dead)
+  # spared groups are untouched; allowed survivors are shrunk by exactly τ·w
+  np.testing.assert_allclose(got[~allowed], np.concatenate(norms)[~allowed], rtol=1e-6)
+  shrunk = allowed & ~expected_dead
+  shift = np.concatenate([np.full(l.num_groups, float(t) * l.weight) for t, l in zip(thresholds, spec.layers)])
+  np.testing.assert_allclose(got[shrunk], np.concatenate(norms)[shrunk] - shift[shrunk], rtol=1e-5)
+
+
 def test_clip_rho_and_outlier_rule():
   guard = Safeguards(lambda_min=1e-4, lambda_max=1.0, outlier_factor=5.0, outlier_warmup=3)
   rho, at_bound = guard.clip_rho(jnp.log(jnp.asarray([1e-6, 1e-2, 3.0])))

@@ -1,6 +1,6 @@
 """Meta-sparsity on teacher–student regression (random tensors): a sparse teacher, a dense student to prune.
 
-Command:   python experiments/quickstart.py --config=experiments/configs/teacher_student.py[:budget|:tiny]
+Command:   python experiments/teacher_student.py --config=experiments/configs/teacher_student.py[:budget|:tiny]
 Hardware:  2 CPU cores: `default` (second-order, 100 steps) about 1.5 min, `budget` (first-order, 400 steps) about
            2 min.
 Expected:  test MSE after adaptation well below 1 (targets have unit variance); λ per layer printed. `default`
@@ -53,6 +53,7 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
   c.budget.constraint = "at_most"
   c.budget.scale_lr = 0.02
   c.budget.horizon = 150.0
+  c.budget.cap = True
 
   c.meta = ml_collections.ConfigDict()
   c.meta.mode = "second_order"

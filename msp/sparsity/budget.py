@@ -4,7 +4,9 @@ The outer objective becomes L_q(θ_K) + μ·R(θ_K) with R(θ) ∝ Σ_ℓ c_ℓ 
 of layer ℓ: through θ_K the cost term steers λ towards layers where cutting is cheap for the tasks and saves much.
 The level of every λ is set by a shared log-scale σ (λ_ℓ = exp(ρ_ℓ + σ)). After every outer step a controller
 moves μ (dual ascent) and σ (integral control) on the gap to the target predicted a few steps ahead (`update`);
-gap > 0 while the network is larger than the target.
+gap > 0 while the network is larger than the target. Channels die tens of steps after λ crosses their threshold,
+too late for any controller to react, so by default the outer prox also caps the number of zero channels at the
+target (`cap`): a `channels_removed` budget then approaches its target from below and cannot overshoot it.
 """
 import dataclasses
 
@@ -26,7 +28,9 @@ class Budget:
   """target_kind: `channels_removed` (fraction of the sparsified layers' channels that are zero) or `flops_kept`
   (fraction of the dense backbone's FLOPs); target in (0, 1); costs: (L,) c_ℓ; dual_lr: η_μ per unit of gap.
   constraint: `at_most` (the network may be smaller than the target: μ ≥ 0, the inequality's multiplier) or
-  `equal` (μ may go negative, rewarding larger groups, which lowers λ again after an overshoot)."""
+  `equal` (μ may go negative, rewarding larger groups, which lowers λ again after an overshoot).
+  scale_lr / horizon: σ's integral gain per unit of gap, and how many steps ahead the controllers predict the gap.
+  cap: the outer prox never leaves more than the target's share of channels at zero (`channels_removed` only)."""
   target_kind: str
   target: float
   costs: np.ndarray
@@ -35,6 +39,7 @@ class Budget:
   constraint: str = "at_most"
   scale_lr: float = 0.0
   horizon: float = 0.0
+  cap: bool = True
 
   def __post_init__(self):
     if self.target_kind not in BUDGET_TARGETS:
@@ -49,6 +54,16 @@ class Budget:
     if self.target_kind == "flops_kept":
       return self.cost_model.flops_kept(params)
     return sparsity_stats(params, self.cost_model.spec)["group_sparsity_total"]
+
+  @property
+  def max_removed(self) -> int | None:
+    """With `cap`, at most this many groups (of all layers together) are zero after the outer prox; else None.
+
+    Only a `channels_removed` target is a count of groups; `flops_kept` budgets are not capped.
+    """
+    if not self.cap or self.target_kind != "channels_removed":
+      return None
+    return int(self.target * sum(layer.num_groups for layer in self.cost_model.spec.layers))
 
   def gap(self, params) -> jax.Array:
     """> 0 while the network is larger than the target, < 0 once it is smaller (a fraction)."""

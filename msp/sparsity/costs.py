@@ -62,7 +62,7 @@ class CostModel:
   def _alive_masks(self, params) -> dict[str, jax.Array]:
     """conv name → (O,) bool mask of its alive output channels (all alive for convs outside the spec)."""
     masks = {c.name: jnp.ones(c.out_channels, bool) for c in self.convs}
-    masks.update({layer.name: sq > 0 for layer, sq in zip(self.spec.layers, self.spec.group_sqnorms(params))})
+    masks.update({layer.name: alive for layer, alive in zip(self.spec.layers, self.spec.alive(params))})
     return masks
 
   def flops_kept(self, params) -> jax.Array:

@@ -114,6 +114,10 @@ class GroupSpec:
     """Per layer, (G_ℓ,) l2 norms ‖θ_g‖₂; zero groups give 0 with a zero (not NaN) gradient."""
     return [safe_sqrt(sq) for sq in self.group_sqnorms(params)]
 
+  def alive(self, params) -> list[jax.Array]:
+    """Per layer, (G_ℓ,) bool: the groups that are not all zero (the channels a pruned network keeps)."""
+    return [sq > 0 for sq in self.group_sqnorms(params)]
+
   def scale_groups(self, params, factors: Sequence[jax.Array]):
     """Returns params with every entry of group c of layer ℓ multiplied by factors[ℓ][c]; others unchanged."""
     flat = dict(traverse_util.flatten_dict(params))

@@ -30,15 +30,35 @@ def shrink_factors(norms: jax.Array, threshold: jax.Array, min_alive: int = 0) -
   return jnp.where(top_m_mask(norms, min_alive), 1.0, factors)
 
 
-def block_soft_threshold(params, spec: GroupSpec, thresholds: jax.Array, min_alive: int = 0):
+def block_soft_threshold(params, spec: GroupSpec, thresholds: jax.Array, min_alive: int = 0,
+                         max_removed: int | None = None):
   """prox of Σ_ℓ τ_ℓ Ω_ℓ at `params`. thresholds: (L,) τ_ℓ ≥ 0 (step size × λ_ℓ). Returns a params pytree.
 
   min_alive: the floor of surviving channels per layer (its m largest groups are left unchanged).
+  max_removed: a cap on the zero groups of all layers together (budget mode): only the `max_removed` groups with
+  the smallest norm / (τ_ℓ w_ℓ) may be zero afterwards; the others are left unchanged.
   """
   norms = spec.group_norms(params)
   factors = [shrink_factors(n, thresholds[i] * layer.weight, min_alive)
              for i, (layer, n) in enumerate(zip(spec.layers, norms))]
+  if max_removed is not None:
+    spared = spared_by_cap(norms, [thresholds[i] * layer.weight for i, layer in enumerate(spec.layers)], max_removed)
+    factors = [jnp.where(keep, 1.0, f) for keep, f in zip(spared, factors)]
   return spec.scale_groups(params, factors)
+
+
+def spared_by_cap(norms: list[jax.Array], thresholds: list[jax.Array], max_removed: int) -> list[jax.Array]:
+  """Per layer, (G_ℓ,) bool: the groups a cap of `max_removed` zero groups in all exempts from the prox.
+
+  Groups are ranked by norm / threshold (scalar per layer, already times w_ℓ): the prox may zero the
+  `max_removed` lowest, which include the groups that are zero already; ties at the cut are all spared.
+  """
+  ratios = [n / jnp.maximum(t, 1e-30) for n, t in zip(norms, thresholds)]
+  flat = jnp.concatenate(ratios)
+  if max_removed >= flat.shape[0]:
+    return [jnp.zeros(r.shape, bool) for r in ratios]
+  cut = jnp.sort(flat)[max_removed]
+  return [r >= cut for r in ratios]
 
 
 def floor_engaged(params, spec: GroupSpec, thresholds: jax.Array, min_alive: int) -> jax.Array:

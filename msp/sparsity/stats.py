@@ -12,8 +12,7 @@ def sparsity_stats(params, spec: GroupSpec) -> dict[str, jax.Array]:
   Returns alive_channels (L,) int, group_sparsity (L,) fraction of zero groups, group_sparsity_total (scalar,
   over all groups), param_sparsity (scalar, fraction of exactly-zero scalars among the grouped tensors).
   """
-  sqnorms = spec.group_sqnorms(params)
-  alive = jnp.stack([jnp.sum(sq > 0) for sq in sqnorms])
+  alive = jnp.stack([jnp.sum(a) for a in spec.alive(params)])
   sizes = jnp.asarray([layer.num_groups for layer in spec.layers])
   flat = traverse_util.flatten_dict(params)
   paths = {p for layer in spec.layers for p in (layer.kernel, *layer.coupled)}

@@ -32,12 +32,16 @@ def _positive(config, key: str, allow_zero: bool = False) -> None:
     raise ConfigError(f"config.{key}={value!r} must be {'≥' if allow_zero else '>'} 0")
 
 
+def _integer(config, key: str, minimum: int) -> None:
+  value = _get(config, key)
+  if not isinstance(value, int) or value < minimum:
+    raise ConfigError(f"config.{key}={value!r} must be an integer ≥ {minimum}")
+
+
 def validate_config(config: ml_collections.ConfigDict) -> None:
   """Raises ConfigError naming the first bad key; returns None when the config is usable."""
   for key in ("meta.inner_steps", "meta.episodes", "meta.support_size", "meta.query_size", "image_size"):
-    value = _get(config, key)
-    if not isinstance(value, int) or value < 1:
-      raise ConfigError(f"config.{key}={value!r} must be an integer ≥ 1")
+    _integer(config, key, 1)
   for key in ("meta.inner_lr", "optim.lr", "sparsity.lambda_init"):
     _positive(config, key)
   for key in ("optim.rho_lr", "optim.weight_decay"):
@@ -55,7 +59,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   target = _get(config, "budget.target")
   if not 0 < target < 1:
     raise ConfigError(f"config.budget.target={target!r} must lie strictly between 0 and 1")
-  _positive(config, "budget.dual_lr", allow_zero=True)
+  for key in ("budget.dual_lr", "budget.scale_lr", "budget.horizon"):
+    _positive(config, key, allow_zero=True)
   for key in ("safeguards.lambda_min", "safeguards.lambda_max"):
     _positive(config, key)
   if config.safeguards.lambda_min >= config.safeguards.lambda_max:
@@ -64,9 +69,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     raise ConfigError(f"config.sparsity.lambda_init={config.sparsity.lambda_init} lies outside the bounds "
                       f"[safeguards.lambda_min, safeguards.lambda_max]")
   for key in ("safeguards.min_channels", "safeguards.runaway_window"):
-    value = _get(config, key)
-    if not isinstance(value, int) or value < 1:
-      raise ConfigError(f"config.{key}={value!r} must be an integer ≥ 1")
+    _integer(config, key, 1)
   seen = tuple(_get(config, "seen_tasks"))
   if not seen:
     raise ConfigError("config.seen_tasks is empty")

@@ -37,16 +37,21 @@ class MetaLearner:
   train_step: Callable
   safeguards: Safeguards
   cost_model: CostModel
+  tx: optax.GradientTransformation
+  rho_tx: optax.GradientTransformation
 
   def init_state(self, rng: jax.Array) -> MetaTrainState:
-    """A fresh state: initial variables for images of `config.image_size`, ρ = log(lambda_init), replicated."""
+    """A fresh state: initial variables for images of `config.image_size`, ρ = log(lambda_init), replicated.
+
+    Every state of a learner shares its optimisers (static fields), so restored states reuse the compiled step.
+    """
     cfg = self.config
     size = cfg.image_size
-    variables = self.model.init(rng, jnp.zeros((1, size, size, 3), jnp.float32), train=False)
+    init = jax.jit(lambda key: self.model.init(key, jnp.zeros((1, size, size, 3), jnp.float32), train=False))
+    variables = init(rng)
     rho = init_rho(self.spec.num_layers, cfg.sparsity.lambda_mode, cfg.sparsity.lambda_init)
     state = MetaTrainState.create(params=variables["params"], batch_stats=variables["batch_stats"], rho=rho,
-                                  tx=OPTIMIZERS[cfg.optim.name](self.outer_lr, cfg.optim.weight_decay),
-                                  rho_tx=optax.adam(cfg.optim.rho_lr))
+                                  tx=self.tx, rho_tx=self.rho_tx)
     return replicate(state, self.mesh)
 
 
@@ -66,7 +71,7 @@ def build_meta_learner(config: ml_collections.ConfigDict) -> MetaLearner:
     b = config.budget
     budget = Budget(target_kind=b.target_kind, target=b.target, costs=cost_model.channel_costs(b.cost),
                     cost_model=cost_model, dual_lr=b.dual_lr, constraint=b.constraint,
-                    scale_lr=b.scale_lr, horizon=b.horizon)
+                    scale_lr=b.scale_lr, horizon=b.horizon, cap=b.cap)
   m = config.meta
   objective = MetaObjective(
       loss=MultiTaskLoss(model.apply, tasks), spec=spec, inner_steps=m.inner_steps, inner_lr=m.inner_lr,
@@ -77,4 +82,6 @@ def build_meta_learner(config: ml_collections.ConfigDict) -> MetaLearner:
   step = make_meta_train_step(objective, mesh, outer_lr, safeguards=safeguards, learn_lambda=sp.learn_lambda,
                               episode_loop=m.episode_loop, cost_model=cost_model)
   return MetaLearner(config=config, tasks=tasks, model=model, spec=spec, objective=objective, mesh=mesh,
-                     outer_lr=outer_lr, train_step=step, safeguards=safeguards, cost_model=cost_model)
+                     outer_lr=outer_lr, train_step=step, safeguards=safeguards, cost_model=cost_model,
+                     tx=OPTIMIZERS[config.optim.name](outer_lr, config.optim.weight_decay),
+                     rho_tx=optax.adam(config.optim.rho_lr))

@@ -26,7 +26,7 @@ def make_meta_train_step(objective: MetaObjective, mesh: Mesh, outer_lr: Callabl
   The input state's buffers are donated (reused for the output): do not use them after the call.
   Order: meta-gradient → skip if non-finite or an outlier (the state then only counts the step) → θ, φ by the
   outer optimiser → ρ by its optimiser, clipped to the λ bounds → outer prox at threshold outer_lr(step)·λ with the
-  channel floor → μ by dual ascent (budget mode).
+  channel floor (and the budget's cap) → μ by dual ascent (budget mode).
   Metrics: loss (objective), task_loss (T,) (mean over the episodes containing the task), lambda (L,), mu,
   grad_norm, skipped, lambda_at_bound (L,), floor_engaged (L,), `sparsity_stats`, and flops_kept when a
   `cost_model` is given.
@@ -66,7 +66,8 @@ def make_meta_train_step(objective: MetaObjective, mesh: Mesh, outer_lr: Callabl
     engaged = jnp.zeros(spec.num_layers, jnp.int32)
     if objective.sparse:
       engaged = floor_engaged(params, spec, thresholds, objective.min_alive)
-      params = block_soft_threshold(params, spec, thresholds, objective.min_alive)
+      params = block_soft_threshold(params, spec, thresholds, objective.min_alive,
+                                    max_removed=None if budget is None else budget.max_removed)
     budget_state = state.budget if budget is None else budget.update(state.budget, params)
     first = state.accepted_steps == 0
     grad_norm_avg = jnp.where(first, grad_norm, GRAD_NORM_DECAY * state.grad_norm_avg +
