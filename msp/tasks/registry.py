@@ -1,70 +1,100 @@
-"""Task registry: a task kind → how to build its head and loss. A new task kind is one entry in `TASK_KINDS`.
+"""Task registry: a task kind → how to build its head, loss and metric. A new task kind is one entry in `TASK_KINDS`.
 
 A config names its tasks in `config.tasks` (name → {kind, options}); `build_tasks` turns them into `Task`s in the
 order the caller asks for (the order of a meta-batch's task mask).
 """
 import dataclasses
 import functools
-from typing import Callable, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import jax
 import ml_collections
 
-from msp.tasks import losses
+from msp.tasks import losses, metrics
 
 LossFn = Callable[[jax.Array, jax.Array], jax.Array]
 
 
 @dataclasses.dataclass(frozen=True)
 class Task:
-  """One task: its head kind ("dense" | "attribute"), output channels and loss(raw_output, target) → scalar."""
+  """One task: its head kind ("dense" | "attribute"), output channels, loss and evaluation metric.
+
+  loss(raw_output, target) → scalar; metric accumulates (raw_output, target) batches (see `msp.tasks.metrics`).
+  """
   name: str
   kind: str
   head: str
   channels: int
   loss: LossFn
+  metric: metrics.Metric
 
 
-def _segmentation(num_classes: int, ignore_index: int = -1):
-  return "dense", num_classes, functools.partial(losses.segmentation_loss, ignore_index=ignore_index)
+class TaskKind(NamedTuple):
+  """What a task kind's options build: every `Task` field except name and kind."""
+  head: str
+  channels: int
+  loss: LossFn
+  metric: metrics.Metric
 
 
-def _attributes(num_attributes: int):
-  return "attribute", num_attributes, losses.attribute_loss
+def _segmentation(num_classes: int, ignore_index: int = -1) -> TaskKind:
+  return TaskKind("dense", num_classes, functools.partial(losses.segmentation_loss, ignore_index=ignore_index),
+                  metrics.SegmentationMetric(num_classes, ignore_index))
 
 
-def _regression(channels: int = 1):
-  return "dense", channels, losses.regression_loss
+def _normals(median_resolution: float = 0.01) -> TaskKind:
+  return TaskKind("dense", 3, losses.normals_loss, metrics.NormalsMetric(median_resolution))
 
 
-TASK_KINDS: dict[str, Callable[..., tuple[str, int, LossFn]]] = {
+def _edges(tolerance: int = 1, thresholds: int = 99) -> TaskKind:
+  return TaskKind("dense", 1, losses.edge_loss, metrics.EdgeMetric(tolerance, thresholds))
+
+
+def _attributes(num_attributes: int) -> TaskKind:
+  return TaskKind("attribute", num_attributes, losses.attribute_loss, metrics.AttributeMetric(num_attributes))
+
+
+def _regression(channels: int = 1) -> TaskKind:
+  return TaskKind("dense", channels, losses.regression_loss, metrics.RegressionMetric())
+
+
+TASK_KINDS: dict[str, Callable[..., TaskKind]] = {
     "segmentation": _segmentation,
-    "depth": lambda: ("dense", 1, losses.depth_loss),
-    "normals": lambda: ("dense", 3, losses.normals_loss),
-    "edges": lambda: ("dense", 1, losses.edge_loss),
+    "depth": lambda: TaskKind("dense", 1, losses.depth_loss, metrics.DepthMetric()),
+    "normals": _normals,
+    "edges": _edges,
     "attributes": _attributes,
     "regression": _regression,
 }
 
 
 def build_task(name: str, kind: str, **options) -> Task:
-  """Builds task `name` of registered `kind` with the kind's options (e.g. num_classes)."""
+  """Builds task `name` of registered `kind` with the kind's options.
+
+  Options per kind (defaults in parentheses): segmentation num_classes, ignore_index (-1); depth none; normals
+  median_resolution (0.01 degrees); edges tolerance (1 pixel), thresholds (99); attributes num_attributes;
+  regression channels (1).
+  """
   if kind not in TASK_KINDS:
     raise ValueError(f"task {name!r}: unknown kind {kind!r}; choose one of {sorted(TASK_KINDS)}")
   try:
-    head, channels, loss = TASK_KINDS[kind](**options)
-  except TypeError as e:
+    built = TASK_KINDS[kind](**options)
+  except (TypeError, ValueError) as e:
     raise ValueError(f"task {name!r} of kind {kind!r}: bad options {options}: {e}") from None
-  return Task(name=name, kind=kind, head=head, channels=channels, loss=loss)
+  return Task(name=name, kind=kind, **built._asdict())
+
+
+# Task options that say where a task's target comes from; `data_pipelines.episodes.target_spec` reads them.
+DATA_OPTIONS = ("feature", "attributes", "void_value")
 
 
 def build_tasks(task_configs: ml_collections.ConfigDict, names: Sequence[str]) -> tuple[Task, ...]:
-  """Tasks `names`, in that order, from `task_configs[name] = {kind: ..., <options>}`."""
+  """Tasks `names`, in that order, from `task_configs[name] = {kind: ..., <options>}` (DATA_OPTIONS skipped)."""
   tasks = []
   for name in names:
     if name not in task_configs:
       raise ValueError(f"task {name!r} is not defined in config.tasks (defined: {sorted(task_configs)})")
-    options = dict(task_configs[name])
+    options = {k: v for k, v in dict(task_configs[name]).items() if k not in DATA_OPTIONS}
     kind = options.pop("kind", name)
     tasks.append(build_task(name, kind, **options))
   return tuple(tasks)

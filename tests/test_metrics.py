@@ -1,0 +1,341 @@
+"""Streaming metrics against independent numpy implementations written here, hand-worked cases, batching and merge."""
+import functools
+
+import jax
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from msp.tasks import build_task, metrics
+
+KINDS = {
+    "segmentation": {"num_classes": 4},
+    "depth": {},
+    "normals": {},
+    "edges": {},
+    "attributes": {"num_attributes": 4},
+    "regression": {"channels": 2},
+}
+
+
+@functools.cache
+def _jit_update(metric):
+  return jax.jit(metric.update)
+
+
+def _accumulate(metric, batches):
+  """Updates over (output, target) batches from the empty state, under jax.jit (as every test here runs them)."""
+  state = metric.init()
+  for output, target in batches:
+    state = _jit_update(metric)(state, output, target)
+  return state
+
+
+def _split(output, target, parts):
+  return list(zip(np.array_split(output, parts), np.array_split(target, parts)))
+
+
+def _assert_close(got, want, atol=1e-6, rtol=1e-5):
+  assert set(got) == set(want)
+  for key in want:
+    np.testing.assert_allclose(got[key], want[key], atol=atol, rtol=rtol, err_msg=key)
+
+
+# --- random data with ignored / invalid entries: n examples of (raw output, target), float32 -----------------------
+
+def _segmentation_data(rng, n):
+  logits = rng.normal(size=(n, 5, 6, 4)).astype(np.float32)
+  logits[..., 3] -= 20.0  # class 3 is never predicted and (below) never labelled: mIoU must skip it
+  labels = rng.integers(0, 3, size=(n, 5, 6))
+  labels[rng.random(labels.shape) < 0.2] = -1
+  return logits, labels
+
+
+def _depth_data(rng, n):
+  depth = rng.uniform(0.5, 5.0, size=(n, 6, 7, 1)).astype(np.float32)
+  pred = (depth * np.exp(rng.normal(scale=0.3, size=depth.shape))).astype(np.float32)
+  pred[rng.random(pred.shape) < 0.1] = -0.5
+  pred[rng.random(pred.shape) < 0.05] = 0.0
+  depth[rng.random(depth.shape) < 0.2] = 0.0
+  return pred, depth
+
+
+def _normals_data(rng, n):
+  normals = rng.normal(size=(n, 6, 7, 3))
+  normals /= np.linalg.norm(normals, axis=-1, keepdims=True)
+  raw = 2.0 * normals + rng.normal(size=normals.shape)  # angles spread over roughly 0°–90°
+  normals[rng.random(normals.shape[:-1]) < 0.2] = 0.0
+  return raw.astype(np.float32), normals.astype(np.float32)
+
+
+def _edges_data(rng, n):
+  edges = (rng.random((n, 10, 12, 1)) < 0.15).astype(np.float32)
+  logits = 2.5 * np.roll(edges, 1, axis=2) + rng.normal(size=edges.shape)  # right answers, one pixel off
+  return logits.astype(np.float32), edges
+
+
+def _attributes_data(rng, n):
+  logits = rng.normal(size=(3 * n, 4)).astype(np.float32)
+  labels = (rng.random(logits.shape) < 0.4).astype(np.float32)
+  labels[:, 3] = 0.0  # attribute 3: never present and never predicted, the F1 = 1.0 case
+  logits[:, 3] = -np.abs(logits[:, 3])
+  return logits, labels
+
+
+def _regression_data(rng, n):
+  return rng.normal(size=(n, 3, 4, 2)).astype(np.float32), rng.normal(size=(n, 3, 4, 2)).astype(np.float32)
+
+
+DATA = {"segmentation": _segmentation_data, "depth": _depth_data, "normals": _normals_data, "edges": _edges_data,
+        "attributes": _attributes_data, "regression": _regression_data}
+
+
+# --- independent numpy implementations ------------------------------------------------------------------------------
+
+def _numpy_segmentation(logits, labels, num_classes, ignore_index=-1):
+  pred, valid = logits.argmax(-1), labels != ignore_index
+  ious = []
+  for c in range(num_classes):
+    p, g = (pred == c) & valid, (labels == c) & valid
+    if np.sum(p | g):
+      ious.append(np.sum(p & g) / np.sum(p | g))
+  return {"miou": np.mean(ious), "pixel_acc": np.mean(pred[valid] == labels[valid])}
+
+
+def _numpy_depth(pred, depth):
+  valid = depth > 0
+  p, g = pred[valid].astype(np.float64), depth[valid].astype(np.float64)
+  with np.errstate(divide="ignore"):
+    ratio = np.where(p > 0, np.maximum(p / g, g / p), np.inf)
+  return {"abs_err": np.mean(np.abs(p - g)), "rel_err": np.mean(np.abs(p - g) / g),
+          "rmse": np.sqrt(np.mean((p - g) ** 2)), "delta1": np.mean(ratio < 1.25)}
+
+
+def _numpy_angles(raw, normals):
+  valid = np.linalg.norm(normals, axis=-1) > 0
+  p, g = raw[valid].astype(np.float64), normals[valid].astype(np.float64)
+  cos = np.einsum("ij,ij->i", p, g) / (np.linalg.norm(p, axis=-1) * np.linalg.norm(g, axis=-1))
+  return np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
+
+
+def _numpy_normals(raw, normals):
+  angles = _numpy_angles(raw, normals)
+  return {"angle_mean": np.mean(angles), "angle_median": np.median(angles),
+          "within_11.25": 100 * np.mean(angles < 11.25), "within_22.5": 100 * np.mean(angles < 22.5),
+          "within_30": 100 * np.mean(angles < 30)}
+
+
+def _numpy_edges(logits, edges, tolerance=1, thresholds=99):
+  prob = 1.0 / (1.0 + np.exp(-logits[..., 0].astype(np.float64)))
+  true = edges[..., 0] > 0
+  window = np.ones((2 * tolerance + 1,) * 2, bool)
+
+  def dilate(masks):
+    return np.stack([ndimage.binary_dilation(m, structure=window) for m in masks])
+
+  near_true = dilate(true)
+  best = 0.0
+  for k in range(1, thresholds + 1):
+    pred = prob >= k / (thresholds + 1)
+    precision = np.sum(pred & near_true) / pred.sum() if pred.sum() else 0.0
+    recall = np.sum(true & dilate(pred)) / true.sum() if true.sum() else 0.0
+    if precision + recall:
+      best = max(best, 2 * precision * recall / (precision + recall))
+  return {"ods_f": best}
+
+
+def _numpy_attributes(logits, labels):
+  out = {}
+  for a in range(logits.shape[1]):
+    pred, true = logits[:, a] > 0, labels[:, a] == 1
+    tp, fp, fn = np.sum(pred & true), np.sum(pred & ~true), np.sum(~pred & true)
+    out[f"accuracy/{a}"] = np.mean(pred == true)
+    out[f"f1/{a}"] = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 1.0
+  for name in ("accuracy", "f1"):
+    out[name] = np.mean([out[f"{name}/{a}"] for a in range(logits.shape[1])])
+  return out
+
+
+def _numpy_regression(pred, target):
+  return {"mse": np.mean((pred.astype(np.float64) - target) ** 2)}
+
+
+NUMPY = {"segmentation": functools.partial(_numpy_segmentation, num_classes=4), "depth": _numpy_depth,
+         "normals": _numpy_normals, "edges": _numpy_edges, "attributes": _numpy_attributes,
+         "regression": _numpy_regression}
+
+
+def _metric(kind, **options):
+  return build_task(kind, kind, **{**KINDS[kind], **options}).metric
+
+
+# --- random data against numpy --------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_matches_numpy_over_batches(kind):
+  output, target = DATA[kind](np.random.default_rng(0), 6)
+  metric = _metric(kind)
+  got, want = metric.compute(_accumulate(metric, _split(output, target, 3))), NUMPY[kind](output, target)
+  if kind == "normals":  # the streamed median is exact up to the histogram's bin width
+    assert abs(got.pop("angle_median") - want.pop("angle_median")) <= metric.median_resolution
+  _assert_close(got, want, atol=1e-4 if kind == "normals" else 1e-6)  # float32 angles are good to ~1e-5°
+
+
+@pytest.mark.parametrize("tolerance", [0, 1, 2])
+def test_edges_match_numpy_per_tolerance(tolerance):
+  logits, edges = _edges_data(np.random.default_rng(1), 4)
+  metric = _metric("edges", tolerance=tolerance, thresholds=19)
+  got = metric.compute(_accumulate(metric, _split(logits, edges, 2)))
+  _assert_close(got, _numpy_edges(logits, edges, tolerance=tolerance, thresholds=19))
+
+
+@pytest.mark.parametrize("resolution", [0.01, 0.5])
+@pytest.mark.parametrize("valid_count", [41, 42])  # odd: one middle angle; even: the mean of two
+def test_normals_median_within_bin_width(resolution, valid_count):
+  raw, normals = (x.reshape(1, 1, -1, 3) for x in _normals_data(np.random.default_rng(2), 3))
+  end = np.searchsorted(np.cumsum(np.any(normals[0, 0] != 0, axis=-1)), valid_count) + 1
+  raw, normals = raw[:, :, :end], normals[:, :, :end]
+  metric = _metric("normals", median_resolution=resolution)
+  got = metric.compute(_accumulate(metric, [(raw, normals)]))["angle_median"]
+  assert _numpy_angles(raw, normals).size == valid_count
+  assert abs(got - np.median(_numpy_angles(raw, normals))) <= resolution / 2 + 1e-4
+
+
+# --- hand-worked cases ----------------------------------------------------------------------------------------------
+
+def test_segmentation_2x2():
+  """Labels [[0, 1], [1, void]], prediction [[0, 1], [0, 1]]: IoU 1/2 for classes 0 and 1; class 2 is absent.
+
+  Void is the ignore label 255, or −2: outside [0, C), also excluded.
+  """
+  logits = np.eye(3, dtype=np.float32)[np.array([[[0, 1], [0, 1]]])]
+  metric = _metric("segmentation", num_classes=3, ignore_index=255)
+  for void in (255, -2):
+    labels = np.array([[[0, 1], [1, void]]])
+    _assert_close(metric.compute(_accumulate(metric, [(logits, labels)])), {"miou": 0.5, "pixel_acc": 2 / 3})
+
+
+def test_depth_with_one_invalid_pixel():
+  """Valid pairs (1, 2), (2, 2), (5, 4): errors 1, 0, 1; ratios 2, 1, 1.25 (not < 1.25)."""
+  pred = np.array([1.0, 2.0, 3.0, 5.0], np.float32).reshape(1, 2, 2, 1)
+  depth = np.array([2.0, 2.0, 0.0, 4.0], np.float32).reshape(1, 2, 2, 1)
+  metric = _metric("depth")
+  _assert_close(metric.compute(_accumulate(metric, [(pred, depth)])),
+                {"abs_err": 2 / 3, "rel_err": (0.5 + 0.25) / 3, "rmse": np.sqrt(2 / 3), "delta1": 1 / 3})
+
+
+def test_depth_nonpositive_prediction_fails_delta():
+  pred = np.array([-1.0, 0.0, 1.1], np.float32).reshape(1, 1, 3, 1)
+  depth = np.ones((1, 1, 3, 1), np.float32)
+  metric = _metric("depth")
+  assert metric.compute(_accumulate(metric, [(pred, depth)]))["delta1"] == pytest.approx(1 / 3)
+
+
+def test_normals_known_angles():
+  """Angles 0°, 45°, 90°, 180° to +z (raw, unnormalised predictions), a zero prediction (90°), an invalid pixel."""
+  raw = np.array([[0, 0, 5], [1, 0, 1], [3, 0, 0], [0, 0, -2], [0, 0, 0], [1, 2, 3]], np.float32).reshape(1, 1, 6, 3)
+  normals = np.array([[0, 0, 1]] * 5 + [[0, 0, 0]], np.float32).reshape(1, 1, 6, 3)
+  metric = _metric("normals")
+  got = metric.compute(_accumulate(metric, [(raw, normals)]))
+  _assert_close(got, {"angle_mean": 81.0, "angle_median": 90.0, "within_11.25": 20.0, "within_22.5": 20.0,
+                      "within_30": 20.0}, atol=metric.median_resolution)
+  assert got["angle_mean"] == pytest.approx(81.0, abs=1e-4)
+  # An even count (0°, 45°, 90°, 180°): the median is the mean of the two middle angles.
+  got = metric.compute(_accumulate(metric, [(raw[:, :, :4], normals[:, :, :4])]))
+  assert got["angle_median"] == pytest.approx(67.5, abs=metric.median_resolution)
+
+
+def _edge_maps(true_pixels, pred_pixels, size=8):
+  edges, logits = np.zeros((1, size, size, 1), np.float32), np.full((1, size, size, 1), -10.0, np.float32)
+  for r, c in true_pixels:
+    edges[0, r, c] = 1.0
+  for r, c in pred_pixels:
+    logits[0, r, c] = 10.0
+  return logits, edges
+
+
+def _ods(pair, tolerance):
+  metric = _metric("edges", tolerance=tolerance)
+  return metric.compute(_accumulate(metric, [pair]))["ods_f"]
+
+
+def test_edges_shifted_by_one_pixel():
+  column = [(r, 3) for r in range(8)]
+  shifted = _edge_maps(column, [(r, 4) for r in range(8)])
+  assert _ods(shifted, tolerance=1) == pytest.approx(1.0)
+  assert _ods(shifted, tolerance=0) == 0.0
+  # Chessboard distance: a diagonal neighbour matches at tolerance 1.
+  assert _ods(_edge_maps([(2, 2)], [(3, 3)]), tolerance=1) == pytest.approx(1.0)
+  # Exact match plus a spurious column: precision 1/2, recall 1 → F = 2/3.
+  assert _ods(_edge_maps(column, column + [(r, 6) for r in range(8)]), tolerance=0) == pytest.approx(2 / 3)
+
+
+def test_attributes_hand_computed():
+  """Attribute 0: tp, fn, fp, tn 1 each → acc 1/2, F1 1/2. Attribute 1: perfect. Attribute 2: no positives → 1.0."""
+  labels = np.array([[1, 1, 0], [1, 0, 0], [0, 0, 0], [0, 0, 0]], np.float32)
+  logits = np.array([[2, 1, -1], [-1, -1, -2], [3, 0, -1], [-2, -1, 0]], np.float32)  # logit 0 is negative
+  metric = _metric("attributes", num_attributes=3)
+  _assert_close(metric.compute(_accumulate(metric, [(logits, labels)])),
+                {"accuracy": (0.5 + 1 + 1) / 3, "f1": (0.5 + 1 + 1) / 3, "accuracy/0": 0.5, "accuracy/1": 1.0,
+                 "accuracy/2": 1.0, "f1/0": 0.5, "f1/1": 1.0, "f1/2": 1.0})
+
+
+# --- streaming: batching, merge --------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_batches_equal_one_pass(kind):
+  output, target = DATA[kind](np.random.default_rng(4), 6)
+  metric = _metric(kind)
+  _assert_close(metric.compute(_accumulate(metric, _split(output, target, 3))),
+                metric.compute(_accumulate(metric, [(output, target)])))
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_merge_equals_updating_with_both(kind):
+  (first, second) = _split(*DATA[kind](np.random.default_rng(5), 4), 2)
+  metric = _metric(kind)
+  both = _accumulate(metric, [first, second])
+  merged = metric.merge(_accumulate(metric, [first]), _accumulate(metric, [second]))
+  assert set(merged) == set(both)
+  for key in both:
+    np.testing.assert_allclose(merged[key], both[key], rtol=1e-6, err_msg=key)
+  # States pulled to the host (e.g. as int64 against int32 overflow) merge with the same result.
+  host = [{k: np.asarray(v, np.int64 if v.dtype.kind == "i" else np.float64) for k, v in state.items()}
+          for state in (_accumulate(metric, [first]), _accumulate(metric, [second]))]
+  _assert_close(metric.compute(metric.merge(*host)), metric.compute(both))
+
+
+# --- registry -------------------------------------------------------------------------------------------------------
+
+EXPECTED = {
+    "segmentation": (metrics.SegmentationMetric, "miou", {"miou": True, "pixel_acc": True}),
+    "depth": (metrics.DepthMetric, "abs_err", {"abs_err": False, "rel_err": False, "rmse": False, "delta1": True}),
+    "normals": (metrics.NormalsMetric, "angle_mean", {"angle_mean": False, "angle_median": False,
+                                                      "within_11.25": True, "within_22.5": True, "within_30": True}),
+    "edges": (metrics.EdgeMetric, "ods_f", {"ods_f": True}),
+    "attributes": (metrics.AttributeMetric, "f1", {f"{m}{s}": True for m in ("accuracy", "f1")
+                                                   for s in ("", "/0", "/1", "/2", "/3")}),
+    "regression": (metrics.RegressionMetric, "mse", {"mse": False}),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_registry_metric_names_and_directions(kind):
+  cls, headline, directions = EXPECTED[kind]
+  metric = _metric(kind)
+  assert isinstance(metric, cls) and metric.headline == headline
+  assert dict(metric.higher_is_better) == directions
+  output, target = DATA[kind](np.random.default_rng(7), 2)
+  assert set(metric.compute(_accumulate(metric, [(output, target)]))) == set(directions)
+  assert set(metric.compute(metric.init())) == set(directions)  # an empty state computes too (NaN where undefined)
+
+
+def test_registry_options():
+  seg = build_task("seg", "segmentation", num_classes=13, ignore_index=255)
+  assert (seg.head, seg.channels, seg.metric) == ("dense", 13, metrics.SegmentationMetric(13, 255))
+  assert build_task("e", "edges", tolerance=0, thresholds=9).metric == metrics.EdgeMetric(0, 9)
+  assert build_task("e", "edges").metric == metrics.EdgeMetric(1, 99)
+  assert build_task("attr", "attributes", num_attributes=2).metric == metrics.AttributeMetric(2)
+  for kind, options in (("segmentation", {}), ("edges", {"tolerance": -1}), ("normals", {"median_resolution": 0})):
+    with pytest.raises(ValueError, match="bad options"):
+      build_task("t", kind, **options)
