@@ -1,0 +1,249 @@
+"""From a random-access split to meta-batches of episodes (training) and to padded batches (evaluation), with grain.
+
+The source is anything with `__len__` and `__getitem__(i) -> dict of numpy arrays`, e.g. what
+`tfds.data_source(...)` or `builder.as_data_source(split)` returns for an array_record dataset; `__getitems__`
+(batched reads) is used when the source has it. Raw examples follow the feature layout msp's builders share:
+`image` uint8 (H, W, 3); `segmentation` uint8 (H, W); `depth` float32 (H, W) metres, 0 = invalid; `normals` float32
+(H, W, 3) unit, zero vector = invalid; `edges` uint8 (H, W) {0, 1}; `attributes` uint8 (A,) {0, 1}, named by the
+builder's ATTRIBUTE_NAMES.
+
+Sharding over processes is strided: process p owns the source indices i with i % process_count == p, in
+ascending order. Training meta-batch s is a pure function of (seed, s, process_index), so a grain iterator's state
+is just the next step index (`{"next_index": s}`, JSON-serialisable as grain returns it) and a resumed iterator
+(`set_state`) yields bitwise the batches an uninterrupted one would.
+"""
+import dataclasses
+from typing import Any, Mapping, Sequence
+
+import flax.struct
+import grain
+import jax
+import numpy as np
+
+from msp.meta import MetaBatch, sample_task_masks
+
+TARGET_KINDS = ("segmentation", "depth", "normals", "edges", "attributes")
+# MapDataset.range needs a length; a meta-batch dataset without num_steps is this long, i.e. endless in practice.
+_UNBOUNDED_STEPS = 2 ** 62
+
+
+@dataclasses.dataclass(frozen=True)
+class TargetSpec:
+  """How one task's target is made from a raw example.
+
+  name: the task's name, the key of its target in a batch. kind: one of TARGET_KINDS. feature: the raw example's
+  key it reads (default: the kind). void_value / ignore_index (segmentation): raw labels equal to void_value
+  (None: no void label) become ignore_index, the loss's ignore label. attribute_indices (attributes): positions of
+  the task's attributes in the example's attribute vector.
+  """
+  name: str
+  kind: str
+  feature: str
+  void_value: int | None = 255
+  ignore_index: int = -1
+  attribute_indices: tuple[int, ...] = ()
+
+  def __call__(self, example: Mapping[str, np.ndarray]) -> np.ndarray:
+    """The target of an example, or of a batch of them (any leading axes, written ... below): segmentation int32
+    (..., H, W); depth, edges float32 (..., H, W, 1) (metres, {0, 1}); normals float32 (..., H, W, 3); attributes
+    float32 (..., A_t) {0, 1}. Float features that need no conversion are returned without a copy."""
+    return _CONVERTERS[self.kind](self, np.asarray(example[self.feature]))
+
+
+def _segmentation(spec: TargetSpec, raw: np.ndarray) -> np.ndarray:
+  labels = raw.astype(np.int32)
+  if spec.void_value is not None:
+    labels[raw == spec.void_value] = spec.ignore_index
+  return labels
+
+
+def _with_channel(spec: TargetSpec, raw: np.ndarray) -> np.ndarray:
+  return np.asarray(raw, np.float32)[..., None]
+
+
+_CONVERTERS = {
+    "segmentation": _segmentation,
+    "depth": _with_channel,
+    "normals": lambda spec, raw: np.asarray(raw, np.float32),
+    "edges": _with_channel,
+    "attributes": lambda spec, raw: raw[..., list(spec.attribute_indices)].astype(np.float32),
+}
+
+
+def target_spec(name: str, kind: str, options: Mapping[str, Any] | None = None,
+                attribute_names: Sequence[str] = ()) -> TargetSpec:
+  """The TargetSpec of task `name` of `kind` from its config options.
+
+  Options read here: `feature` (any kind); `void_value` (default 255) and `ignore_index` (default -1) for
+  segmentation; `attributes` for attributes: a name or tuple of names looked up in `attribute_names` (the dataset's
+  ATTRIBUTE_NAMES), default the task's own name, checked against `num_attributes` when that is given. Other options
+  (num_classes, ...) belong to the head and loss and are ignored.
+  """
+  options = dict(options or {})
+  if kind not in TARGET_KINDS:
+    raise ValueError(f"task {name!r}: kind {kind!r} has no dataset target; choose one of {TARGET_KINDS}")
+  spec = TargetSpec(name=name, kind=kind, feature=options.get("feature", kind))
+  if kind == "segmentation":
+    return dataclasses.replace(spec, void_value=options.get("void_value", 255),
+                               ignore_index=options.get("ignore_index", -1))
+  if kind != "attributes":
+    return spec
+  wanted = options.get("attributes", name)
+  wanted = (wanted,) if isinstance(wanted, str) else tuple(wanted)
+  if not wanted:
+    raise ValueError(f"task {name!r}: option `attributes` selects no attribute")
+  missing = [a for a in wanted if a not in attribute_names]
+  if missing:
+    raise ValueError(f"task {name!r}: attributes {missing} are not in the dataset's ATTRIBUTE_NAMES "
+                     f"{tuple(attribute_names)}")
+  if options.get("num_attributes", len(wanted)) != len(wanted):
+    raise ValueError(f"task {name!r}: num_attributes={options['num_attributes']} but {len(wanted)} attributes "
+                     f"selected: {wanted}")
+  return dataclasses.replace(spec, attribute_indices=tuple(list(attribute_names).index(a) for a in wanted))
+
+
+def target_specs(task_configs: Mapping[str, Mapping[str, Any]], names: Sequence[str],
+                 attribute_names: Sequence[str] = ()) -> tuple[TargetSpec, ...]:
+  """TargetSpecs of tasks `names`, in that order (the task mask's column order), from
+  `task_configs[name] = {kind: ..., <options>}` (config.tasks; kind defaults to the name)."""
+  return tuple(target_spec(n, task_configs[n].get("kind", n), task_configs[n], attribute_names) for n in names)
+
+
+def prepare_example(example: Mapping[str, np.ndarray], targets: Sequence[TargetSpec]) -> dict[str, np.ndarray]:
+  """Raw example (or a batch of them, stacked feature by feature: any leading axes ...) → {"image": float32
+  (..., H, W, 3) in [0, 1], <task name>: target (see TargetSpec.__call__)}."""
+  image = np.asarray(example["image"])
+  if image.dtype != np.uint8:
+    raise ValueError(f"feature 'image' must be uint8 (..., H, W, 3), got {image.dtype} {image.shape}")
+  return {"image": np.divide(image, np.float32(255), dtype=np.float32), **{t.name: t(example) for t in targets}}
+
+
+@flax.struct.dataclass
+class EvalBatch:
+  """examples: {"image": (B, H, W, 3), <task>: (B, ...)}; valid: (B,) bool, False on padding rows; index: (B,)
+  int64 source index of each row, -1 on padding rows."""
+  examples: dict[str, np.ndarray]
+  valid: np.ndarray
+  index: np.ndarray
+
+
+def _process(process_index: int | None, process_count: int | None) -> tuple[int, int]:
+  index = jax.process_index() if process_index is None else process_index
+  count = jax.process_count() if process_count is None else process_count
+  if not 0 <= index < count:
+    raise ValueError(f"process_index={index} must lie in [0, process_count={count})")
+  return index, count
+
+
+def _ceil_div(a: int, b: int) -> int:
+  return -(-a // b)
+
+
+def _in_background(dataset: grain.MapDataset, num_threads: int, prefetch_buffer_size: int) -> grain.IterDataset:
+  return dataset.to_iter_dataset(grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch_buffer_size))
+
+
+class _Loader:
+  """Reads source examples by index, stacks them and prepares the stack; validates the source once, on entry."""
+
+  def __init__(self, source, targets: Sequence[TargetSpec]):
+    self.source, self.targets = source, tuple(targets)
+    self.features = sorted({"image", *(t.feature for t in self.targets)})
+    if len(source) == 0:
+      raise ValueError("the data source is empty")
+    example = source[0]
+    missing = [f for f in self.features if f not in example]
+    if missing:
+      raise ValueError(f"the source's examples lack features {missing} (they have {sorted(example)}); a task "
+                       f"reads the feature named by its `feature` option, by default its kind")
+    for t in self.targets:
+      if t.kind == "attributes" and max(t.attribute_indices) >= (width := len(example[t.feature])):
+        raise ValueError(f"task {t.name!r}: attribute index {max(t.attribute_indices)} is out of range for the "
+                         f"source's {t.feature!r} vector of length {width}; do ATTRIBUTE_NAMES match the dataset?")
+    prepare_example(example, self.targets)
+
+  def load(self, indices: np.ndarray) -> dict[str, np.ndarray]:
+    """indices: int (N,) → {"image": (N, H, W, 3), <task>: (N, ...)}."""
+    keys = [int(i) for i in indices]
+    getitems = getattr(self.source, "__getitems__", None)
+    raw = getitems(keys) if getitems is not None else [self.source[k] for k in keys]
+    # Stacking the raw features first converts each feature in one pass, on the smaller raw dtypes.
+    return prepare_example({f: np.stack([r[f] for r in raw]) for f in self.features}, self.targets)
+
+
+class MetaBatchSampler:
+  """Meta-batch s (s = 0, 1, ...) as a pure function of (seed, s, process_index).
+
+  This process makes E_local = episodes / process_count episodes. Each has a task mask from `sample_task_masks`
+  and support_size + query_size distinct examples of this process's shard (the first support_size are the
+  support batch, the rest the disjoint query batch); episodes draw independently, so they may share examples.
+  Concatenating the processes' meta-batches in process order gives the global meta-batch of `episodes` episodes.
+  """
+
+  def __init__(self, source, targets: Sequence[TargetSpec], episodes: int, support_size: int, query_size: int,
+               seed: int, task_sampling: str = "subsets", process_index: int | None = None,
+               process_count: int | None = None):
+    self.process_index, process_count = _process(process_index, process_count)
+    if episodes % process_count:
+      raise ValueError(f"meta.episodes={episodes} is not divisible by the process count {process_count}")
+    smallest_shard = len(source) // process_count
+    if smallest_shard < support_size + query_size:
+      raise ValueError(f"a process's shard holds {smallest_shard} examples ({len(source)} over {process_count} "
+                       f"processes), fewer than meta.support_size + meta.query_size = {support_size} + "
+                       f"{query_size}: an episode's support and query batches must be disjoint")
+    self._loader = _Loader(source, targets)
+    self.shard = np.arange(self.process_index, len(source), process_count)
+    self.local_episodes = episodes // process_count
+    self.support_size, self.query_size, self.seed, self.task_sampling = support_size, query_size, seed, task_sampling
+
+  def draw(self, step: int) -> tuple[np.ndarray, np.ndarray]:
+    """Source indices int64 (E_local, support_size + query_size) and task masks float32 (E_local, T) of step."""
+    rng = np.random.default_rng((self.seed, step, self.process_index))
+    size = self.support_size + self.query_size
+    picks = np.stack([rng.choice(len(self.shard), size, replace=False) for _ in range(self.local_episodes)])
+    masks = sample_task_masks(rng, self.local_episodes, len(self._loader.targets), self.task_sampling)
+    return self.shard[picks], masks
+
+  def __call__(self, step: int) -> MetaBatch:
+    """MetaBatch of numpy arrays: support/query {"image": (E_local, B, H, W, 3), <task>: (E_local, B, ...)},
+    task_mask (E_local, T) in the order of `targets`."""
+    indices, masks = self.draw(step)
+    flat = self._loader.load(indices.ravel())
+    both = {k: v.reshape(*indices.shape, *v.shape[1:]) for k, v in flat.items()}
+    return MetaBatch(support={k: v[:, :self.support_size] for k, v in both.items()},
+                     query={k: v[:, self.support_size:] for k, v in both.items()}, task_mask=masks)
+
+
+def meta_batch_dataset(sampler: MetaBatchSampler, num_steps: int | None = None, num_threads: int = 2,
+                       prefetch_buffer_size: int = 4) -> grain.IterDataset:
+  """Meta-batches 0, 1, ... (num_steps of them, or endless), made by `num_threads` background threads that keep up
+  to `prefetch_buffer_size` meta-batches ready (num_threads=0: made on demand in the caller's thread).
+
+  `iter(...)` gives a grain iterator whose `get_state()` is `{"next_index": s}` (plain ints, JSON-serialisable);
+  `set_state` on a fresh iterator resumes at meta-batch s.
+  """
+  steps = grain.MapDataset.range(_UNBOUNDED_STEPS if num_steps is None else num_steps)
+  return _in_background(steps.map(sampler), num_threads, prefetch_buffer_size)
+
+
+def eval_dataset(source, targets: Sequence[TargetSpec], batch_size: int, process_index: int | None = None,
+                 process_count: int | None = None, num_threads: int = 2,
+                 prefetch_buffer_size: int = 4) -> grain.IterDataset:
+  """This process's shard of the split, in ascending index order, as EvalBatch'es of exactly batch_size rows.
+
+  The last batches are padded (valid False, index -1; the rows repeat source example 0), so shapes never change
+  and sums weighted by `valid` count each example exactly once over all processes. Every process gets the same
+  number of batches, ceil(ceil(len(source) / process_count) / batch_size), so collectives stay in step.
+  """
+  process_index, process_count = _process(process_index, process_count)
+  loader = _Loader(source, targets)
+  shard = np.arange(process_index, len(source), process_count)
+  num_batches = _ceil_div(_ceil_div(len(source), process_count), batch_size)
+
+  def batch(b: int) -> EvalBatch:
+    index = np.full(batch_size, -1, np.int64)
+    rows = shard[b * batch_size:(b + 1) * batch_size]
+    index[:len(rows)] = rows
+    return EvalBatch(examples=loader.load(np.maximum(index, 0)), valid=index >= 0, index=index)
+
+  return _in_background(grain.MapDataset.range(num_batches).map(batch), num_threads, prefetch_buffer_size)
