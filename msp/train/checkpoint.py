@@ -1,0 +1,304 @@
+"""Checkpoints of a run: the whole MetaTrainState plus the input pipeline's state, and resuming from them.
+
+A run directory `workdir` holds `config.json` (the config of the run) and `checkpoints/<step>/` (orbax V1), each
+step with two checkpointables: `state` (the MetaTrainState pytree) and `data_state` (JSON: the input pipeline's
+iterator state). Orbax writes a step into `<step>.orbax-checkpoint-tmp` and renames it when complete, so an
+interrupted save never shows up as a checkpoint.
+
+A workdir belongs to one run: reopening it with a config that differs in anything but the keys of
+MAY_DIFFER_ON_RESUME raises CheckpointError before anything is written.
+"""
+import base64
+import json
+import os
+import pathlib
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+from orbax.checkpoint import v1 as ocp
+
+from msp.train.config import ConfigError
+from msp.train.state import MetaTrainState
+
+# Config keys (a section covers its sub-keys) that may change when a run is resumed: run length, logging and
+# checkpointing, placement and input-pipeline performance, implementation choices that compute the same values,
+# and what happens after meta-training (evaluation, adaptation). Every other key defines the state's structure
+# or meaning (model, tasks, data, sparsity, meta-objective, optimisers, budget, safeguards, seed) and must match.
+MAY_DIFFER_ON_RESUME = ("steps", "log_every", "checkpoint_every", "num_devices", "meta.remat", "meta.episode_loop",
+                        "data.data_dir", "data.num_threads", "data.prefetch", "data.eval_split", "eval", "adapt")
+
+_STATE = "state"
+_DATA_STATE = "data_state"
+# JSON has neither bytes (grain's DataLoader.get_state() returns bytes) nor tuples: they are stored tagged.
+_BYTES_TAG = "__bytes_base64__"
+_TUPLE_TAG = "__tuple__"
+_MAX_LISTED = 10
+
+
+class CheckpointError(ConfigError):
+  """A run directory cannot be used: unwritable, written by an incompatible config, or a mismatched checkpoint."""
+
+
+class RunCheckpointer:
+  """Saves and restores a run's checkpoints in `workdir`, after checking that the run may be resumed there.
+
+  Use it as a context manager (or call `close()`): saves run in the background, and a process that exits with one
+  in flight loses that checkpoint (its temporary directory is never taken for a checkpoint).
+
+  Example:
+    with RunCheckpointer(workdir, config, save_every=100) as ckpt:
+      state = learner.init_state(rng)
+      data_state = {"step": 0}
+      if ckpt.latest_step() is not None:
+        state, data_state = ckpt.restore(state)
+      ...
+      ckpt.save(step, state, data_state)  # every 100 steps
+      ckpt.save(num_steps, state, data_state, force=True)  # the final step
+  """
+
+  def __init__(self, workdir: str | os.PathLike, config: ml_collections.ConfigDict, *, save_every: int,
+               max_to_keep: int = 3):
+    """Creates `workdir` (not its parents) and checks it against `config`; writes config.json when compatible.
+
+    Args:
+      workdir: the run directory; its parent must exist.
+      config: the run's config.
+      save_every: `save` writes a checkpoint at steps that are multiples of this (or when forced).
+      max_to_keep: the newest checkpoints kept; older ones are deleted after each save.
+
+    Raises:
+      CheckpointError: the workdir cannot be created or written; its config.json differs from `config` in a
+        key outside MAY_DIFFER_ON_RESUME; or it holds checkpoints but no config.json.
+    """
+    if save_every < 1 or max_to_keep < 1:
+      raise ValueError(f"save_every={save_every} and max_to_keep={max_to_keep} must be ≥ 1")
+    self.workdir = pathlib.Path(workdir)
+    self.config_path = self.workdir / "config.json"
+    self.directory = self.workdir / "checkpoints"
+    new = json.loads(config.to_json_best_effort(sort_keys=True))
+    # both checks only read, so that a refused workdir is left exactly as it was
+    if self.config_path.exists():
+      _check_compatible(self.config_path, new)
+    elif self.directory.exists() and any(self.directory.iterdir()):
+      raise CheckpointError(f"{self.directory} holds checkpoints but {self.config_path} is missing, so they "
+                            f"cannot be checked against the config; use another workdir or remove {self.directory}")
+    _check_writable(self.workdir)
+    _write_json(self.config_path, new)
+    registry = ocp.handlers.local_registry()
+    registry.add(ocp.handlers.JsonHandler, checkpointable_name=_DATA_STATE)
+    context = ocp.Context()
+    context.checkpointables.registry = registry
+    self._checkpointer = ocp.training.Checkpointer(
+        self.directory, context=context,
+        save_decision_policy=ocp.training.save_decision_policies.FixedIntervalPolicy(save_every),
+        preservation_policy=ocp.training.preservation_policies.LatestN(max_to_keep),
+        cleanup_tmp_directories=True)
+
+  def __enter__(self) -> "RunCheckpointer":
+    return self
+
+  def __exit__(self, *exc_info) -> None:
+    self.close()
+
+  def save(self, step: int, state: MetaTrainState, data_state: dict, *, force: bool = False) -> bool:
+    """Starts saving `state` and `data_state` as the checkpoint of `step`, if `step` is a multiple of save_every.
+
+    The device-to-host copy of `state` is done before returning, so the caller may donate its buffers (the train
+    step does) while the write runs in the background; a save waits for the previous one.
+
+    Args:
+      step: the number of outer steps taken.
+      state: the state after `step` steps.
+      data_state: JSON-able dict (str keys; bytes and tuples allowed) that resumes the input pipeline.
+      force: save whatever the step, and wait until the checkpoint is committed (for the final step).
+
+    Returns:
+      Whether a checkpoint was started: False when the policy skips `step` or a checkpoint of `step` exists
+      already (a resumed run that had already reached its last step).
+    """
+    encoded = _encode(data_state, "data_state")
+    # the policy first: _steps() waits for a save in flight, which a skipped step must not do
+    if not (force or self._checkpointer.should_save(step)) or step in self._steps():
+      return False
+    response = self._checkpointer.save_checkpointables_async(
+        step, {_STATE: state, _DATA_STATE: encoded}, force=force)
+    if response is None:
+      return False
+    if force:
+      self.wait()
+    return True
+
+  def latest_step(self) -> int | None:
+    """The newest committed checkpoint's step (after waiting for a save in flight), or None if there is none."""
+    steps = self._steps()
+    return steps[-1] if steps else None
+
+  def restore(self, abstract_state: MetaTrainState, step: int | None = None) -> tuple[MetaTrainState, dict]:
+    """Loads the checkpoint of `step` (default: the latest) onto the shapes, dtypes and shardings of a state.
+
+    Args:
+      abstract_state: a state of the run's structure whose leaves carry shardings, e.g. `learner.init_state(rng)`
+        (the optax NamedTuples come back as such only through this tree).
+      step: the checkpoint to load; None for the latest.
+
+    Returns:
+      (state, data_state) as saved.
+
+    Raises:
+      ValueError: a leaf of `abstract_state` has no sharding (numpy arrays, `jax.eval_shape` results): orbax
+        would then place it as it was saved, whatever the current devices.
+      CheckpointError: no checkpoint, or the checkpoint's tree or leaf shapes differ from `abstract_state`'s.
+    """
+    if any(getattr(leaf, "sharding", None) is None for leaf in jax.tree.leaves(abstract_state)):
+      raise ValueError("every leaf of abstract_state must carry a sharding, as those of learner.init_state(rng) do")
+    steps = self._steps()
+    if step is None and not steps:
+      raise CheckpointError(f"no checkpoint to restore in {self.directory}")
+    step = steps[-1] if step is None else step
+    if step not in steps:
+      raise CheckpointError(f"no checkpoint of step {step} in {self.directory}; there are {steps}")
+    path = self.directory / str(step)
+    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), abstract_state)
+    try:
+      saved = self._checkpointer.checkpointables_metadata(step).metadata[_STATE]
+    except Exception as e:  # orbax raises many kinds; all mean the step directory is unreadable
+      raise CheckpointError(f"cannot read the checkpoint {path}: {e}") from e
+    _check_same_leaves(path, saved, abstract)
+    try:
+      loaded = self._checkpointer.load_checkpointables(step, {_STATE: abstract, _DATA_STATE: None})
+    except Exception as e:
+      raise CheckpointError(f"cannot restore the checkpoint {path}: {e}") from e
+    return loaded[_STATE], _decode(loaded[_DATA_STATE])
+
+  def wait(self) -> None:
+    """Blocks until a save in flight is committed (re-raising its error, if any)."""
+    self._checkpointer.wait()
+
+  def close(self) -> None:
+    """Waits for a save in flight and releases orbax's resources."""
+    self._checkpointer.close()
+
+  def _steps(self) -> list[int]:
+    # orbax lists a step as soon as its save starts: wait so that only committed steps count
+    self.wait()
+    return [c.step for c in self._checkpointer.checkpoints]
+
+
+def _check_writable(workdir: pathlib.Path) -> None:
+  """Creates `workdir` if needed (its parent must exist) and writes and removes a file in it."""
+  probe = workdir / f".write_test.{os.getpid()}"
+  try:
+    workdir.mkdir(exist_ok=True)
+    probe.write_bytes(b"")
+    probe.unlink()
+  except FileNotFoundError as e:
+    raise CheckpointError(f"cannot create the run directory {workdir}: its parent directory does not exist") from e
+  except OSError as e:
+    raise CheckpointError(f"the run directory {workdir} cannot be created or written: {e}") from e
+
+
+def _check_compatible(config_path: pathlib.Path, new: dict) -> None:
+  """Raises CheckpointError listing every key outside MAY_DIFFER_ON_RESUME whose value differs."""
+  try:
+    old = json.loads(config_path.read_text())
+  except (OSError, ValueError) as e:
+    raise CheckpointError(f"cannot read the run's config {config_path}: {e}") from e
+  old, new = _flatten(old), _flatten(new)
+  missing = "<absent>"
+  diffs = [f"  {key}: {old.get(key, missing)!r} → {new.get(key, missing)!r}"
+           for key in sorted(old.keys() | new.keys())
+           if old.get(key, missing) != new.get(key, missing) and not _may_differ(key)]
+  if diffs:
+    raise CheckpointError(
+        f"the config differs from the one this run was started with ({config_path}) in keys that define the "
+        f"state, so the run cannot be resumed (old → new):\n" + "\n".join(diffs) +
+        "\nUse another workdir, or restore these values.")
+
+
+def _may_differ(key: str) -> bool:
+  return any(key == k or key.startswith(k + ".") for k in MAY_DIFFER_ON_RESUME)
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
+  """{"a": {"b": 1}} → {"a.b": 1}; empty dicts are values."""
+  flat = {}
+  for key, value in tree.items():
+    if isinstance(value, dict) and value:
+      flat.update(_flatten(value, f"{prefix}{key}."))
+    else:
+      flat[f"{prefix}{key}"] = value
+  return flat
+
+
+def _write_json(path: pathlib.Path, value: Any) -> None:
+  """Writes `value` to `path` through a temporary file and a rename, so that `path` is never half-written."""
+  tmp = path.with_name(path.name + ".tmp")
+  tmp.write_text(json.dumps(value, indent=2, sort_keys=True) + "\n")
+  os.replace(tmp, path)
+
+
+def _encode(value: Any, where: str) -> Any:
+  """`value` as JSON (bytes and tuples tagged); CheckpointError naming the first part JSON cannot store."""
+  if isinstance(value, bytes):
+    return {_BYTES_TAG: base64.b64encode(value).decode("ascii")}
+  if isinstance(value, tuple):
+    return {_TUPLE_TAG: [_encode(v, f"{where}[{i}]") for i, v in enumerate(value)]}
+  if isinstance(value, list):
+    return [_encode(v, f"{where}[{i}]") for i, v in enumerate(value)]
+  if isinstance(value, dict):
+    for key in value:
+      if not isinstance(key, str):
+        raise CheckpointError(f"{where} has the key {key!r}: only str keys survive JSON")
+    return {key: _encode(v, f"{where}[{key!r}]") for key, v in value.items()}
+  if value is None or isinstance(value, (bool, int, float, str)):
+    return value
+  raise CheckpointError(f"{where} is a {type(value).__name__}, which a checkpoint's JSON cannot store")
+
+
+def _decode(value: Any) -> Any:
+  """Inverse of `_encode`."""
+  if isinstance(value, list):
+    return [_decode(v) for v in value]
+  if isinstance(value, dict):
+    if value.keys() == {_BYTES_TAG}:
+      return base64.b64decode(value[_BYTES_TAG])
+    if value.keys() == {_TUPLE_TAG}:
+      return tuple(_decode(v) for v in value[_TUPLE_TAG])
+    return {key: _decode(v) for key, v in value.items()}
+  return value
+
+
+def _key_name(key) -> str:
+  """The name in a path of a DictKey, GetAttrKey, SequenceKey or FlattenedIndexKey."""
+  for attr in ("key", "name", "idx"):
+    if hasattr(key, attr):
+      return str(getattr(key, attr))
+  return str(key)
+
+
+def _leaf_specs(tree: Any) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+  """{"params/backbone/.../kernel": (shape, dtype)}, naming attributes, dict keys and indices alike: a state and
+  orbax's metadata of it (nested dicts and lists) give the same paths."""
+  return {"/".join(_key_name(k) for k in path): (tuple(leaf.shape), np.dtype(leaf.dtype))
+          for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def _check_same_leaves(path: pathlib.Path, saved: Any, abstract: Any) -> None:
+  """Raises CheckpointError listing the leaves missing, extra, or of another shape or dtype in the checkpoint."""
+  saved, wanted = _leaf_specs(saved), _leaf_specs(abstract)
+  show = lambda spec: f"{spec[0]} {spec[1]}"
+  diffs = []
+  for key in sorted(saved.keys() | wanted.keys()):
+    if key not in saved:
+      diffs.append(f"  {key}: missing from the checkpoint (expected {show(wanted[key])})")
+    elif key not in wanted:
+      diffs.append(f"  {key}: in the checkpoint ({show(saved[key])}) but not in the state")
+    elif saved[key] != wanted[key]:
+      diffs.append(f"  {key}: checkpoint {show(saved[key])}, state {show(wanted[key])}")
+  if diffs:
+    more = [f"  ... and {len(diffs) - _MAX_LISTED} more"] if len(diffs) > _MAX_LISTED else []
+    raise CheckpointError(
+        f"the checkpoint {path} does not fit the state to restore into ({len(diffs)} leaves differ; was it "
+        f"written with another model, tasks or optimiser?):\n" + "\n".join(diffs[:_MAX_LISTED] + more))
