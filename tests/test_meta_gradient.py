@@ -122,6 +122,23 @@ def test_second_order_without_prox_equals_plain_maml(x64):
   np.testing.assert_array_equal(g_rho, np.zeros_like(g_rho))
 
 
+def test_joint_mode_is_plain_multi_task_training_on_support_and_query(x64):
+  """joint: no inner loop; the loss at θ on support ∪ query, and λ gets no gradient."""
+  objective, params, stats, rho, mb = tiny_problem(inner_steps=2, mode="joint")
+  apply = objective.loss.apply_fn
+  loss, g_params, g_rho = _library_grads(objective, params, rho, stats, mb)
+
+  def joint(p, ep):
+    union = {k: jnp.concatenate([ep.support[k], ep.query[k]]) for k in ep.support}
+    return _test_loss(apply, p, stats, union, ep.task_mask)
+
+  n = mb.num_episodes
+  want = jax.grad(lambda p: sum(joint(p, mb.episode(e)) for e in range(n)) / n)(params)
+  np.testing.assert_allclose(loss, sum(joint(params, mb.episode(e)) for e in range(n)) / n, rtol=1e-12)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12), g_params, want)
+  np.testing.assert_array_equal(g_rho, np.zeros_like(g_rho))
+
+
 def test_reference_mode_rho_gradient_is_lambda_times_penalty(x64):
   """reference: no inner prox, first-order, λΩ(θ_K) in the outer loss ⇒ ∂/∂ρ_ℓ = λ_ℓ Ω_ℓ(θ_K) exactly."""
   objective, params, stats, rho, mb = tiny_problem(inner_steps=2, mode="reference")

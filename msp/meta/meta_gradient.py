@@ -6,6 +6,9 @@ first_order   inner gradients are constants (stop_gradient); θ and λ still get
               wrong sign), and it is exactly 0 for λ of a layer whose groups are all dead.
 reference     the authors' public prototype: first-order, no prox in the inner loop, λ·Ω(θ_K) added to the
               query loss. Its λ-gradient is λΩ ≥ 0, so it can only push λ down.
+joint         no meta-learning: no inner loop, the outer loss is the multi-task loss at θ on support ∪ query.
+              With sparsity on, λ acts only through the outer prox and gets no gradient: fixed-λ proximal
+              training (the "Less is More" baseline); with sparsity off, dense multi-task training.
 """
 import dataclasses
 import functools
@@ -29,12 +32,15 @@ class MetaGradientMode:
   inner_prox: bool
   stop_inner_gradient: bool
   penalty_in_outer_loss: bool
+  inner_loop: bool = True
 
 
 META_GRADIENT_MODES = {
     "second_order": MetaGradientMode(inner_prox=True, stop_inner_gradient=False, penalty_in_outer_loss=False),
     "first_order": MetaGradientMode(inner_prox=True, stop_inner_gradient=True, penalty_in_outer_loss=False),
     "reference": MetaGradientMode(inner_prox=False, stop_inner_gradient=True, penalty_in_outer_loss=True),
+    "joint": MetaGradientMode(inner_prox=False, stop_inner_gradient=False, penalty_in_outer_loss=False,
+                              inner_loop=False),
 }
 
 
@@ -62,8 +68,13 @@ class MetaObjective:
       raise ValueError(f"meta.mode={self.mode!r}; choose one of {sorted(META_GRADIENT_MODES)}")
 
   def adapt(self, params: Params, rho: jax.Array, batch_stats: Params, episode: MetaBatch) -> tuple[Params, Params]:
-    """The inner loop of this mode on the episode's support set → (adapted params, batch_stats)."""
+    """The inner loop of this mode on the episode's support set → (adapted params, batch_stats).
+
+    Without an inner loop (`joint`) the params come back unchanged.
+    """
     mode = META_GRADIENT_MODES[self.mode]
+    if not mode.inner_loop:
+      return params, batch_stats
     prox = None
     if self.sparse and mode.inner_prox:
       thresholds = self.inner_lr * lambdas_from_rho(rho, self.spec.num_layers)
@@ -74,12 +85,16 @@ class MetaObjective:
 
   def episode_loss(self, params: Params, rho: jax.Array, batch_stats: Params, episode: MetaBatch,
                    mu: jax.Array = 0.0) -> tuple[jax.Array, tuple[jax.Array, Params]]:
-    """Query loss after adapting on the support set (+ μ·R(θ_K) in budget mode). episode: no E axis.
+    """Query loss after adapting on the support set (+ μ·R(θ_K) in budget mode); `joint`: loss on support ∪
+    query at θ. episode: no E axis.
 
     Returns (scalar outer loss, ((T,) per-task query losses, batch_stats updated by the query forward)).
     """
     fast, stats = self.adapt(params, rho, batch_stats, episode)
-    outer, (per_task, new_stats) = self.loss(fast, stats, episode.query, episode.task_mask)
+    query = episode.query
+    if not META_GRADIENT_MODES[self.mode].inner_loop:
+      query = jax.tree.map(lambda s, q: jnp.concatenate([s, q]), episode.support, episode.query)
+    outer, (per_task, new_stats) = self.loss(fast, stats, query, episode.task_mask)
     if self.sparse and META_GRADIENT_MODES[self.mode].penalty_in_outer_loss:
       lambdas = lambdas_from_rho(rho, self.spec.num_layers)
       outer = outer + jnp.sum(lambdas * group_lasso(fast, self.spec))
