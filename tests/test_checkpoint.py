@@ -174,13 +174,24 @@ def test_checkpoints_without_config_json_are_refused(run, tmp_path):
   assert not (tmp_path / "config.json").exists()
 
 
-def test_unwritable_or_parentless_workdir(tmp_path):
+def test_unwritable_workdir_is_refused_and_missing_parents_are_created(tmp_path):
   blocker = tmp_path / "a_file"
   blocker.write_text("")
-  for workdir in (blocker / "run", tmp_path / "missing" / "run", blocker):
+  for workdir in (blocker / "run", blocker):
     with pytest.raises(CheckpointError, match=str(workdir)):
       RunCheckpointer(workdir, _config(), save_every=1)
   assert sorted(os.listdir(tmp_path)) == ["a_file"]
+  RunCheckpointer(tmp_path / "new" / "run", _config(), save_every=1).close()
+  assert (tmp_path / "new" / "run" / "config.json").exists()
+
+
+def test_relative_workdir(run, tmp_path, monkeypatch):
+  learner, host, _ = run
+  monkeypatch.chdir(tmp_path)
+  with RunCheckpointer("runs/relative", _config(), save_every=1) as ckpt:
+    assert ckpt.save(1, _fresh(learner, host), {"step": 1}, force=True)
+    assert ckpt.latest_step() == 1
+  assert (tmp_path / "runs" / "relative" / "checkpoints" / "1").is_dir()
 
 
 def test_interrupted_save_is_not_a_checkpoint(run, tmp_path):

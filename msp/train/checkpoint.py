@@ -60,10 +60,10 @@ class RunCheckpointer:
 
   def __init__(self, workdir: str | os.PathLike, config: ml_collections.ConfigDict, *, save_every: int,
                max_to_keep: int = 3):
-    """Creates `workdir` (not its parents) and checks it against `config`; writes config.json when compatible.
+    """Creates `workdir` (with its parents) and checks it against `config`; writes config.json when compatible.
 
     Args:
-      workdir: the run directory; its parent must exist.
+      workdir: the run directory.
       config: the run's config.
       save_every: `save` writes a checkpoint at steps that are multiples of this (or when forced).
       max_to_keep: the newest checkpoints kept; older ones are deleted after each save.
@@ -74,7 +74,7 @@ class RunCheckpointer:
     """
     if save_every < 1 or max_to_keep < 1:
       raise ValueError(f"save_every={save_every} and max_to_keep={max_to_keep} must be ≥ 1")
-    self.workdir = pathlib.Path(workdir)
+    self.workdir = pathlib.Path(workdir).expanduser().absolute()  # orbax refuses relative paths
     self.config_path = self.workdir / "config.json"
     self.directory = self.workdir / "checkpoints"
     new = json.loads(config.to_json_best_effort(sort_keys=True))
@@ -187,14 +187,12 @@ class RunCheckpointer:
 
 
 def _check_writable(workdir: pathlib.Path) -> None:
-  """Creates `workdir` if needed (its parent must exist) and writes and removes a file in it."""
+  """Creates `workdir` (and missing parents) if needed and writes and removes a file in it."""
   probe = workdir / f".write_test.{os.getpid()}"
   try:
-    workdir.mkdir(exist_ok=True)
+    workdir.mkdir(parents=True, exist_ok=True)
     probe.write_bytes(b"")
     probe.unlink()
-  except FileNotFoundError as e:
-    raise CheckpointError(f"cannot create the run directory {workdir}: its parent directory does not exist") from e
   except OSError as e:
     raise CheckpointError(f"the run directory {workdir} cannot be created or written: {e}") from e
 
