@@ -15,13 +15,14 @@ $(VENV)/.installed: requirements.lock setup.cfg
 	touch $@
 
 quickstart: $(VENV)/.installed
-	$(PY) experiments/quickstart.py --config=experiments/configs/teacher_student.py:budget
+	$(PY) experiments/quickstart.py --workdir=runs/quickstart
 
+# Two workers, one test file each at a time (module fixtures are built once per file).
 test: $(VENV)/.installed
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n 2 --dist loadfile tests
 
 test-fast: $(VENV)/.installed
-	$(PY) -m pytest -q -m "not slow" tests
+	$(PY) -m pytest -q -n 2 --dist loadfile -m "not slow" tests
 
 benchmark: $(VENV)/.installed
 	$(PY) benchmarks/meta_step.py

@@ -1,6 +1,6 @@
 """Short meta-training on teacher–student random tensors; prints λ per layer, sparsity and test error.
 
-python experiments/quickstart.py [--config=experiments/configs/teacher_student.py:budget] [--config.steps=N]
+python experiments/teacher_student.py [--config=experiments/configs/teacher_student.py:budget] [--config.steps=N]
 """
 import itertools
 

@@ -39,7 +39,7 @@ def test_unknown_variant_is_an_error():
 @pytest.mark.slow
 def test_quickstart_tiny_prints_lambda_and_sparsity():
   out = subprocess.run(
-      [sys.executable, "experiments/quickstart.py", "--config=experiments/configs/teacher_student.py:tiny",
+      [sys.executable, "experiments/teacher_student.py", "--config=experiments/configs/teacher_student.py:tiny",
        "--config.steps=2"], cwd=ROOT, capture_output=True, text=True, timeout=600,
       env={**os.environ, "PYTHONPATH": ROOT})
   assert out.returncode == 0, out.stderr[-3000:]

@@ -5,7 +5,7 @@ Hardware:  2 CPU cores: `default` (second-order, 100 steps) about 1.5 min, `budg
            2 min.
 Expected:  test MSE after adaptation well below 1 (targets have unit variance); λ per layer printed. `default`
            (faithful objective) leaves the network dense; `budget` (target: 50 % of channels removed) ends
-           around 50–55 % group sparsity with no layer below its floor.
+           around 45–50 % group sparsity with no layer below its floor.
 Variants:  `default`, `budget`, `tiny` (a few steps of a smaller net: for tests).
 """
 import ml_collections

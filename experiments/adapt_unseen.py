@@ -1,0 +1,46 @@
+r"""Adapts a meta-trained run to its unseen tasks (new heads, sparsity pattern fixed) and evaluates all tasks.
+
+python experiments/adapt_unseen.py --workdir=runs/budget
+python experiments/adapt_unseen.py --workdir=runs/budget --config=experiments/configs/synthetic.py:budget \
+    --config.adapt.train=heads_and_backbone --config.adapt.tasks=edges
+
+Writes DIR/adapt/<train>_step<N>.json and .md and prints the table.
+"""
+import os
+
+from absl import app, flags
+
+from experiments import common
+from msp.train.adaptation import adapt_unseen
+from msp.train.evaluation import results_table, write_results
+from msp.train.run import open_run
+
+_CONFIG = common.define_optional_config()
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory of a meta_train.py run.")
+
+
+def main(argv):
+  common.start(argv)
+  with common.clear_errors():
+    run = open_run(common.run_config(_CONFIG, _WORKDIR.value), _WORKDIR.value)
+    try:
+      step = run.checkpointer.latest_step()
+      if step is None:
+        raise FileNotFoundError(f"no checkpoint in {run.checkpointer.directory}: run meta_train.py first")
+      state, _ = run.state(step)
+      out = adapt_unseen(run, state)
+      table = results_table({"unseen (adapted)": out["unseen"]}, out["tasks"]) + "\n\n" + results_table(
+          {"seen": out["seen"]}, run.learner.tasks)
+      train = run.config.adapt.train
+      paths = write_results(os.path.join(run.workdir, "adapt"), f"{train}_step{step}",
+                            {"step": step, "train": train, "unseen": out["unseen"], "seen": out["seen"],
+                             "final_loss": out["losses"][-1] if out["losses"] else None}, table)
+      print(table)
+      print(f"written to {', '.join(paths)}")
+    finally:
+      run.close()
+
+
+if __name__ == "__main__":
+  flags.mark_flags_as_required(["workdir"])
+  app.run(main)

@@ -1,0 +1,45 @@
+r"""Evaluates the seen tasks of a meta-trained run (after adaptation, as it was trained) on the test split.
+
+python experiments/evaluate.py --workdir=runs/budget [--step=N] [--split=test]
+
+Writes DIR/eval/<split>_step<N>.json and .md and prints the table.
+"""
+import os
+
+from absl import app, flags
+
+from experiments import common
+from msp.train.evaluation import evaluate_seen, results_table, sparsity_summary, write_results
+from msp.train.run import open_run
+
+_CONFIG = common.define_optional_config()
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory of a meta_train.py run.")
+_STEP = flags.DEFINE_integer("step", None, "Checkpoint step to evaluate (default: the latest).")
+_SPLIT = flags.DEFINE_string("split", None, "Split to evaluate (default: config.data.eval_split).")
+
+
+def main(argv):
+  common.start(argv)
+  with common.clear_errors():
+    run = open_run(common.run_config(_CONFIG, _WORKDIR.value), _WORKDIR.value)
+    try:
+      step = _STEP.value if _STEP.value is not None else run.checkpointer.latest_step()
+      if step is None:
+        raise FileNotFoundError(f"no checkpoint in {run.checkpointer.directory}: run meta_train.py first")
+      state, _ = run.state(step)
+      split = _SPLIT.value or run.config.data.eval_split
+      results = evaluate_seen(run, state, split)
+      summary = sparsity_summary(run.learner, state)
+      table = results_table({f"step {step}": results}, run.learner.tasks) + "\n\n" + summary["table"]
+      paths = write_results(os.path.join(run.workdir, "eval"), f"{split}_step{step}",
+                            {"step": step, "split": split, "results": results, "sparsity": summary}, table)
+      print(table)
+      print(f"group sparsity {summary['group_sparsity_total']:.1%}, FLOPs kept {summary['flops_kept']:.1%}; "
+            f"written to {', '.join(paths)}")
+    finally:
+      run.close()
+
+
+if __name__ == "__main__":
+  flags.mark_flags_as_required(["workdir"])
+  app.run(main)

@@ -1,0 +1,26 @@
+r"""Meta-trains a multi-task network with learned sparsity; resumes from the latest checkpoint in --workdir.
+
+python experiments/meta_train.py --config=experiments/configs/synthetic.py:budget --workdir=runs/budget \
+    [--config.steps=1000 --config.budget.target=0.75 ...]
+
+Writes DIR/config.json, DIR/checkpoints/<step>/, DIR/metrics.jsonl and TensorBoard events in DIR/tensorboard.
+"""
+from absl import app, flags
+from ml_collections import config_flags
+
+from experiments import common
+from msp.train.run import train
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Run configuration: file[:variant].", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and results.")
+
+
+def main(argv):
+  common.start(argv)
+  with common.clear_errors():
+    train(_CONFIG.value, _WORKDIR.value)
+
+
+if __name__ == "__main__":
+  flags.mark_flags_as_required(["config", "workdir"])
+  app.run(main)
