@@ -24,10 +24,7 @@ def main(argv):
   with common.clear_errors():
     run = open_run(common.run_config(_CONFIG, _WORKDIR.value), _WORKDIR.value)
     try:
-      step = run.checkpointer.latest_step()
-      if step is None:
-        raise FileNotFoundError(f"no checkpoint in {run.checkpointer.directory}: run meta_train.py first")
-      state, _ = run.state(step)
+      step, state = run.trained_state()
       out = adapt_unseen(run, state)
       table = results_table({"unseen (adapted)": out["unseen"]}, out["tasks"]) + "\n\n" + results_table(
           {"seen": out["seen"]}, run.learner.tasks)

@@ -21,7 +21,7 @@ def clear_errors():
   """A bad config value, path or checkpoint ends the script with its one-line message (exit status 2)."""
   try:
     yield
-  except (ConfigError, FileNotFoundError) as e:
+  except ConfigError as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
 

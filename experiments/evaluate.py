@@ -23,10 +23,7 @@ def main(argv):
   with common.clear_errors():
     run = open_run(common.run_config(_CONFIG, _WORKDIR.value), _WORKDIR.value)
     try:
-      step = _STEP.value if _STEP.value is not None else run.checkpointer.latest_step()
-      if step is None:
-        raise FileNotFoundError(f"no checkpoint in {run.checkpointer.directory}: run meta_train.py first")
-      state, _ = run.state(step)
+      step, state = run.trained_state(_STEP.value)
       split = _SPLIT.value or run.config.data.eval_split
       results = evaluate_seen(run, state, split)
       summary = sparsity_summary(run.learner, state)

@@ -27,7 +27,7 @@ def main(argv):
     train(config, _WORKDIR.value)
     run = open_run(config, _WORKDIR.value)
     try:
-      trained, _ = run.state()
+      _, trained = run.trained_state()
       untrained = run.fresh_state()
       seen = {"untrained": evaluate_seen(run, untrained), "meta-trained": evaluate_seen(run, trained)}
       adapted = {name: adapt_unseen(run, s, QUICKSTART_UNSEEN) for name, s in (("untrained", untrained),

@@ -37,7 +37,7 @@ def run_variant(variant: str, workdir: str, steps: int | None) -> dict:
   train(config, workdir)
   run = open_run(config, workdir)
   try:
-    state, _ = run.state()
+    _, state = run.trained_state()
     results = evaluate_seen(run, state)
     headline = {t.name: (t.metric.headline, results[t.name][t.metric.headline],
                          t.metric.higher_is_better[t.metric.headline]) for t in run.learner.tasks}

@@ -23,7 +23,7 @@ unseen (adapt_unseen.py): edges and the other six attributes.
 import ml_collections
 
 from data_pipelines.synthetic_scenes.render import ATTRIBUTE_NAMES, CLASS_NAMES
-from msp.sparsity import DEFAULT_INCLUDE
+from experiments.configs import common
 
 SEEN_ATTRIBUTES = ("camera_looks_down", "checkered_floor")
 VARIANTS = ("meta_sparsity", "meta_sparsity_global", "reference", "budget", "maml", "dense_mtl", "fixed_lambda")
@@ -34,7 +34,7 @@ def get_config(arg: str = "budget") -> ml_collections.ConfigDict:
   variant, *modifiers = arg.split(",")
   if variant not in VARIANTS or any(m != "tiny" for m in modifiers):
     raise ValueError(f"unknown variant {arg!r} of synthetic.py; choose one of {VARIANTS}, optionally + ',tiny'")
-  c = ml_collections.ConfigDict()
+  c = common.method_defaults()
   c.variant = arg
   c.seed = 0
   c.steps = 600
@@ -72,47 +72,8 @@ def get_config(arg: str = "budget") -> ml_collections.ConfigDict:
     c.seen_tasks = ("segmentation", "depth", "checkered_floor")
     c.unseen_tasks = ("edges", "has_sphere")
 
-  c.sparsity = ml_collections.ConfigDict()
-  c.sparsity.enabled = True
-  c.sparsity.include = DEFAULT_INCLUDE
-  c.sparsity.grouping = "out_channel"
-  c.sparsity.weighting = "sqrt_group_size"
-  c.sparsity.lambda_mode = "per_layer"
-  c.sparsity.lambda_init = 1e-2
-  c.sparsity.learn_lambda = True
-
-  c.safeguards = ml_collections.ConfigDict(dict(
-      lambda_min=1e-8, lambda_max=10.0, min_channels=1, outlier_factor=10.0, outlier_warmup=10,
-      runaway_factor=100.0, runaway_window=100))
-
-  c.budget = ml_collections.ConfigDict()
-  c.budget.enabled = False
-  c.budget.target_kind = "channels_removed"
-  c.budget.target = 0.5
-  c.budget.cost = "flops"
-  c.budget.dual_lr = 0.005
-  c.budget.constraint = "at_most"
-  c.budget.scale_lr = 0.02
-  c.budget.horizon = 150.0
-  c.budget.cap = True
-
-  c.meta = ml_collections.ConfigDict()
-  c.meta.mode = "first_order"
-  c.meta.inner_steps = 1
-  c.meta.inner_lr = 0.05
-  c.meta.remat = False
-  c.meta.inner_batch_stats = False
-  c.meta.episodes = 4
   c.meta.support_size = 4  # 8 + 8 doubles the step time (1.0 s vs 0.43 s on 2 cores)
   c.meta.query_size = 4
-  c.meta.task_sampling = "subsets"
-  c.meta.episode_loop = "unroll"
-
-  c.optim = ml_collections.ConfigDict()
-  c.optim.name = "sgd"  # see teacher_student.py: the outer prox is a proximal-gradient step only with SGD
-  c.optim.lr = 0.02
-  c.optim.weight_decay = 0.0
-  c.optim.rho_lr = 0.01
 
   c.eval = ml_collections.ConfigDict()
   c.eval.batch_size = 64

@@ -10,11 +10,11 @@ Variants:  `default`, `budget`, `tiny` (a few steps of a smaller net: for tests)
 """
 import ml_collections
 
-from msp.sparsity import DEFAULT_INCLUDE
+from experiments.configs import common
 
 
 def get_config(variant: str = "default") -> ml_collections.ConfigDict:
-  c = ml_collections.ConfigDict()
+  c = common.method_defaults()
   c.seed = 0
   c.image_size = 16
   c.steps = 100
@@ -31,50 +31,9 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
   c.seen_tasks = tuple(sorted(c.tasks))
   c.teacher = dict(alive_per_layer=8, seed=1, pool_size=ml_collections.FieldReference(None, field_type=int))
 
-  c.sparsity = ml_collections.ConfigDict()
-  c.sparsity.enabled = True
-  c.sparsity.include = DEFAULT_INCLUDE
-  c.sparsity.grouping = "out_channel"
-  c.sparsity.weighting = "sqrt_group_size"
-  c.sparsity.lambda_mode = "per_layer"
-  c.sparsity.lambda_init = 1e-2
-  c.sparsity.learn_lambda = True
-
-  c.safeguards = ml_collections.ConfigDict(dict(
-      lambda_min=1e-8, lambda_max=10.0, min_channels=1, outlier_factor=10.0, outlier_warmup=10,
-      runaway_factor=100.0, runaway_window=100))
-
-  c.budget = ml_collections.ConfigDict()
-  c.budget.enabled = False
-  c.budget.target_kind = "channels_removed"  # or "flops_kept"
   c.budget.target = 0.75
-  c.budget.cost = "flops"
-  c.budget.dual_lr = 0.005
-  c.budget.constraint = "at_most"
-  c.budget.scale_lr = 0.02
-  c.budget.horizon = 150.0
-  c.budget.cap = True
-
-  c.meta = ml_collections.ConfigDict()
   c.meta.mode = "second_order"
-  c.meta.inner_steps = 1
   c.meta.inner_lr = 0.1
-  c.meta.remat = False
-  c.meta.inner_batch_stats = False
-  c.meta.episodes = 4
-  c.meta.support_size = 8
-  c.meta.query_size = 8
-  c.meta.task_sampling = "subsets"
-  c.meta.episode_loop = "unroll"
-
-  c.optim = ml_collections.ConfigDict()
-  # SGD makes the outer prox a true proximal-gradient step: a group stays at zero iff its gradient norm is below
-  # λ·w. With Adam, whose steps are ~lr per coordinate whatever the gradient, channels kept dying at fixed λ and
-  # budget mode overshot its target (see README, "What λ does").
-  c.optim.name = "sgd"
-  c.optim.lr = 0.02
-  c.optim.weight_decay = 0.0
-  c.optim.rho_lr = 0.01
 
   if variant == "budget":
     c.steps = 400

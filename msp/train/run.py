@@ -39,6 +39,13 @@ class Run:
       return fresh, {}
     return self.checkpointer.restore(fresh, step)
 
+  def trained_state(self, step: int | None = None) -> tuple[int, MetaTrainState]:
+    """(step, state) of checkpoint `step` (None: the latest); CheckpointError when the run has none."""
+    step = self.checkpointer.latest_step() if step is None else step
+    if step is None:
+      raise CheckpointError(f"no checkpoint in {self.checkpointer.directory}: run meta_train.py first")
+    return step, self.checkpointer.restore(self.fresh_state(), step)[0]
+
   def close(self) -> None:
     self.checkpointer.close()
 
