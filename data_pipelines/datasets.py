@@ -45,16 +45,12 @@ def default_data_dir() -> str:
 
 @dataclasses.dataclass(frozen=True)
 class Dataset:
-  """A prepared dataset: its builder and the names its examples' label vectors use."""
+  """A prepared dataset: its builder, and the attribute names its examples' attribute vectors use."""
   builder: tfds.core.DatasetBuilder
 
   @property
   def attribute_names(self) -> tuple[str, ...]:
     return tuple(self.builder.info.metadata.get("attribute_names", ()))
-
-  @property
-  def class_names(self) -> tuple[str, ...]:
-    return tuple(self.builder.info.metadata.get("class_names", ()))
 
   def source(self, split: str):
     """Random-access source of `split`: len() examples, source[i] a dict of numpy arrays."""
