@@ -214,6 +214,14 @@ class MetaBatchSampler:
                      query={k: v[:, self.support_size:] for k, v in both.items()}, task_mask=masks)
 
 
+def batch_sampler(source, targets: Sequence[TargetSpec], batch_size: int, seed: int):
+  """Plain batches with every task's target: step s → {"image": (B, H, W, 3), <task>: (B, ...)}, B distinct
+  examples of the whole `source` drawn as a pure function of (seed, s) (fine-tuning and support batches)."""
+  sampler = MetaBatchSampler(source, targets, episodes=1, support_size=batch_size, query_size=0, seed=seed,
+                             task_sampling="all", process_index=0, process_count=1)
+  return lambda step: {k: v[0] for k, v in sampler(step).support.items()}
+
+
 def meta_batch_dataset(sampler: MetaBatchSampler, num_steps: int | None = None, num_threads: int = 2,
                        prefetch_buffer_size: int = 4) -> grain.IterDataset:
   """Meta-batches 0, 1, ... (num_steps of them, or endless), made by `num_threads` background threads that keep up

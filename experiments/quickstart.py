@@ -30,8 +30,8 @@ def main(argv):
       _, trained = run.trained_state()
       untrained = run.fresh_state()
       seen = {"untrained": evaluate_seen(run, untrained), "meta-trained": evaluate_seen(run, trained)}
-      adapted = {name: adapt_unseen(run, s, QUICKSTART_UNSEEN) for name, s in (("untrained", untrained),
-                                                                                ("meta-trained", trained))}
+      adapted = {name: adapt_unseen(run, s, QUICKSTART_UNSEEN, with_seen=False)
+                 for name, s in (("untrained", untrained), ("meta-trained", trained))}
     finally:
       run.close()
   unseen = {name: out["unseen"] for name, out in adapted.items()}

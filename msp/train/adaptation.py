@@ -15,7 +15,7 @@ import tqdm
 from flax import traverse_util
 
 from data_pipelines.datasets import Prefix
-from data_pipelines.episodes import MetaBatchSampler
+from data_pipelines.episodes import batch_sampler
 from msp.models import build_model
 from msp.sparsity import GroupSpec
 from msp.tasks import Task, build_tasks
@@ -75,14 +75,12 @@ def fine_tune(model, variables: dict, tasks: Sequence[Task], spec: GroupSpec, so
     params = spec.scale_groups(optax.apply_updates(params, updates), masks)
     return params, batch_stats, opt_state, loss
 
-  sampler = MetaBatchSampler(source, targets, episodes=1, support_size=batch_size, query_size=0, seed=seed,
-                             task_sampling="all", process_index=0, process_count=1)
+  batches = batch_sampler(source, targets, batch_size, seed)
   params, batch_stats = variables["params"], variables["batch_stats"]
   opt_state = tx.init(params)
   losses = []
   for s in tqdm.trange(steps, desc=f"adapt ({train})", disable=not progress, dynamic_ncols=True):
-    batch = jax.tree.map(lambda x: x[0], sampler(s).support)
-    params, batch_stats, opt_state, loss = step(params, batch_stats, opt_state, batch)
+    params, batch_stats, opt_state, loss = step(params, batch_stats, opt_state, batches(s))
     losses.append(float(loss))
   return {"params": params, "batch_stats": batch_stats}, losses
 
@@ -94,12 +92,13 @@ def training_subset(source, fraction: float):
   return Prefix(source, max(1, int(np.ceil(fraction * len(source)))))
 
 
-def adapt_unseen(run, state, tasks: Sequence[str] | None = None, progress: bool = True) -> dict:
+def adapt_unseen(run, state, tasks: Sequence[str] | None = None, with_seen: bool = True,
+                 progress: bool = True) -> dict:
   """Fine-tunes heads for `tasks` (default `config.adapt.tasks`, else `config.unseen_tasks`) on the meta-trained
   state of `run` (a `msp.train.run.Run`) and evaluates them, and the seen tasks, on the evaluation split.
 
-  Returns {"unseen": Results, "seen": Results, "losses": fine-tuning losses per step, "variables": the adapted
-  {"params", "batch_stats"} of the model with every head}.
+  Returns {"unseen": Results, "seen": Results (None unless `with_seen`), "losses": fine-tuning losses per step,
+  "variables": the adapted {"params", "batch_stats"} of the model with every head, "tasks": the new Tasks}.
   """
   c = run.config
   tasks = tuple(tasks or c.adapt.tasks or c.unseen_tasks)
@@ -113,7 +112,9 @@ def adapt_unseen(run, state, tasks: Sequence[str] | None = None, progress: bool 
                                 progress=progress)
   batches, num_batches = eval_batches(run.dataset.source(c.data.eval_split), targets, c)
   unseen = evaluate(model.apply, variables, new_tasks, batches, num_batches, progress)
-  seen_params = {k: v for k, v in variables["params"].items() if k in state.params}
-  seen = evaluate_seen(run, state.replace(params=seen_params, batch_stats=variables["batch_stats"]),
-                       progress=progress)
+  seen = None
+  if with_seen:
+    seen_params = {k: v for k, v in variables["params"].items() if k in state.params}
+    seen = evaluate_seen(run, state.replace(params=seen_params, batch_stats=variables["batch_stats"]),
+                         progress=progress)
   return {"unseen": unseen, "seen": seen, "losses": losses, "variables": variables, "tasks": new_tasks}

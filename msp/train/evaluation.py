@@ -17,7 +17,7 @@ import numpy as np
 import tqdm
 
 from data_pipelines.datasets import Prefix
-from data_pipelines.episodes import EvalBatch, MetaBatchSampler, eval_dataset
+from data_pipelines.episodes import EvalBatch, batch_sampler, eval_dataset
 from msp.meta import MetaBatch, lambdas_from_rho
 from msp.sparsity import sparsity_stats
 from msp.tasks import Task
@@ -44,9 +44,7 @@ def adapted_variables(learner: MetaLearner, state: MetaTrainState, support: dict
 
 def support_batch(source, targets, size: int, seed: int) -> dict[str, np.ndarray]:
   """`size` examples of `source` (the training split) with every task's target, fixed by `seed`."""
-  sampler = MetaBatchSampler(source, targets, episodes=1, support_size=size, query_size=0,
-                             seed=seed + SUPPORT_SEED_OFFSET, task_sampling="all", process_index=0, process_count=1)
-  return jax.tree.map(lambda x: x[0], sampler(0).support)
+  return batch_sampler(source, targets, size, seed + SUPPORT_SEED_OFFSET)(0)
 
 
 def evaluate(apply_fn: Callable, variables: dict, tasks: Sequence[Task], batches: Iterable[EvalBatch],
