@@ -15,7 +15,9 @@ def sparsity_stats(params, spec: GroupSpec) -> dict[str, jax.Array]:
   alive = jnp.stack([jnp.sum(a) for a in spec.alive(params)])
   sizes = jnp.asarray([layer.num_groups for layer in spec.layers])
   flat = traverse_util.flatten_dict(params)
-  paths = {p for layer in spec.layers for p in (layer.kernel, *layer.coupled)}
+  # An ordered collection: iterating a set would order the ops by string hashes, which differ between processes
+  # and so defeat the persistent compilation cache.
+  paths = dict.fromkeys(p for layer in spec.layers for p in (layer.kernel, *layer.coupled))
   zeros = sum(jnp.sum(flat[p] == 0) for p in paths)
   total = sum(flat[p].size for p in paths)
   return {
