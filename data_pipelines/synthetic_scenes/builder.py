@@ -10,13 +10,13 @@ resolution. Conventions of the maps (camera frame, depth, edges) are in `render`
 """
 import dataclasses
 import io
-import os
 
 import numpy as np
 from etils import epath
 import tensorflow_datasets as tfds
 from PIL import Image
 
+from data_pipelines import builders
 from data_pipelines.synthetic_scenes import render
 
 SPLITS = ("train", "validation", "test")
@@ -50,12 +50,8 @@ class SyntheticScenes(tfds.core.GeneratorBasedBuilder):
         builder=self,
         description=__doc__,
         features=tfds.features.FeaturesDict({
-            "image": tfds.features.Image(shape=shape + (3,), dtype=np.uint8, encoding_format="png"),
-            "segmentation": tfds.features.Tensor(shape=shape, dtype=np.uint8, encoding="zlib"),
+            **builders.image_and_maps(shape),
             "instances": tfds.features.Tensor(shape=shape, dtype=np.uint8, encoding="zlib"),
-            "depth": tfds.features.Tensor(shape=shape, dtype=np.float32, encoding="zlib"),
-            "normals": tfds.features.Tensor(shape=shape + (3,), dtype=np.float32, encoding="zlib"),
-            "edges": tfds.features.Tensor(shape=shape, dtype=np.uint8, encoding="zlib"),
             "attributes": tfds.features.Tensor(shape=(len(render.ATTRIBUTE_NAMES),), dtype=np.uint8),
         }),
         metadata=tfds.core.MetadataDict(class_names=render.CLASS_NAMES, attribute_names=render.ATTRIBUTE_NAMES),
@@ -86,12 +82,4 @@ def build(data_dir: str, config: str | SyntheticScenesConfig = "res64", **overri
     **overrides: SyntheticScenesConfig fields replacing the named config's (e.g. num_train=8); the config name gets
       them appended (res64_num_train8) so that differently sized datasets never share a directory.
   """
-  if isinstance(config, str):
-    config = SyntheticScenes.builder_configs[config]
-  if overrides:
-    suffix = "".join(f"_{key}{value}" for key, value in sorted(overrides.items()))
-    config = dataclasses.replace(config, name=config.name + suffix, **overrides)
-  builder = SyntheticScenes(data_dir=os.path.expanduser(data_dir), config=config, file_format="array_record")
-  if not builder.is_prepared():
-    builder.download_and_prepare(file_format="array_record")
-  return builder
+  return builders.prepare(SyntheticScenes, data_dir, config, **overrides)
