@@ -11,15 +11,23 @@ from typing import Callable, Sequence
 import ml_collections
 import tensorflow_datasets as tfds
 
-from data_pipelines import episodes, synthetic_scenes
+from data_pipelines import celebamask_hq, episodes, nyuv2, synthetic_scenes
 
 
 def _synthetic_scenes(data_config: ml_collections.ConfigDict, data_dir: str) -> tfds.core.DatasetBuilder:
   return synthetic_scenes.build(data_dir, data_config.config, **dict(data_config.get("overrides") or {}))
 
 
+def _from_download(build: Callable[..., tfds.core.DatasetBuilder]):
+  """A DATASETS entry for a builder that reads the user's download from `config.data.manual_dir`."""
+  return lambda data_config, data_dir: build(data_dir, data_config.config, data_config.get("manual_dir"),
+                                             **dict(data_config.get("overrides") or {}))
+
+
 DATASETS: dict[str, Callable[[ml_collections.ConfigDict, str], tfds.core.DatasetBuilder]] = {
     "synthetic_scenes": _synthetic_scenes,
+    "celebamask_hq": _from_download(celebamask_hq.build),
+    "nyuv2": _from_download(nyuv2.build),
 }
 
 
