@@ -11,9 +11,13 @@ Sharding over processes is strided: process p owns the source indices i with i %
 ascending order. Training meta-batch s is a pure function of (seed, s, process_index), so a grain iterator's state
 is just the next step index (`{"next_index": s}`, JSON-serialisable as grain returns it) and a resumed iterator
 (`set_state`) yields bitwise the batches an uninterrupted one would.
+
+An optional transform (resizing, augmentation: `data_pipelines.transforms`) maps each raw example, restricted to the
+features the tasks read, before stacking. In training it gets a numpy Generator that is a pure function of (seed,
+step, process_index, example slot), which keeps the guarantees above; in evaluation it gets no randomness.
 """
 import dataclasses
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import flax.struct
 import grain
@@ -25,6 +29,9 @@ from msp.meta import MetaBatch, sample_task_masks
 TARGET_KINDS = ("segmentation", "depth", "normals", "edges", "attributes")
 # MapDataset.range needs a length; a meta-batch dataset without num_steps is this long, i.e. endless in practice.
 _UNBOUNDED_STEPS = 2 ** 62
+
+# (raw example, generator) -> raw example of the same layout.
+Transform = Callable[[dict[str, np.ndarray], np.random.Generator], dict[str, np.ndarray]]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -144,10 +151,11 @@ def _in_background(dataset: grain.MapDataset, num_threads: int, prefetch_buffer_
 
 
 class _Loader:
-  """Reads source examples by index, stacks them and prepares the stack; validates the source once, on entry."""
+  """Reads source examples by index, transforms them (when given a transform), stacks them and prepares the stack;
+  validates the source (and the transform, with a Generator seeded 0) once, on entry."""
 
-  def __init__(self, source, targets: Sequence[TargetSpec]):
-    self.source, self.targets = source, tuple(targets)
+  def __init__(self, source, targets: Sequence[TargetSpec], transform: Transform | None = None):
+    self.source, self.targets, self.transform = source, tuple(targets), transform
     self.features = sorted({"image", *(t.feature for t in self.targets)})
     if len(source) == 0:
       raise ValueError("the data source is empty")
@@ -160,13 +168,19 @@ class _Loader:
       if t.kind == "attributes" and max(t.attribute_indices) >= (width := len(example[t.feature])):
         raise ValueError(f"task {t.name!r}: attribute index {max(t.attribute_indices)} is out of range for the "
                          f"source's {t.feature!r} vector of length {width}; do ATTRIBUTE_NAMES match the dataset?")
+    if transform is not None:
+      example = transform({f: example[f] for f in self.features}, np.random.default_rng(0))
     prepare_example(example, self.targets)
 
-  def load(self, indices: np.ndarray) -> dict[str, np.ndarray]:
-    """indices: int (N,) → {"image": (N, H, W, 3), <task>: (N, ...)}."""
+  def load(self, indices: np.ndarray, rngs: Sequence[np.random.Generator] | None = None) -> dict[str, np.ndarray]:
+    """indices: int (N,) → {"image": (N, H, W, 3), <task>: (N, ...)}; rngs: the transform's Generator for each
+    example (None: the transform gets None)."""
     keys = [int(i) for i in indices]
     getitems = getattr(self.source, "__getitems__", None)
     raw = getitems(keys) if getitems is not None else [self.source[k] for k in keys]
+    if self.transform is not None:
+      rngs = [None] * len(raw) if rngs is None else rngs
+      raw = [self.transform({f: r[f] for f in self.features}, rng) for r, rng in zip(raw, rngs, strict=True)]
     # Stacking the raw features first converts each feature in one pass, on the smaller raw dtypes.
     return prepare_example({f: np.stack([r[f] for r in raw]) for f in self.features}, self.targets)
 
@@ -178,11 +192,14 @@ class MetaBatchSampler:
   and support_size + query_size distinct examples of this process's shard (the first support_size are the
   support batch, the rest the disjoint query batch); episodes draw independently, so they may share examples.
   Concatenating the processes' meta-batches in process order gives the global meta-batch of `episodes` episodes.
+  `transform` (e.g. `functools.partial(transforms.augment, options=...)`) maps each drawn raw example; the one in
+  slot j of the flattened (E_local, support_size + query_size) indices gets the Generator of
+  `np.random.SeedSequence((seed, step, process_index)).spawn(...)[j]`, independent of the draw's.
   """
 
   def __init__(self, source, targets: Sequence[TargetSpec], episodes: int, support_size: int, query_size: int,
                seed: int, task_sampling: str = "subsets", process_index: int | None = None,
-               process_count: int | None = None):
+               process_count: int | None = None, transform: Transform | None = None):
     self.process_index, process_count = _process(process_index, process_count)
     if episodes % process_count:
       raise ValueError(f"meta.episodes={episodes} is not divisible by the process count {process_count}")
@@ -191,7 +208,7 @@ class MetaBatchSampler:
       raise ValueError(f"a process's shard holds {smallest_shard} examples ({len(source)} over {process_count} "
                        f"processes), fewer than meta.support_size + meta.query_size = {support_size} + "
                        f"{query_size}: an episode's support and query batches must be disjoint")
-    self._loader = _Loader(source, targets)
+    self._loader = _Loader(source, targets, transform)
     self.shard = np.arange(self.process_index, len(source), process_count)
     self.local_episodes = episodes // process_count
     self.support_size, self.query_size, self.seed, self.task_sampling = support_size, query_size, seed, task_sampling
@@ -208,7 +225,11 @@ class MetaBatchSampler:
     """MetaBatch of numpy arrays: support/query {"image": (E_local, B, H, W, 3), <task>: (E_local, B, ...)},
     task_mask (E_local, T) in the order of `targets`."""
     indices, masks = self.draw(step)
-    flat = self._loader.load(indices.ravel())
+    rngs = None
+    if self._loader.transform is not None:
+      children = np.random.SeedSequence((self.seed, step, self.process_index)).spawn(indices.size)
+      rngs = [np.random.default_rng(child) for child in children]
+    flat = self._loader.load(indices.ravel(), rngs)
     both = {k: v.reshape(*indices.shape, *v.shape[1:]) for k, v in flat.items()}
     return MetaBatch(support={k: v[:, :self.support_size] for k, v in both.items()},
                      query={k: v[:, self.support_size:] for k, v in both.items()}, task_mask=masks)
@@ -235,16 +256,18 @@ def meta_batch_dataset(sampler: MetaBatchSampler, num_steps: int | None = None, 
 
 
 def eval_dataset(source, targets: Sequence[TargetSpec], batch_size: int, process_index: int | None = None,
-                 process_count: int | None = None, num_threads: int = 2,
-                 prefetch_buffer_size: int = 4) -> grain.IterDataset:
+                 process_count: int | None = None, num_threads: int = 2, prefetch_buffer_size: int = 4,
+                 transform: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]] | None = None,
+                 ) -> grain.IterDataset:
   """This process's shard of the split, in ascending index order, as EvalBatch'es of exactly batch_size rows.
 
   The last batches are padded (valid False, index -1; the rows repeat source example 0), so shapes never change
   and sums weighted by `valid` count each example exactly once over all processes. Every process gets the same
   number of batches, ceil(ceil(len(source) / process_count) / batch_size), so collectives stay in step.
+  `transform` (deterministic, e.g. `functools.partial(transforms.fit, size=...)`) maps each raw example.
   """
   process_index, process_count = _process(process_index, process_count)
-  loader = _Loader(source, targets)
+  loader = _Loader(source, targets, None if transform is None else lambda example, _: transform(example))
   shard = np.arange(process_index, len(source), process_count)
   num_batches = _ceil_div(_ceil_div(len(source), process_count), batch_size)
 
