@@ -5,13 +5,14 @@ first use; real datasets are built from the user's manual download. Its `info.me
 attributes, which the task targets are matched against.
 """
 import dataclasses
+import functools
 import os
-from typing import Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import ml_collections
 import tensorflow_datasets as tfds
 
-from data_pipelines import celebamask_hq, episodes, nyuv2, synthetic_scenes
+from data_pipelines import celebamask_hq, episodes, nyuv2, synthetic_scenes, transforms
 
 
 def _synthetic_scenes(data_config: ml_collections.ConfigDict, data_dir: str) -> tfds.core.DatasetBuilder:
@@ -46,6 +47,24 @@ class Prefix:
     return self.source[i]
 
 
+class Mapped:
+  """A random-access source whose examples pass through `fn` (raw example → raw example) when read."""
+
+  def __init__(self, source, fn: Callable[[dict], dict]):
+    self.source, self.fn = source, fn
+
+  def __len__(self) -> int:
+    return len(self.source)
+
+  def __getitem__(self, i: int):
+    return self.fn(self.source[i])
+
+  def __getitems__(self, indices: Sequence[int]) -> list:
+    getitems = getattr(self.source, "__getitems__", None)
+    raw = getitems(indices) if getitems is not None else [self.source[i] for i in indices]
+    return [self.fn(example) for example in raw]
+
+
 def default_data_dir() -> str:
   """$TFDS_DATA_DIR, else ~/tensorflow_datasets (tfds' own default)."""
   return os.path.expanduser(os.environ.get("TFDS_DATA_DIR", "~/tensorflow_datasets"))
@@ -53,28 +72,59 @@ def default_data_dir() -> str:
 
 @dataclasses.dataclass(frozen=True)
 class Dataset:
-  """A prepared dataset: its builder, and the attribute names its examples' attribute vectors use."""
+  """A prepared dataset: its builder, the attribute names its examples' attribute vectors use, and the square
+  side (pixels) the model sees, `image_size` (None: the stored size)."""
   builder: tfds.core.DatasetBuilder
+  image_size: int | None = None
 
   @property
   def attribute_names(self) -> tuple[str, ...]:
     return tuple(self.builder.info.metadata.get("attribute_names", ()))
 
-  def source(self, split: str):
-    """Random-access source of `split`: len() examples, source[i] a dict of numpy arrays."""
+  @property
+  def stored_size(self) -> tuple[int | None, int | None]:
+    """(H, W) of the stored images; None where examples differ."""
+    return tuple(self.builder.info.features["image"].shape[:2])
+
+  def source(self, split: str, fitted: bool = True):
+    """Random-access source of `split`: len() examples, source[i] a dict of numpy arrays. With `fitted` and an
+    image_size other than the stored size, examples are fit to image_size² (`transforms.fit`: the short side
+    scaled to it, then a centre crop; invalid-aware for depth and normals)."""
     if split not in self.builder.info.splits:
       raise ValueError(f"split {split!r} is not in dataset {self.builder.info.full_name} "
                        f"(splits: {sorted(self.builder.info.splits)})")
-    return self.builder.as_data_source(split)
+    source = self.builder.as_data_source(split)
+    if not fitted or self.image_size is None or self.stored_size == (self.image_size, self.image_size):
+      return source
+    return Mapped(source, functools.partial(transforms.fit, size=self.image_size))
+
+  def augmentation(self, options: Mapping[str, Any] | None) -> episodes.Transform | None:
+    """The training transform of `config.data.augment` (AugmentOptions fields but `size`, which is image_size,
+    and `enabled`), for the unfitted source; None when disabled."""
+    if options is None or not dict(options).get("enabled", True):
+      return None
+    if self.image_size is None:
+      raise ValueError("augmentation needs the model's image size (open_dataset(..., image_size))")
+    aug = transforms.AugmentOptions.from_config({**dict(options), "size": self.image_size})
+    return functools.partial(transforms.augment, options=aug)
 
   def targets(self, task_configs, names: Sequence[str]) -> tuple[episodes.TargetSpec, ...]:
-    """How each task in `names` reads its target from this dataset's examples (see episodes.target_specs)."""
+    """How each task in `names` reads its target from this dataset's examples (see episodes.target_specs);
+    a segmentation task's num_classes must match the dataset's class_names."""
+    class_names = self.builder.info.metadata.get("class_names")
+    for name in names:
+      options = task_configs[name]
+      if options.get("kind", name) == "segmentation" and class_names is not None and (
+          options.get("num_classes") != len(class_names)):
+        raise ValueError(f"config.tasks.{name}.num_classes={options.get('num_classes')} but "
+                         f"{self.builder.info.full_name} has {len(class_names)} classes")
     return episodes.target_specs(task_configs, names, self.attribute_names)
 
 
-def open_dataset(data_config: ml_collections.ConfigDict) -> Dataset:
-  """`config.data` → a prepared Dataset (building it first where the dataset can be built here)."""
+def open_dataset(data_config: ml_collections.ConfigDict, image_size: int | None = None) -> Dataset:
+  """`config.data` → a prepared Dataset (building it first where the dataset can be built here) whose sources give
+  examples of `image_size`² (None: as stored)."""
   if data_config.name not in DATASETS:
     raise ValueError(f"config.data.name={data_config.name!r}; choose one of {sorted(DATASETS)}")
   data_dir = data_config.get("data_dir") or default_data_dir()
-  return Dataset(DATASETS[data_config.name](data_config, data_dir))
+  return Dataset(DATASETS[data_config.name](data_config, data_dir), image_size)

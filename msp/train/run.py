@@ -69,16 +69,17 @@ def open_run(config: ml_collections.ConfigDict, workdir: str) -> Run:
     raise ConfigError("--workdir is required: the directory for checkpoints, logs and results")
   learner = build_meta_learner(config)
   checkpointer = RunCheckpointer(workdir, config, save_every=config.checkpoint_every)
-  return Run(config=config, workdir=workdir, learner=learner, dataset=open_dataset(config.data),
+  return Run(config=config, workdir=workdir, learner=learner, dataset=open_dataset(config.data, config.image_size),
              checkpointer=checkpointer)
 
 
 def meta_batches(run: Run, start_step: int):
   """The run's meta-batch iterator, positioned at meta-batch `start_step`."""
   c = run.config
-  sampler = MetaBatchSampler(run.dataset.source(c.data.train_split), run.dataset.targets(c.tasks, c.seen_tasks),
-                             c.meta.episodes, c.meta.support_size, c.meta.query_size, seed=c.seed,
-                             task_sampling=c.meta.task_sampling)
+  augment = run.dataset.augmentation(c.data.get("augment"))
+  sampler = MetaBatchSampler(run.dataset.source(c.data.train_split, fitted=augment is None),
+                             run.dataset.targets(c.tasks, c.seen_tasks), c.meta.episodes, c.meta.support_size,
+                             c.meta.query_size, seed=c.seed, task_sampling=c.meta.task_sampling, transform=augment)
   iterator = iter(meta_batch_dataset(sampler, num_threads=c.data.num_threads,
                                      prefetch_buffer_size=c.data.prefetch))
   iterator.set_state({"next_index": start_step})

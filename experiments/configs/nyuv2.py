@@ -1,0 +1,75 @@
+r"""Meta-sparsity on NYU-v2 (indoor scenes): seen segmentation, depth, normals; unseen edges (PAPER.md §6).
+
+Command:   python experiments/meta_train.py --config=experiments/configs/nyuv2.py[:VARIANT[,LAYOUT][,tiny]] \
+             --workdir=DIR --config.data.manual_dir=/path/to/download
+           then  python experiments/evaluate.py --workdir=DIR ; python experiments/adapt_unseen.py --workdir=DIR
+           The dataset is built from the download on first use (README, "NYU-v2"); `--config.data.data_dir` says
+           where (default $TFDS_DATA_DIR or ~/tensorflow_datasets).
+Hardware:  one GPU (the default net, a dilated ResNet-18-like backbone at 256², fits in a few GiB); the `tiny`
+           modifier runs on CPU for tests.
+Runtime:   not measured yet on real data (no GPU run has been made with this config).
+Expected:  not measured yet; the README's NYU-v2 section will carry the table once a run exists.
+Variants:  meta_sparsity, meta_sparsity_global, reference, budget (the default), maml, dense_mtl, fixed_lambda
+           (experiments/configs/common.py). Layout modifiers choose the builder config and its class count:
+           `nyud_mt` (default, 40 classes), `mtan` (13), `official40`, `official13`. `tiny`: a few steps of a tiny
+           net on 16² crops (the tests run it on fixture downloads).
+Data:      training examples are augmented (random zoom 1–1.5 with depth ÷ zoom, flip with normals' x negated,
+           colour jitter) to image_size²; evaluation fits them (short side to image_size, centre crop).
+"""
+import ml_collections
+
+from data_pipelines.nyuv2 import LAYOUTS
+from experiments.configs import common
+
+
+def get_config(arg: str = "budget") -> ml_collections.ConfigDict:
+  """arg: VARIANT[,LAYOUT][,tiny], e.g. `budget`, `meta_sparsity,mtan`, `budget,tiny`."""
+  variant, modifiers = common.parse_arg(arg, "nyuv2.py", modifiers=("tiny", *LAYOUTS))
+  layouts = [m for m in modifiers if m in LAYOUTS]
+  if len(layouts) > 1:
+    raise ValueError(f"nyuv2.py:{arg} names several layouts {layouts}; choose one")
+  layout = layouts[0] if layouts else "nyud_mt"
+  c = common.experiment_defaults(arg)
+  c.steps = 20000
+  c.log_every = 50
+  c.checkpoint_every = 1000
+
+  c.data = ml_collections.ConfigDict()
+  c.data.name = "nyuv2"
+  c.data.config = layout
+  c.data.overrides = {}  # NyuV2Config fields (resolution, validation_fraction, seed)
+  c.data.manual_dir = ml_collections.FieldReference(None, field_type=str)  # the download (needed to build)
+  c.data.data_dir = ml_collections.FieldReference(None, field_type=str)  # None: $TFDS_DATA_DIR or ~/tensorflow_datasets
+  c.data.train_split = "train"
+  c.data.eval_split = "test"  # select checkpoints on "validation", report on "test"
+  c.data.num_threads = 4
+  c.data.prefetch = 4
+  c.data.augment = dict(enabled=True, scale=(1.0, 1.5), flip=0.5, brightness=0.2, contrast=0.2, saturation=0.2,
+                        hue=0.02)
+  c.image_size = 256
+
+  c.model = ml_collections.ConfigDict()
+  c.model.backbone = dict(block="basic", stem="deep", stem_width=64, depths=(2, 2, 2, 2), widths=(64, 128, 256, 512),
+                          strides=(1, 2, 1, 1), dilations=(1, 1, 2, 4), activation="relu")
+  c.model.head_width = 128
+  c.model.dtype = "float32"
+
+  c.tasks = {
+      "segmentation": dict(kind="segmentation", num_classes=len(LAYOUTS[layout][1])),
+      "depth": dict(kind="depth"),
+      "normals": dict(kind="normals"),
+      "edges": dict(kind="edges"),
+  }
+  c.seen_tasks = ("segmentation", "depth", "normals")
+  c.unseen_tasks = ("edges",)
+  c.meta.support_size = 8
+  c.meta.query_size = 8
+  common.apply_variant(c, variant)
+
+  if "tiny" in modifiers:
+    c.image_size = 16
+    c.data.num_threads = 2
+    common.tiny_model(c)
+    c.meta.support_size = c.meta.query_size = 1  # the fixture downloads hold 3 training images
+    c.adapt.batch_size = 2
+  return c
