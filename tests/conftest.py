@@ -1,10 +1,13 @@
 import os
 import sys
 
-import jax
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Reuse compiled XLA programs across test processes and scripts (see the Makefile); set before jax is imported.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(ROOT, ".cache", "jax"))
+
+import jax  # pylint: disable=wrong-import-position
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
   sys.path.insert(0, ROOT)
 
