@@ -24,7 +24,10 @@ def main():
   # Only changed fields become overrides, so that the default build keeps the plain config name.
   overrides = {key: getattr(args, key) for key in ("resolution", "split", "fractions", "seed", "max_examples")
                if getattr(args, key) != getattr(defaults, key)}
-  builder = build(args.data_dir, args.config, args.manual_dir, **overrides)
+  try:
+    builder = build(args.data_dir, args.config, args.manual_dir, **overrides)
+  except (FileNotFoundError, ValueError) as error:  # a broken download: the message names the file
+    parser.exit(2, f"error: {error}\n")
   print(f"celebamask_hq/{builder.builder_config.name} is in {builder.data_dir}: "
         + ", ".join(f"{name} {split.num_examples}" for name, split in builder.info.splits.items()))
 

@@ -22,7 +22,10 @@ def main():
   args = parser.parse_args()
   overrides = {key: getattr(args, key) for key in ("resolution", "validation_fraction", "seed")
                if getattr(args, key) is not None}
-  builder = build(args.data_dir, args.config, args.manual_dir, **overrides)
+  try:
+    builder = build(args.data_dir, args.config, args.manual_dir, **overrides)
+  except (FileNotFoundError, ValueError) as error:  # a broken download: the message names the file
+    parser.exit(2, f"error: {error}\n")
   print(f"nyuv2/{builder.builder_config.name} is in {builder.data_dir}: "
         + ", ".join(f"{name} {split.num_examples}" for name, split in builder.info.splits.items()))
 
