@@ -8,7 +8,7 @@ export TF_CPP_MIN_LOG_LEVEL := 2
 # runs on CPU. Entries are keyed by the program and the jax version, so a stale one is never used.
 export JAX_COMPILATION_CACHE_DIR ?= $(CURDIR)/.cache/jax
 
-.PHONY: quickstart test test-slow test-all benchmark lock clean
+.PHONY: quickstart export test test-slow test-all benchmark lock clean
 
 $(VENV)/.installed: requirements.lock setup.cfg
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,10 @@ $(VENV)/.installed: requirements.lock setup.cfg
 
 quickstart: $(VENV)/.installed
 	$(PY) experiments/quickstart.py --workdir=runs/quickstart
+
+# The quickstart's network, physically pruned: artifact and report in runs/quickstart/export.
+export: $(VENV)/.installed
+	$(PY) experiments/export.py --workdir=runs/quickstart --out=runs/quickstart/export
 
 # Two workers, one test file each at a time (module fixtures are built once per file). `test` is the suite a
 # change must pass (under 10 minutes on 2 cores); `test-slow` the end-to-end and multi-device tests (CI runs both).

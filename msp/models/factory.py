@@ -9,12 +9,21 @@ from msp.models.resnet import ResNet
 
 
 def build_model(model_config: ml_collections.ConfigDict, tasks: Sequence["msp.tasks.Task"]) -> MultiTaskNet:
-  """`model_config` holds `backbone` (the `ResNet` fields), `head_width` and `dtype`; one head per task."""
+  """`model_config` holds `backbone` (the `ResNet` fields), `head_width` and `dtype`; one head per task.
+
+  `backbone.conv_widths` (a pruned network's, as `msp.export` writes it) may be a list of [conv path, width] pairs.
+  Optional `head_kinds` maps a task's head role (`Task.head`: "dense", "attribute") to the head kind in `HEADS` that
+  serves it (default: the role itself), e.g. {"dense": "aspp"}; optional `head_widths` maps a head kind to its width
+  (default `head_width`).
+  """
   backbone = dict(model_config.backbone)
   for key in ("depths", "widths", "strides", "dilations"):
     backbone[key] = tuple(backbone[key])
+  backbone["conv_widths"] = tuple((str(path), int(width)) for path, width in backbone.get("conv_widths", ()))
   dtype = jnp.dtype(model_config.get("dtype", "float32"))
+  kinds = dict(model_config.get("head_kinds", {}))
   return MultiTaskNet(
       backbone=ResNet(**backbone, dtype=dtype),
-      heads=tuple((t.name, t.head, t.channels) for t in tasks),
-      head_width=model_config.head_width)
+      heads=tuple((t.name, kinds.get(t.head, t.head), t.channels) for t in tasks),
+      head_width=model_config.head_width,
+      head_widths=tuple((str(kind), int(width)) for kind, width in model_config.get("head_widths", {}).items()))

@@ -3,6 +3,8 @@
 Heads are not sparsified. Dense predictions are bilinearly upsampled to the input resolution, so losses and
 metrics always compare at the resolution of the targets.
 """
+from typing import ClassVar
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -16,6 +18,8 @@ class Head(nn.Module):
   width: int = 32
   activation: str = "relu"
   dtype: jnp.dtype = jnp.float32
+  # the convs that read the backbone's features (their kernels' input axis is the features' channels)
+  feature_layers: ClassVar[tuple[str, ...]] = ("conv",)
 
   def features_conv(self, features: jax.Array) -> jax.Array:
     x = nn.Conv(self.width, (3, 3), padding=same_padding(3, 1), dtype=self.dtype, param_dtype=self.dtype,
@@ -54,4 +58,5 @@ class AttributeHead(Head):
     return nn.Dense(self.out_channels, dtype=self.dtype, param_dtype=self.dtype, name="out")(x)
 
 
+# msp.models.deeplab (imported by the package) adds its heads: "aspp", "conv_pool_mlp".
 HEADS = {"dense": DenseHead, "attribute": AttributeHead}

@@ -2,6 +2,8 @@
 
 Parameter paths (what sparsity regexes match): `stage0_conv{i}/...` (the stem), `stage{s}_block{b}/conv{i}/...` and
 `stage{s}_block{b}/shortcut/...`, each a `ConvNorm` with `conv/kernel` and `norm/{scale,bias}`.
+`ResNet.conv_widths` overrides the output channels of single convs (what `msp.export` gives a pruned network); the
+parameter paths and the choice of shortcuts stay those of the dense network.
 """
 from typing import ClassVar, Sequence
 
@@ -21,15 +23,19 @@ class Block(nn.Module):
   dilation: int = 1
   activation: str = "relu"
   dtype: jnp.dtype = jnp.float32
+  projection: bool | None = None  # a 1×1 ConvNorm shortcut; None: when the stride or the channel count changes
+  conv_widths: tuple[tuple[str, int], ...] = ()  # (conv name in the block, output channels) overriding the widths
   expansion = 1
   residual_connection = True
   branch: ClassVar[tuple[str, ...]] = ()  # the residual branch's convs in order, each fed by the previous one
 
   def conv(self, features: int, kernel_size: int, strides: int, dilation: int, activate: bool, name: str):
-    return ConvNorm(features, kernel_size, strides, dilation, self.activation if activate else None,
-                    dtype=self.dtype, name=name)
+    return ConvNorm(dict(self.conv_widths).get(name, features), kernel_size, strides, dilation,
+                    self.activation if activate else None, dtype=self.dtype, name=name)
 
   def has_shortcut(self, in_channels: int) -> bool:
+    if self.projection is not None:
+      return self.projection
     return self.strides != 1 or in_channels != self.width * self.expansion
 
   def residual(self, x: jax.Array, y: jax.Array, train: bool) -> jax.Array:
@@ -99,7 +105,9 @@ class ResNet(nn.Module):
 
   stem: "simple" one 3×3 conv at stride 1; "deep" three 3×3 convs (stride 2, widths w/2, w/2, w) + 3×3 max-pool
   stride 2 (the authors' ResNet-D stem with w = 128); "torchvision" one 7×7 conv stride 2 + max-pool.
-  Stage s has `depths[s]` blocks; its first block has stride `strides[s]`; all its blocks use `dilations[s]`.
+  Stage s has `depths[s]` blocks; its first block has stride `strides[s]`; all its blocks use `dilations[s]`,
+  except that with `dilate_first_block=False` the first block keeps the previous stage's dilation (1 for stage 1),
+  as torchvision's `replace_stride_with_dilation` does (its `previous_dilation`).
   """
   depths: Sequence[int] = (1, 1, 1)
   widths: Sequence[int] = (16, 32, 64)
@@ -110,17 +118,19 @@ class ResNet(nn.Module):
   stem_width: int = 16
   activation: str = "relu"
   dtype: jnp.dtype = jnp.float32
+  # (conv path as in `channel_sources`, output channels) overriding the widths above; the convs whose outputs are
+  # summed into one residual stream must share a width
+  conv_widths: tuple[tuple[str, int], ...] = ()
+  dilate_first_block: bool = True
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    unknown = sorted(set(dict(self.conv_widths)) - set(self.channel_sources()[0]))
+    if unknown:
+      raise ValueError(f"conv_widths names convs that the backbone does not have: {unknown}")
     x = self._stem(x.astype(self.dtype), train)
-    if self.block not in BLOCKS:
-      raise ValueError(f"unknown block {self.block!r}; choose one of {sorted(BLOCKS)}")
-    block_cls = BLOCKS[self.block]
-    for s, (depth, width, stride, dilation) in enumerate(zip(self.depths, self.widths, self.strides, self.dilations)):
-      for b in range(depth):
-        x = block_cls(width, stride if b == 0 else 1, dilation, self.activation, dtype=self.dtype,
-                      name=f"stage{s + 1}_block{b}")(x, train)
+    for name, block_cls, fields, _ in self._blocks():
+      x = block_cls(**fields, name=name)(x, train)
     return x
 
   def stem_convs(self) -> tuple[str, ...]:
@@ -134,18 +144,35 @@ class ResNet(nn.Module):
     sources, stream = {}, ()
     for conv in self.stem_convs():
       sources[conv], stream = stream, (conv,)
-    channels = self.stem_width
-    for s, (depth, width, stride, dilation) in enumerate(zip(self.depths, self.widths, self.strides, self.dilations)):
-      for b in range(depth):
-        block = BLOCKS[self.block](width, stride if b == 0 else 1, dilation, self.activation, dtype=self.dtype,
-                                   parent=None)
-        block_sources, stream = block.channel_sources(f"stage{s + 1}_block{b}", stream, channels)
-        sources.update(block_sources)
-        channels = width * block.expansion
+    for name, block_cls, fields, in_channels in self._blocks():
+      block_sources, stream = block_cls(**fields, parent=None).channel_sources(name, stream, in_channels)
+      sources.update(block_sources)
     return sources, stream
 
+  def _blocks(self):
+    """Yields (name, block class, its fields, its dense input channels) of every block in order.
+
+    The shortcut (`projection`) follows the dense widths, so that a pruned network keeps the dense one's shortcuts.
+    """
+    if self.block not in BLOCKS:
+      raise ValueError(f"unknown block {self.block!r}; choose one of {sorted(BLOCKS)}")
+    block_cls = BLOCKS[self.block]
+    channels, previous_dilation = self.stem_width, 1
+    for s, (depth, width, stride, dilation) in enumerate(zip(self.depths, self.widths, self.strides, self.dilations)):
+      for b in range(depth):
+        name = f"stage{s + 1}_block{b}"
+        fields = dict(width=width, strides=stride if b == 0 else 1,
+                      dilation=previous_dilation if b == 0 and not self.dilate_first_block else dilation,
+                      activation=self.activation, dtype=self.dtype)
+        projection = block_cls(**fields, parent=None).has_shortcut(channels)
+        widths = tuple((path.split("/", 1)[1], w) for path, w in self.conv_widths if path.startswith(f"{name}/"))
+        yield name, block_cls, dict(fields, projection=projection, conv_widths=widths), channels
+        channels = width * block_cls.expansion
+      previous_dilation = dilation
+
   def _stem(self, x: jax.Array, train: bool) -> jax.Array:
-    conv = lambda w, k, s, name: ConvNorm(w, k, s, 1, self.activation, dtype=self.dtype, name=name)
+    widths = dict(self.conv_widths)
+    conv = lambda w, k, s, name: ConvNorm(widths.get(name, w), k, s, 1, self.activation, dtype=self.dtype, name=name)
     if self.stem == "simple":
       return conv(self.stem_width, 3, 1, "stage0_conv1")(x, train)
     if self.stem == "deep":

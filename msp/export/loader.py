@@ -1,0 +1,36 @@
+"""Runs an exported network with jax alone: no Flax, no msp training code.
+
+This module imports only the standard library, numpy and jax, so that a deployment needs none of msp's other
+dependencies; keep it that way (tests/test_export.py checks it in a fresh interpreter).
+"""
+import json
+import os
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+# The files of an export directory (written by `msp.export.artifact.write_artifact`).
+INFERENCE_FILE = "inference.jax_exported"  # jax.export serialization of images → {task: output}
+SPEC_FILE = "spec.json"  # architecture, kept channels, input and outputs
+CHECKPOINT_DIR = "checkpoint"  # orbax checkpoint of the pruned {"params", "batch_stats"}
+
+
+def load_spec(path: str) -> dict:
+  """The export's spec.json as a dict (see `msp.export.artifact.write_artifact` for its keys)."""
+  with open(os.path.join(path, SPEC_FILE), encoding="utf-8") as f:
+    return json.load(f)
+
+
+def load(path: str) -> Callable[[np.ndarray | jax.Array], dict[str, jax.Array]]:
+  """The exported inference function of the export directory `path`, compiled on first call per batch size.
+
+  The returned function maps float32 images (B, H, W, 3) in [0, 1], any batch size B and H = W = the spec's
+  `image_size`, to {task name: raw output}: (B, H, W, C) for dense tasks, (B, C) for attribute tasks, float32.
+  BatchNorm uses its running averages (inference mode).
+  """
+  with open(os.path.join(path, INFERENCE_FILE), "rb") as f:
+    exported = jax.export.deserialize(bytearray(f.read()))
+  call = jax.jit(exported.call)
+  return lambda images: call(jnp.asarray(images, jnp.float32))
