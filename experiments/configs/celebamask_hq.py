@@ -1,6 +1,7 @@
 r"""Meta-sparsity on CelebAMask-HQ (faces): seen face-part segmentation, Male, Smiling; unseen four more attributes.
 
-Command:   python experiments/meta_train.py --config=experiments/configs/celebamask_hq.py[:VARIANT[,CLASSES][,tiny]] \
+Command:   python experiments/meta_train.py \
+             --config=experiments/configs/celebamask_hq.py[:VARIANT[,CLASSES][,paper][,tiny]] \
              --workdir=DIR --config.data.manual_dir=/path/to/CelebAMask-HQ
            then  python experiments/evaluate.py --workdir=DIR ; python experiments/adapt_unseen.py --workdir=DIR
            The dataset is built from the download on first use (README, "CelebAMask-HQ").
@@ -9,7 +10,9 @@ Runtime:   not measured yet on real data (no GPU run has been made with this con
 Expected:  not measured yet; the README's CelebAMask-HQ section will carry the table once a run exists.
 Variants:  meta_sparsity, meta_sparsity_global, reference, budget (the default), maml, dense_mtl, fixed_lambda
            (experiments/configs/common.py). Class modifiers: `parts19` (default: background + 18 parts) or
-           `hair_skin3` (the authors' background/hair/skin). `tiny`: a few steps of a tiny net on 16² images.
+           `hair_skin3` (the authors' background/hair/skin). `paper`: the paper's network (the authors' dilated
+           ResNet-D-50, ASPP and conv + pooled-MLP heads; `paper_torchvision`: torchvision-style backbone;
+           configs/common.py `paper_model`). `tiny`: a few steps of a tiny net on 16² images.
 Tasks:     the authors' six attributes (PAPER.md §6): seen Male, Smiling; unseen Arched_Eyebrows, High_Cheekbones,
            Big_Lips, Wearing_Lipstick. All 40 attributes are defined as tasks, so `--config.unseen_tasks` may name
            any of them.
@@ -26,8 +29,9 @@ UNSEEN_ATTRIBUTES = ("Arched_Eyebrows", "High_Cheekbones", "Big_Lips", "Wearing_
 
 
 def get_config(arg: str = "budget") -> ml_collections.ConfigDict:
-  """arg: VARIANT[,CLASSES][,tiny], e.g. `budget`, `meta_sparsity,hair_skin3`, `budget,tiny`."""
-  variant, modifiers = common.parse_arg(arg, "celebamask_hq.py", modifiers=("tiny", *CLASS_NAMES))
+  """arg: VARIANT[,CLASSES][,paper|paper_torchvision][,tiny], e.g. `budget`, `meta_sparsity,hair_skin3,paper`."""
+  variant, modifiers = common.parse_arg(arg, "celebamask_hq.py",
+                                        modifiers=("tiny", *common.PAPER_MODIFIERS, *CLASS_NAMES))
   chosen = [m for m in modifiers if m in CLASS_NAMES]
   if len(chosen) > 1:
     raise ValueError(f"celebamask_hq.py:{arg} names several class sets {chosen}; choose one")
@@ -66,6 +70,9 @@ def get_config(arg: str = "budget") -> ml_collections.ConfigDict:
   c.meta.support_size = 8
   c.meta.query_size = 8
   common.apply_variant(c, variant)
+  for modifier in modifiers:
+    if modifier in common.PAPER_MODIFIERS:
+      common.paper_model(c, common.PAPER_MODIFIERS[modifier])
 
   if "tiny" in modifiers:
     c.image_size = 16

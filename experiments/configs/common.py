@@ -7,6 +7,7 @@ from typing import Sequence
 
 import ml_collections
 
+from msp.models.presets import BACKBONES
 from msp.sparsity import DEFAULT_INCLUDE
 
 
@@ -108,3 +109,18 @@ def tiny_model(c: ml_collections.ConfigDict) -> None:
   c.eval.max_examples = 16
   c.adapt.steps = 2
   c.adapt.batch_size = 4
+
+
+# Model modifiers every dataset config accepts: the paper's network with either backbone (PAPER.md §5).
+PAPER_MODIFIERS = {"paper": "resnet50_deep_dilated", "paper_torchvision": "resnet50_torchvision_dilated"}
+
+
+def paper_model(c: ml_collections.ConfigDict, backbone: str = "resnet50_deep_dilated") -> None:
+  """The paper-scale network on 256² inputs: a dilated ResNet-50 (`msp.models.presets.BACKBONES[backbone]`), a
+  DeepLab-v3 ASPP head (256 channels) per dense task and the authors' conv + pooled-MLP head (64 → 32) per attribute
+  task. The paper does not state its batch sizes; support and query stay at 8 images per episode."""
+  c.image_size = 256
+  c.model.backbone = dict(BACKBONES[backbone])
+  c.model.head_kinds = {"dense": "aspp", "attribute": "conv_pool_mlp"}
+  c.model.head_widths = {"aspp": 256, "conv_pool_mlp": 64}
+  c.meta.support_size = c.meta.query_size = 8

@@ -1,6 +1,6 @@
 r"""Meta-sparsity on NYU-v2 (indoor scenes): seen segmentation, depth, normals; unseen edges (PAPER.md §6).
 
-Command:   python experiments/meta_train.py --config=experiments/configs/nyuv2.py[:VARIANT[,LAYOUT][,tiny]] \
+Command:   python experiments/meta_train.py --config=experiments/configs/nyuv2.py[:VARIANT[,LAYOUT][,paper][,tiny]] \
              --workdir=DIR --config.data.manual_dir=/path/to/download
            then  python experiments/evaluate.py --workdir=DIR ; python experiments/adapt_unseen.py --workdir=DIR
            The dataset is built from the download on first use (README, "NYU-v2"); `--config.data.data_dir` says
@@ -11,8 +11,10 @@ Runtime:   not measured yet on real data (no GPU run has been made with this con
 Expected:  not measured yet; the README's NYU-v2 section will carry the table once a run exists.
 Variants:  meta_sparsity, meta_sparsity_global, reference, budget (the default), maml, dense_mtl, fixed_lambda
            (experiments/configs/common.py). Layout modifiers choose the builder config and its class count:
-           `nyud_mt` (default, 40 classes), `mtan` (13), `official40`, `official13`. `tiny`: a few steps of a tiny
-           net on 16² crops (the tests run it on fixture downloads).
+           `nyud_mt` (default, 40 classes), `mtan` (13), `official40`, `official13`. `paper`: the paper's network
+           (the authors' dilated ResNet-D-50, ASPP heads; `paper_torchvision`: LibMTL's torchvision-style backbone;
+           configs/common.py `paper_model`; sizes from `python -m msp.models.summary`). `tiny`: a few steps of a
+           tiny net on 16² crops (the tests run it on fixture downloads).
 Data:      training examples are augmented (random zoom 1–1.5 with depth ÷ zoom, flip with normals' x negated,
            colour jitter) to image_size²; evaluation fits them (short side to image_size, centre crop).
 """
@@ -23,8 +25,8 @@ from experiments.configs import common
 
 
 def get_config(arg: str = "budget") -> ml_collections.ConfigDict:
-  """arg: VARIANT[,LAYOUT][,tiny], e.g. `budget`, `meta_sparsity,mtan`, `budget,tiny`."""
-  variant, modifiers = common.parse_arg(arg, "nyuv2.py", modifiers=("tiny", *LAYOUTS))
+  """arg: VARIANT[,LAYOUT][,paper|paper_torchvision][,tiny], e.g. `budget`, `meta_sparsity,mtan,paper`."""
+  variant, modifiers = common.parse_arg(arg, "nyuv2.py", modifiers=("tiny", *common.PAPER_MODIFIERS, *LAYOUTS))
   layouts = [m for m in modifiers if m in LAYOUTS]
   if len(layouts) > 1:
     raise ValueError(f"nyuv2.py:{arg} names several layouts {layouts}; choose one")
@@ -65,6 +67,9 @@ def get_config(arg: str = "budget") -> ml_collections.ConfigDict:
   c.meta.support_size = 8
   c.meta.query_size = 8
   common.apply_variant(c, variant)
+  for modifier in modifiers:
+    if modifier in common.PAPER_MODIFIERS:
+      common.paper_model(c, common.PAPER_MODIFIERS[modifier])
 
   if "tiny" in modifiers:
     c.image_size = 16

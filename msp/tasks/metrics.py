@@ -116,8 +116,11 @@ class DepthMetric(Metric):
 
   output: prediction (B, H, W, 1) in metres; target: depth (B, H, W, 1) in metres, 0 = invalid. abs_err = mean |p−g|,
   rel_err = mean |p−g|/g, rmse = √(pooled mean (p−g)²), delta1 = fraction with max(p/g, g/p) < 1.25 where a
-  prediction p ≤ 0 always fails.
+  prediction p ≤ 0 always fails. With `normalization` "per_image_max" the target is first normalised as the depth
+  loss does (`losses.normalize_depth`) and the prediction is in those units: abs_err and rmse are then fractions of
+  each image's maximum depth, not metres.
   """
+  normalization: str = "none"
   higher_is_better: ClassVar[Mapping[str, bool]] = {
       "abs_err": False, "rel_err": False, "rmse": False, "delta1": True}
   headline: ClassVar[str] = "abs_err"
@@ -130,7 +133,7 @@ class DepthMetric(Metric):
 
   def update(self, state: State, pred: jax.Array, depth: jax.Array) -> State:
     """pred, depth (B, H, W, 1) metres."""
-    pred, depth = pred.astype(jnp.float32), depth.astype(jnp.float32)
+    pred, depth = pred.astype(jnp.float32), losses.normalize_depth(depth.astype(jnp.float32), self.normalization)
     valid = depth > 0
     positive = pred > 0
     # Substitute 1 where a ratio is undefined so no inf/NaN is formed; those pixels are masked out anyway.

@@ -37,17 +37,32 @@ class TaskKind(NamedTuple):
   metric: metrics.Metric
 
 
-def _segmentation(num_classes: int, ignore_index: int = -1) -> TaskKind:
-  return TaskKind("dense", num_classes, functools.partial(losses.segmentation_loss, ignore_index=ignore_index),
-                  metrics.SegmentationMetric(num_classes, ignore_index))
+def _segmentation(num_classes: int, ignore_index: int = -1, label_smoothing: float = 0.0) -> TaskKind:
+  if not 0 <= label_smoothing < 1:
+    raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+  loss = functools.partial(losses.segmentation_loss, ignore_index=ignore_index, label_smoothing=label_smoothing)
+  return TaskKind("dense", num_classes, loss, metrics.SegmentationMetric(num_classes, ignore_index))
+
+
+def _depth(normalization: str = "none") -> TaskKind:
+  if normalization not in losses.DEPTH_NORMALIZATIONS:
+    raise ValueError(f"normalization {normalization!r}; choose one of {losses.DEPTH_NORMALIZATIONS}")
+  return TaskKind("dense", 1, functools.partial(losses.depth_loss, normalization=normalization),
+                  metrics.DepthMetric(normalization))
 
 
 def _normals(median_resolution: float = 0.01) -> TaskKind:
   return TaskKind("dense", 3, losses.normals_loss, metrics.NormalsMetric(median_resolution))
 
 
-def _edges(tolerance: int = 1, thresholds: int = 99) -> TaskKind:
-  return TaskKind("dense", 1, losses.edge_loss, metrics.EdgeMetric(tolerance, thresholds))
+EDGE_LOSSES = ("balanced_bce", "huber")
+
+
+def _edges(tolerance: int = 1, thresholds: int = 99, loss: str = "balanced_bce", huber_delta: float = 0.2) -> TaskKind:
+  if loss not in EDGE_LOSSES:
+    raise ValueError(f"loss {loss!r}; choose one of {EDGE_LOSSES}")
+  loss_fn = losses.edge_loss if loss == "balanced_bce" else functools.partial(losses.edge_huber_loss, delta=huber_delta)
+  return TaskKind("dense", 1, loss_fn, metrics.EdgeMetric(tolerance, thresholds))
 
 
 def _attributes(num_attributes: int) -> TaskKind:
@@ -60,7 +75,7 @@ def _regression(channels: int = 1) -> TaskKind:
 
 TASK_KINDS: dict[str, Callable[..., TaskKind]] = {
     "segmentation": _segmentation,
-    "depth": lambda: TaskKind("dense", 1, losses.depth_loss, metrics.DepthMetric()),
+    "depth": _depth,
     "normals": _normals,
     "edges": _edges,
     "attributes": _attributes,
@@ -71,9 +86,11 @@ TASK_KINDS: dict[str, Callable[..., TaskKind]] = {
 def build_task(name: str, kind: str, **options) -> Task:
   """Builds task `name` of registered `kind` with the kind's options.
 
-  Options per kind (defaults in parentheses): segmentation num_classes, ignore_index (-1); depth none; normals
-  median_resolution (0.01 degrees); edges tolerance (1 pixel), thresholds (99); attributes num_attributes;
-  regression channels (1).
+  Options per kind (defaults in parentheses): segmentation num_classes, ignore_index (-1), label_smoothing (0.0);
+  depth normalization ("none": metres; "per_image_max": the authors' division by each image's maximum depth, for
+  loss and metric alike, see `losses.normalize_depth`); normals median_resolution (0.01 degrees); edges tolerance
+  (1 pixel), thresholds (99), loss ("balanced_bce"; "huber": the authors' Huber loss on sigmoid(logits)),
+  huber_delta (0.2); attributes num_attributes; regression channels (1).
   """
   if kind not in TASK_KINDS:
     raise ValueError(f"task {name!r}: unknown kind {kind!r}; choose one of {sorted(TASK_KINDS)}")

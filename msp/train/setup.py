@@ -6,10 +6,11 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import optax
+from jax.sharding import NamedSharding, PartitionSpec as P
 
-from msp.meta import MetaObjective, MultiTaskLoss, init_rho
+from msp.meta import MetaBatch, MetaObjective, MultiTaskLoss, init_rho
 from msp.models import MultiTaskNet, build_model
-from msp.parallel import make_mesh, replicate
+from msp.parallel import DATA_AXIS, make_mesh, replicate
 from msp.sparsity import Budget, CostModel, GroupSpec
 from msp.tasks import Task, build_tasks
 from msp.train.config import validate_config
@@ -53,6 +54,29 @@ class MetaLearner:
     state = MetaTrainState.create(params=variables["params"], batch_stats=variables["batch_stats"], rho=rho,
                                   tx=self.tx, rho_tx=self.rho_tx)
     return replicate(state, self.mesh)
+
+  def abstract_inputs(self) -> tuple[MetaTrainState, MetaBatch]:
+    """Shapes, dtypes and shardings of `train_step`'s inputs (a state and a meta-batch of `config.meta`'s sizes),
+    without weights or data: `learner.train_step.lower(*learner.abstract_inputs()).compile()` compiles the step
+    ahead of time, e.g. for `memory_analysis()`. Targets are shaped as `data_pipelines.episodes.TargetSpec` makes
+    them: a segmentation task's int32 labels are its logits' shape without the class axis; every other target
+    (float32) has its output's shape."""
+    cfg, m = self.config, self.config.meta
+    state = jax.eval_shape(self.init_state, jax.random.key(0))
+    state = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=NamedSharding(self.mesh, P())),
+                         state)
+    episodes = NamedSharding(self.mesh, P(DATA_AXIS))
+    spec = lambda shape, dtype: jax.ShapeDtypeStruct((m.episodes, *shape), dtype, sharding=episodes)
+
+    def batch(size: int) -> dict[str, jax.ShapeDtypeStruct]:
+      images = jnp.zeros((size, cfg.image_size, cfg.image_size, 3))
+      outputs, _ = jax.eval_shape(lambda: self.model.init_with_output(jax.random.key(0), images, train=False))
+      targets = {t.name: spec(outputs[t.name].shape[:-1], jnp.int32) if t.kind == "segmentation"
+                 else spec(outputs[t.name].shape, jnp.float32) for t in self.tasks}
+      return {"image": spec(images.shape, jnp.float32), **targets}
+
+    return state, MetaBatch(support=batch(m.support_size), query=batch(m.query_size),
+                            task_mask=spec((len(self.tasks),), jnp.float32))
 
 
 def build_meta_learner(config: ml_collections.ConfigDict) -> MetaLearner:

@@ -1,0 +1,143 @@
+r"""Multi-task performance Δm of a run's results relative to a baseline's (Maninis et al. 2019; PAPER.md §7).
+
+  Δm = 100 · (1/T) Σ_t (1/M_t) Σ_{m of t} (−1)^{l_m} (M_m − M_b,m) / M_b,m,   l_m = 1 when lower is better,
+
+in percent; positive means better than the baseline (usually the single-task dense networks). Conventions:
+  task_mean    (default, LibMTL) average the relative changes within each task first, then over the T tasks;
+  metric_mean  a flat average over all compared metrics (tasks with more metrics weigh more).
+Every report also lists each metric's and each task's relative change, so a per-task comparison needs no option.
+Compared are the metrics present for a task in both results and baseline, except per-entry ones (`accuracy/3`), or
+those named with `metrics`.
+
+python -m msp.tasks.delta_m --results=A.json --baseline=B.json[,C.json...] [--convention=metric_mean]
+    [--metrics=segmentation:miou,depth:abs_err] [--output=delta_m.json]
+Results files are what experiments/evaluate.py writes ({"results": {task: {metric: value}}, ...}) or bare
+{task: {metric: value}} maps; several baseline files (one single-task run each) are merged by task.
+"""
+import argparse
+import dataclasses
+import json
+import math
+from typing import Mapping, Sequence
+
+from msp.tasks import metrics
+
+CONVENTIONS = ("task_mean", "metric_mean")
+Results = Mapping[str, Mapping[str, float]]
+
+# Direction of every metric msp's metrics report (higher is better?); per-entry names (`f1/3`) are not compared.
+METRIC_DIRECTIONS: dict[str, bool] = {
+    name: better
+    for metric in (metrics.SegmentationMetric(1), metrics.DepthMetric(), metrics.NormalsMetric(),
+                   metrics.EdgeMetric(), metrics.AttributeMetric(1), metrics.RegressionMetric())
+    for name, better in metric.higher_is_better.items() if "/" not in name}
+
+
+@dataclasses.dataclass(frozen=True)
+class DeltaM:
+  """Δm and its parts, all in percent (positive = better than the baseline).
+
+  per_metric: (task, metric) → (−1)^{l_m}·100·(M − M_b)/M_b; per_task: task → the mean over its metrics;
+  value: Δm under `convention`.
+  """
+  value: float
+  convention: str
+  per_metric: dict[tuple[str, str], float]
+  per_task: dict[str, float]
+
+
+def relative_change(value: float, baseline: float, higher_is_better: bool) -> float:
+  """(−1)^{l}·100·(value − baseline)/baseline in percent, l = 1 when lower is better; ValueError on a zero or
+  non-finite baseline or value."""
+  if not (math.isfinite(value) and math.isfinite(baseline) and baseline != 0):
+    raise ValueError(f"cannot compare {value} with baseline {baseline}")
+  return 100.0 * ((value - baseline) if higher_is_better else (baseline - value)) / baseline
+
+
+def delta_m(results: Results, baseline: Results, convention: str = "task_mean",
+            metrics_to_compare: Sequence[tuple[str, str]] | None = None,
+            directions: Mapping[str, bool] = METRIC_DIRECTIONS) -> DeltaM:
+  """Δm of `results` against `baseline` ({task: {metric: value}} each).
+
+  metrics_to_compare: (task, metric) pairs; None: every metric but per-entry ones that both have for a task they
+  share. directions: metric name → higher is better. Raises ValueError naming what cannot be compared.
+  """
+  if convention not in CONVENTIONS:
+    raise ValueError(f"convention {convention!r}; choose one of {CONVENTIONS}")
+  if metrics_to_compare is None:
+    metrics_to_compare = [(task, name) for task in results if task in baseline
+                          for name in results[task] if name in baseline[task] and "/" not in name]
+  if not metrics_to_compare:
+    raise ValueError(f"no metric to compare: results have tasks {sorted(results)}, the baseline {sorted(baseline)}")
+  per_metric = {}
+  for task, name in metrics_to_compare:
+    for source, values in (("results", results), ("baseline", baseline)):
+      if name not in values.get(task, {}):
+        raise ValueError(f"{task}:{name} is missing from the {source}")
+    if name not in directions:
+      raise ValueError(f"{task}:{name}: unknown direction; known metrics: {sorted(directions)}")
+    try:
+      per_metric[task, name] = relative_change(results[task][name], baseline[task][name], directions[name])
+    except ValueError as e:
+      raise ValueError(f"{task}:{name}: {e}") from None
+  tasks = list(dict.fromkeys(task for task, _ in per_metric))
+  per_task = {task: _mean([v for (t, _), v in per_metric.items() if t == task]) for task in tasks}
+  value = _mean(list(per_task.values()) if convention == "task_mean" else list(per_metric.values()))
+  return DeltaM(value=value, convention=convention, per_metric=per_metric, per_task=per_task)
+
+
+def _mean(values: Sequence[float]) -> float:
+  return sum(values) / len(values)
+
+
+def load_results(paths: Sequence[str]) -> dict[str, dict[str, float]]:
+  """{task: {metric: value}} from results files (evaluate.py's JSON or a bare map), merged by task; ValueError
+  when two files hold the same task."""
+  merged = {}
+  for path in paths:
+    with open(path, encoding="utf-8") as f:
+      payload = json.load(f)
+    for task, values in payload.get("results", payload).items():
+      if task in merged:
+        raise ValueError(f"task {task!r} appears in more than one of {list(paths)}")
+      merged[task] = values
+  return merged
+
+
+def report(delta: DeltaM, results: Results, baseline: Results) -> str:
+  """Markdown: a row per compared metric (↑/↓ = better direction), a row per task, then Δm and its convention."""
+  lines = ["| task | metric | baseline | result | Δ (%) |", "|---|---|---|---|---|"]
+  for (task, name), change in delta.per_metric.items():
+    arrow = "↑" if METRIC_DIRECTIONS.get(name, True) else "↓"
+    lines.append(f"| {task} | {name} {arrow} | {baseline[task][name]:.4g} | {results[task][name]:.4g} | "
+                 f"{change:+.2f} |")
+  lines += [f"| {task} | (task mean) | | | {change:+.2f} |" for task, change in delta.per_task.items()]
+  how = ("mean over tasks of the within-task mean (LibMTL)" if delta.convention == "task_mean"
+         else "flat mean over all compared metrics")
+  return "\n".join(lines) + f"\n\nΔm = {delta.value:+.2f} % (convention {delta.convention}: {how})"
+
+
+def main(argv: Sequence[str] | None = None) -> DeltaM:
+  """The command line (see the module docstring); prints the report and returns the DeltaM."""
+  parser = argparse.ArgumentParser(prog="python -m msp.tasks.delta_m", description=__doc__.split("\n\n")[0])
+  parser.add_argument("--results", required=True, help="results JSON of the run to assess")
+  parser.add_argument("--baseline", required=True, help="baseline results JSON file(s), comma-separated")
+  parser.add_argument("--convention", default="task_mean", choices=CONVENTIONS)
+  parser.add_argument("--metrics", help="comma-separated task:metric pairs to compare (default: all shared)")
+  parser.add_argument("--output", help="also write Δm and its parts to this JSON file")
+  args = parser.parse_args(argv)
+  baseline_paths = args.baseline.split(",")
+  results, baseline = load_results([args.results]), load_results(baseline_paths)
+  chosen = None if args.metrics is None else [tuple(item.split(":", 1)) for item in args.metrics.split(",")]
+  delta = delta_m(results, baseline, args.convention, chosen)
+  print(report(delta, results, baseline))
+  if args.output:
+    with open(args.output, "w", encoding="utf-8") as f:
+      json.dump({"delta_m": delta.value, "convention": delta.convention, "results": args.results,
+                 "baseline": baseline_paths, "per_task": delta.per_task,
+                 "per_metric": {f"{task}:{name}": v for (task, name), v in delta.per_metric.items()}}, f, indent=1)
+  return delta
+
+
+if __name__ == "__main__":
+  main()
