@@ -2,16 +2,21 @@
 fitting the stored size to the model's), evaluate the seen tasks and adapt to the unseen ones."""
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
-from experiments.configs import celebamask_hq, nyuv2
+from experiments.configs import celebamask_hq, common, nyuv2
+from msp.train import build_meta_learner
 from msp.train.adaptation import adapt_unseen
 from msp.train.evaluation import evaluate_seen
 from msp.train.run import open_run, train
 from tests.test_celebamask_hq_builder import _write_release
 from tests.test_nyuv2_builder import write_nyud_mt
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _run_end_to_end(config, workdir):
@@ -70,3 +75,24 @@ def test_segmentation_classes_must_match_the_dataset(tmp_path):
       run.dataset.targets(config.tasks, config.seen_tasks)
   finally:
     run.close()
+
+
+@pytest.mark.parametrize("module", [nyuv2, celebamask_hq])
+@pytest.mark.parametrize("variant", common.VARIANTS)
+def test_every_variant_builds_its_learner(module, variant):
+  config = module.get_config(f"{variant},tiny")
+  learner = build_meta_learner(config)
+  assert [t.name for t in learner.tasks] == list(config.seen_tasks) and learner.spec.num_layers > 0
+
+
+def test_builder_command_builds_a_fixture_download(tmp_path):
+  write_nyud_mt(tmp_path / "download", "files")
+  command = [sys.executable, "-m", "data_pipelines.nyuv2", f"--data_dir={tmp_path / 'tfds'}",
+             f"--manual_dir={tmp_path / 'download'}", "--config=nyud_mt", "--resolution=6x8"]
+  out = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "PYTHONPATH": ROOT})
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert "nyuv2/nyud_mt_resolution6x8 is in" in out.stdout and "train 3, test 2" in out.stdout
+  broken = subprocess.run(command[:3] + [f"--manual_dir={tmp_path / 'nowhere'}", "--config=mtan"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": ROOT})
+  assert broken.returncode == 2 and f"manual_dir {tmp_path / 'nowhere'} is not a directory" in broken.stderr
