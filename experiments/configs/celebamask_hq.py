@@ -6,6 +6,8 @@ Command:   python experiments/meta_train.py \
            then  python experiments/evaluate.py --workdir=DIR ; python experiments/adapt_unseen.py --workdir=DIR
            The dataset is built from the download on first use (README, "CelebAMask-HQ").
 Hardware:  one GPU (the default net, a dilated ResNet-18-like backbone at 256²); `tiny` runs on CPU for tests.
+           `paper`: `python benchmarks/meta_step_memory.py --config=experiments/configs/celebamask_hq.py:budget,paper`
+           prints the meta-step's compiled memory.
 Runtime:   not measured yet on real data (no GPU run has been made with this config).
 Expected:  not measured yet; the README's CelebAMask-HQ section will carry the table once a run exists.
 Variants:  meta_sparsity, meta_sparsity_global, reference, budget (the default), maml, dense_mtl, fixed_lambda

@@ -5,8 +5,8 @@ Importing this module (the `msp.models` package does) registers both in `msp.mod
 
 Dropout is active only when `train=True` *and* the caller passes a "dropout" rng (`apply(..., rngs={"dropout":
 key})`); otherwise it is the identity. msp's meta-step and evaluation pass no rng, so meta-training runs these heads
-without dropout: threading a key through the inner loop would make every inner step's forward pass stochastic,
-which the meta-gradient does not model.
+without dropout (using it there would need a key carried through the episode and inner loops); a training loop of
+one's own can pass one.
 """
 from typing import ClassVar
 
