@@ -39,29 +39,9 @@ def get_config(arg: str = "budget") -> ml_collections.ConfigDict:
     raise ValueError(f"celebamask_hq.py:{arg} names several class sets {chosen}; choose one")
   classes = chosen[0] if chosen else "parts19"
   c = common.experiment_defaults(arg)
-  c.steps = 20000
-  c.log_every = 50
-  c.checkpoint_every = 1000
-
-  c.data = ml_collections.ConfigDict()
-  c.data.name = "celebamask_hq"
-  c.data.config = classes
-  c.data.overrides = {}  # CelebAMaskHQConfig fields (resolution, split, fractions, seed, max_examples)
-  c.data.manual_dir = ml_collections.FieldReference(None, field_type=str)  # the download (needed to build)
-  c.data.data_dir = ml_collections.FieldReference(None, field_type=str)  # None: $TFDS_DATA_DIR or ~/tensorflow_datasets
-  c.data.train_split = "train"
-  c.data.eval_split = "test"  # select checkpoints on "validation", report on "test"
-  c.data.num_threads = 4
-  c.data.prefetch = 4
-  c.data.augment = dict(enabled=True, scale=(1.0, 1.2), flip=0.0, brightness=0.2, contrast=0.2, saturation=0.2,
-                        hue=0.02)
-  c.image_size = 256
-
-  c.model = ml_collections.ConfigDict()
-  c.model.backbone = dict(block="basic", stem="deep", stem_width=64, depths=(2, 2, 2, 2), widths=(64, 128, 256, 512),
-                          strides=(1, 2, 1, 1), dilations=(1, 1, 2, 4), activation="relu")
-  c.model.head_width = 128
-  c.model.dtype = "float32"
+  c.data = common.downloaded_data("celebamask_hq", classes, augment=dict(
+      enabled=True, scale=(1.0, 1.2), flip=0.0, brightness=0.2, contrast=0.2, saturation=0.2, hue=0.02))
+  common.real_data_model(c)
 
   c.tasks = {
       "segmentation": dict(kind="segmentation", num_classes=len(CLASS_NAMES[classes])),
@@ -69,18 +49,7 @@ def get_config(arg: str = "budget") -> ml_collections.ConfigDict:
   }
   c.seen_tasks = ("segmentation", *SEEN_ATTRIBUTES)
   c.unseen_tasks = UNSEEN_ATTRIBUTES
-  c.meta.support_size = 8
-  c.meta.query_size = 8
-  common.apply_variant(c, variant)
-  for modifier in modifiers:
-    if modifier in common.PAPER_MODIFIERS:
-      common.paper_model(c, common.PAPER_MODIFIERS[modifier])
-
+  common.finish(c, variant, modifiers, tiny_examples=1)  # the fixture download's train split holds 2 images
   if "tiny" in modifiers:
-    c.image_size = 16
-    c.data.num_threads = 2
     c.data.overrides = dict(resolution=16)
-    common.tiny_model(c)
-    c.meta.support_size = c.meta.query_size = 1  # the fixture download's official train split holds 2 images
-    c.adapt.batch_size = 2
   return c

@@ -124,3 +124,50 @@ def paper_model(c: ml_collections.ConfigDict, backbone: str = "resnet50_deep_dil
   c.model.head_kinds = {"dense": "aspp", "attribute": "conv_pool_mlp"}
   c.model.head_widths = {"aspp": 256, "conv_pool_mlp": 64}
   c.meta.support_size = c.meta.query_size = 8
+
+
+def downloaded_data(name: str, builder_config: str, augment: dict) -> ml_collections.ConfigDict:
+  """The `data` section of a dataset built from the user's download (`name` in data_pipelines.datasets.DATASETS)."""
+  d = ml_collections.ConfigDict()
+  d.name = name
+  d.config = builder_config
+  d.overrides = {}  # builder config fields replacing the named config's (resolution, split, seed, ...)
+  d.manual_dir = ml_collections.FieldReference(None, field_type=str)  # the download (needed to build)
+  d.data_dir = ml_collections.FieldReference(None, field_type=str)  # None: $TFDS_DATA_DIR or ~/tensorflow_datasets
+  d.train_split = "train"
+  d.eval_split = "test"  # select checkpoints on "validation", report on "test"
+  d.num_threads = 4
+  d.prefetch = 4
+  d.augment = augment
+  return d
+
+
+def real_data_model(c: ml_collections.ConfigDict) -> None:
+  """The default net for real data at 256²: a dilated ResNet-18-like backbone (output stride 8), 128-wide heads, and
+  the run length and episode sizes that go with it."""
+  c.image_size = 256
+  c.steps = 20000
+  c.log_every = 50
+  c.checkpoint_every = 1000
+  c.model = ml_collections.ConfigDict()
+  c.model.backbone = dict(block="basic", stem="deep", stem_width=64, depths=(2, 2, 2, 2), widths=(64, 128, 256, 512),
+                          strides=(1, 2, 1, 1), dilations=(1, 1, 2, 4), activation="relu")
+  c.model.head_width = 128
+  c.model.dtype = "float32"
+  c.meta.support_size = 8
+  c.meta.query_size = 8
+
+
+def finish(c: ml_collections.ConfigDict, variant: str, modifiers: Sequence[str], tiny_examples: int) -> None:
+  """Applies the variant, a `paper`/`paper_torchvision` modifier and `tiny` (with `tiny_examples` support and query
+  images per episode: fixture downloads are small) to a real-data config."""
+  apply_variant(c, variant)
+  for modifier in modifiers:
+    if modifier in PAPER_MODIFIERS:
+      paper_model(c, PAPER_MODIFIERS[modifier])
+  if "tiny" in modifiers:
+    c.image_size = 16
+    c.data.num_threads = 2
+    tiny_model(c)
+    c.meta.support_size = c.meta.query_size = tiny_examples
+    c.adapt.batch_size = 2

@@ -34,29 +34,9 @@ def get_config(arg: str = "budget") -> ml_collections.ConfigDict:
     raise ValueError(f"nyuv2.py:{arg} names several layouts {layouts}; choose one")
   layout = layouts[0] if layouts else "nyud_mt"
   c = common.experiment_defaults(arg)
-  c.steps = 20000
-  c.log_every = 50
-  c.checkpoint_every = 1000
-
-  c.data = ml_collections.ConfigDict()
-  c.data.name = "nyuv2"
-  c.data.config = layout
-  c.data.overrides = {}  # NyuV2Config fields (resolution, validation_fraction, seed)
-  c.data.manual_dir = ml_collections.FieldReference(None, field_type=str)  # the download (needed to build)
-  c.data.data_dir = ml_collections.FieldReference(None, field_type=str)  # None: $TFDS_DATA_DIR or ~/tensorflow_datasets
-  c.data.train_split = "train"
-  c.data.eval_split = "test"  # select checkpoints on "validation", report on "test"
-  c.data.num_threads = 4
-  c.data.prefetch = 4
-  c.data.augment = dict(enabled=True, scale=(1.0, 1.5), flip=0.5, brightness=0.2, contrast=0.2, saturation=0.2,
-                        hue=0.02)
-  c.image_size = 256
-
-  c.model = ml_collections.ConfigDict()
-  c.model.backbone = dict(block="basic", stem="deep", stem_width=64, depths=(2, 2, 2, 2), widths=(64, 128, 256, 512),
-                          strides=(1, 2, 1, 1), dilations=(1, 1, 2, 4), activation="relu")
-  c.model.head_width = 128
-  c.model.dtype = "float32"
+  c.data = common.downloaded_data("nyuv2", layout, augment=dict(
+      enabled=True, scale=(1.0, 1.5), flip=0.5, brightness=0.2, contrast=0.2, saturation=0.2, hue=0.02))
+  common.real_data_model(c)
 
   c.tasks = {
       "segmentation": dict(kind="segmentation", num_classes=len(LAYOUTS[layout][1])),
@@ -66,17 +46,5 @@ def get_config(arg: str = "budget") -> ml_collections.ConfigDict:
   }
   c.seen_tasks = ("segmentation", "depth", "normals")
   c.unseen_tasks = ("edges",)
-  c.meta.support_size = 8
-  c.meta.query_size = 8
-  common.apply_variant(c, variant)
-  for modifier in modifiers:
-    if modifier in common.PAPER_MODIFIERS:
-      common.paper_model(c, common.PAPER_MODIFIERS[modifier])
-
-  if "tiny" in modifiers:
-    c.image_size = 16
-    c.data.num_threads = 2
-    common.tiny_model(c)
-    c.meta.support_size = c.meta.query_size = 1  # the fixture downloads hold 3 training images
-    c.adapt.batch_size = 2
+  common.finish(c, variant, modifiers, tiny_examples=1)  # the fixture downloads hold 2–3 training images
   return c
