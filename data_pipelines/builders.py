@@ -4,9 +4,10 @@ The layout (data_pipelines/episodes.py): image uint8 (H, W, 3), PNG; segmentatio
 depth float32 (H, W) metres, 0 = invalid; normals float32 (H, W, 3) unit, camera frame, zero = invalid; edges
 uint8 (H, W) {0, 1}.
 """
+import argparse
 import dataclasses
 import os
-from typing import Sequence, TypeVar
+from typing import Callable, Sequence, TypeVar
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -72,3 +73,15 @@ def prepare(builder_class: type[Builder], data_dir: str, config, manual_dir: str
     download_config = tfds.download.DownloadConfig(manual_dir=manual_dir)
   builder.download_and_prepare(file_format="array_record", download_config=download_config)
   return builder
+
+
+def run_build_command(parser: argparse.ArgumentParser, build: Callable[..., Builder], *args, **overrides) -> None:
+  """The end of a `python -m data_pipelines.<dataset>` command: builds, then prints where the dataset is and its
+  split sizes; a broken download (FileNotFoundError, ValueError naming the file) ends the command with that one
+  line and exit status 2."""
+  try:
+    builder = build(*args, **overrides)
+  except (FileNotFoundError, ValueError) as error:
+    parser.exit(2, f"error: {error}\n")
+  print(f"{builder.name}/{builder.builder_config.name} is in {builder.data_dir}: "
+        + ", ".join(f"{name} {split.num_examples}" for name, split in builder.info.splits.items()))

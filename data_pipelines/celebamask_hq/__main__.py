@@ -2,6 +2,7 @@
 [--resolution=256] [--split=official] [--max_examples=0]."""
 import argparse
 
+from data_pipelines import builders
 from data_pipelines.celebamask_hq.builder import CelebAMaskHQ, CelebAMaskHQConfig, build
 
 
@@ -24,12 +25,7 @@ def main():
   # Only changed fields become overrides, so that the default build keeps the plain config name.
   overrides = {key: getattr(args, key) for key in ("resolution", "split", "fractions", "seed", "max_examples")
                if getattr(args, key) != getattr(defaults, key)}
-  try:
-    builder = build(args.data_dir, args.config, args.manual_dir, **overrides)
-  except (FileNotFoundError, ValueError) as error:  # a broken download: the message names the file
-    parser.exit(2, f"error: {error}\n")
-  print(f"celebamask_hq/{builder.builder_config.name} is in {builder.data_dir}: "
-        + ", ".join(f"{name} {split.num_examples}" for name, split in builder.info.splits.items()))
+  builders.run_build_command(parser, build, args.data_dir, args.config, args.manual_dir, **overrides)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 [--resolution=HxW] [--validation_fraction=F] [--seed=S]."""
 import argparse
 
+from data_pipelines import builders
 from data_pipelines.nyuv2.builder import NyuV2, build
 
 
@@ -22,12 +23,7 @@ def main():
   args = parser.parse_args()
   overrides = {key: getattr(args, key) for key in ("resolution", "validation_fraction", "seed")
                if getattr(args, key) is not None}
-  try:
-    builder = build(args.data_dir, args.config, args.manual_dir, **overrides)
-  except (FileNotFoundError, ValueError) as error:  # a broken download: the message names the file
-    parser.exit(2, f"error: {error}\n")
-  print(f"nyuv2/{builder.builder_config.name} is in {builder.data_dir}: "
-        + ", ".join(f"{name} {split.num_examples}" for name, split in builder.info.splits.items()))
+  builders.run_build_command(parser, build, args.data_dir, args.config, args.manual_dir, **overrides)
 
 
 if __name__ == "__main__":

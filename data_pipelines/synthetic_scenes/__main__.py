@@ -1,6 +1,7 @@
 """Builds synthetic_scenes: python -m data_pipelines.synthetic_scenes --data_dir=DIR [--config=res64]."""
 import argparse
 
+from data_pipelines import builders
 from data_pipelines.synthetic_scenes.builder import SyntheticScenes, build
 
 
@@ -10,9 +11,7 @@ def main():
   parser.add_argument("--data_dir", default="~/tensorflow_datasets", help="tfds data directory")
   parser.add_argument("--config", default="res64", choices=sorted(SyntheticScenes.builder_configs))
   args = parser.parse_args()
-  builder = build(args.data_dir, args.config)
-  print(f"synthetic_scenes/{args.config} is in {builder.data_dir}: "
-        + ", ".join(f"{name} {split.num_examples}" for name, split in builder.info.splits.items()))
+  builders.run_build_command(parser, build, args.data_dir, args.config)
 
 
 if __name__ == "__main__":
