@@ -34,10 +34,7 @@ def get_config(arg: str = "budget") -> ml_collections.ConfigDict:
   """arg: VARIANT[,CLASSES][,paper|paper_torchvision][,tiny], e.g. `budget`, `meta_sparsity,hair_skin3,paper`."""
   variant, modifiers = common.parse_arg(arg, "celebamask_hq.py",
                                         modifiers=("tiny", *common.PAPER_MODIFIERS, *CLASS_NAMES))
-  chosen = [m for m in modifiers if m in CLASS_NAMES]
-  if len(chosen) > 1:
-    raise ValueError(f"celebamask_hq.py:{arg} names several class sets {chosen}; choose one")
-  classes = chosen[0] if chosen else "parts19"
+  classes = common.chosen(f"celebamask_hq.py:{arg}", modifiers, CLASS_NAMES, "parts19", "class sets")
   c = common.experiment_defaults(arg)
   c.data = common.downloaded_data("celebamask_hq", classes, augment=dict(
       enabled=True, scale=(1.0, 1.2), flip=0.0, brightness=0.2, contrast=0.2, saturation=0.2, hue=0.02))

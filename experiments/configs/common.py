@@ -53,6 +53,15 @@ def parse_arg(arg: str, config_file: str, modifiers: Sequence[str] = ("tiny",)) 
   return variant, tuple(given)
 
 
+def chosen(arg: str, modifiers: Sequence[str], choices: Sequence[str], default: str, what: str) -> str:
+  """The one modifier of `arg` (already split into `modifiers`) that is among `choices`, else `default`; naming
+  two is a ValueError."""
+  picked = [m for m in modifiers if m in choices]
+  if len(picked) > 1:
+    raise ValueError(f"{arg} names several {what} {picked}; choose one")
+  return picked[0] if picked else default
+
+
 def experiment_defaults(arg: str) -> ml_collections.ConfigDict:
   """`method_defaults()` plus the run (seed, steps, logging, checkpoints, devices), `eval` and `adapt` sections."""
   c = method_defaults()

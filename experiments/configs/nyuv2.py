@@ -29,10 +29,7 @@ from experiments.configs import common
 def get_config(arg: str = "budget") -> ml_collections.ConfigDict:
   """arg: VARIANT[,LAYOUT][,paper|paper_torchvision][,tiny], e.g. `budget`, `meta_sparsity,mtan,paper`."""
   variant, modifiers = common.parse_arg(arg, "nyuv2.py", modifiers=("tiny", *common.PAPER_MODIFIERS, *LAYOUTS))
-  layouts = [m for m in modifiers if m in LAYOUTS]
-  if len(layouts) > 1:
-    raise ValueError(f"nyuv2.py:{arg} names several layouts {layouts}; choose one")
-  layout = layouts[0] if layouts else "nyud_mt"
+  layout = common.chosen(f"nyuv2.py:{arg}", modifiers, LAYOUTS, "nyud_mt", "layouts")
   c = common.experiment_defaults(arg)
   c.data = common.downloaded_data("nyuv2", layout, augment=dict(
       enabled=True, scale=(1.0, 1.5), flip=0.5, brightness=0.2, contrast=0.2, saturation=0.2, hue=0.02))
