@@ -14,7 +14,7 @@ def main(process_id: int, port: int, data_dir: str, out: str):
   from flax import traverse_util  # pylint: disable=import-outside-toplevel
   from experiments.configs import synthetic  # pylint: disable=import-outside-toplevel
   from msp.train.loop import meta_train  # pylint: disable=import-outside-toplevel
-  from msp.train.run import Run, meta_batches  # pylint: disable=import-outside-toplevel
+  from msp.train.run import meta_batches  # pylint: disable=import-outside-toplevel
   from msp.train.setup import build_meta_learner  # pylint: disable=import-outside-toplevel
   from data_pipelines.datasets import open_dataset  # pylint: disable=import-outside-toplevel
 
@@ -22,10 +22,9 @@ def main(process_id: int, port: int, data_dir: str, out: str):
   config.data.data_dir = data_dir
   config.steps = 2
   learner = build_meta_learner(config)
-  run = Run(config=config, workdir="", learner=learner, dataset=open_dataset(config.data, config.image_size),
-            checkpointer=None)
-  state, history = meta_train(learner, learner.init_state(jax.random.key(config.seed)), meta_batches(run, 0),
-                              config.steps, log_every=1, progress=False)
+  batches = meta_batches(config, open_dataset(config.data, config.image_size), 0)
+  state, history = meta_train(learner, learner.init_state(jax.random.key(config.seed)), batches, config.steps,
+                              log_every=1, progress=False)
   if process_id == 0:
     flat = traverse_util.flatten_dict(jax.device_get(state.params), sep="/")
     np.savez(out, **flat, loss=np.stack([r["loss"] for r in history]))

@@ -73,12 +73,11 @@ def open_run(config: ml_collections.ConfigDict, workdir: str) -> Run:
              checkpointer=checkpointer)
 
 
-def meta_batches(run: Run, start_step: int):
-  """The run's meta-batch iterator, positioned at meta-batch `start_step`."""
-  c = run.config
-  augment = run.dataset.augmentation(c.data.get("augment"))
-  sampler = MetaBatchSampler(run.dataset.source(c.data.train_split, fitted=augment is None),
-                             run.dataset.targets(c.tasks, c.seen_tasks), c.meta.episodes, c.meta.support_size,
+def meta_batches(c: ml_collections.ConfigDict, dataset: Dataset, start_step: int):
+  """The meta-batch iterator of config `c` over `dataset`, positioned at meta-batch `start_step`."""
+  augment = dataset.augmentation(c.data.get("augment"))
+  sampler = MetaBatchSampler(dataset.source(c.data.train_split, fitted=augment is None),
+                             dataset.targets(c.tasks, c.seen_tasks), c.meta.episodes, c.meta.support_size,
                              c.meta.query_size, seed=c.seed, task_sampling=c.meta.task_sampling, transform=augment)
   iterator = iter(meta_batch_dataset(sampler, num_threads=c.data.num_threads,
                                      prefetch_buffer_size=c.data.prefetch))
@@ -100,7 +99,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, progress: bool = True
              "floor_engaged": run.learner.spec.names, "alive_channels": run.learner.spec.names,
              "group_sparsity": run.learner.spec.names, "task_loss": config.seen_tasks}
     writer = MetricWriter(workdir, names)
-    batches = meta_batches(run, start)
+    batches = meta_batches(run.config, run.dataset, start)
     save = lambda step, s: run.checkpointer.save(step, s, {"next_index": step})
     try:
       state, history = meta_train(run.learner, state, batches, config.steps, config.log_every,
