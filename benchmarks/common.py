@@ -1,22 +1,12 @@
-"""Shared helpers for benchmarks: machine description and median timing of a compiled call."""
-import os
-import platform
+"""Shared helpers for benchmarks: machine description (msp's, as export reports print it) and median timing of a
+compiled call."""
 import time
 from typing import Callable
 
 import jax
 import numpy as np
 
-
-def machine() -> str:
-  """One line naming the hardware, for every table a benchmark prints."""
-  cpu = platform.processor() or platform.machine()
-  try:
-    with open("/proc/cpuinfo") as f:
-      cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-  except (OSError, StopIteration):
-    pass
-  return f"{jax.devices()[0].platform.upper()} × {len(jax.devices())} ({cpu}, {os.cpu_count()} cores), jax {jax.__version__}"
+from msp.export.report import machine  # pylint: disable=unused-import (re-exported for the benchmarks)
 
 
 def median_seconds(call: Callable[[], object], repeats: int, warmup: int = 1) -> float:
