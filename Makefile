@@ -7,6 +7,8 @@ export TF_CPP_MIN_LOG_LEVEL := 2
 # XLA programs compiled once are reused by later processes (scripts, tests, quickstart): compiling dominates short
 # runs on CPU. Entries are keyed by the program and the jax version, so a stale one is never used.
 export JAX_COMPILATION_CACHE_DIR ?= $(CURDIR)/.cache/jax
+# The CPU builds of torch (requirements-test.lock) live only on PyTorch's index; PyPI has the CUDA ones (several GB).
+TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 
 .PHONY: quickstart export test test-slow test-all benchmark lock clean
 
@@ -15,6 +17,13 @@ $(VENV)/.installed: requirements.lock setup.cfg
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.lock
 	$(PY) -m pip install --quiet --no-deps -e .
+	touch $@
+
+# The test-only extra (CPU PyTorch for reference forwards). Tried without PyTorch's index first: where pip finds the
+# wheel locally (find-links), an unreachable index would only cost retries.
+$(VENV)/.installed-test: $(VENV)/.installed requirements-test.lock
+	$(PY) -m pip install --quiet -r requirements-test.lock || \
+	  $(PY) -m pip install --quiet --extra-index-url $(TORCH_CPU_INDEX) -r requirements-test.lock
 	touch $@
 
 quickstart: $(VENV)/.installed
@@ -26,10 +35,10 @@ export: $(VENV)/.installed
 
 # Two workers, one test file each at a time (module fixtures are built once per file). `test` is the suite a
 # change must pass (under 10 minutes on 2 cores); `test-slow` the end-to-end and multi-device tests (CI runs both).
-test: $(VENV)/.installed
+test: $(VENV)/.installed-test
 	$(PY) -m pytest -q -n 2 --dist loadfile -m "not slow" tests
 
-test-slow: $(VENV)/.installed
+test-slow: $(VENV)/.installed-test
 	$(PY) -m pytest -q -n 2 --dist loadfile -m slow tests
 
 test-all: test test-slow
@@ -37,12 +46,21 @@ test-all: test test-slow
 benchmark: $(VENV)/.installed
 	$(PY) benchmarks/meta_step.py
 
-# Re-resolve every transitive version from requirements.in (needs the package registry).
+# Re-resolve every transitive version from requirements.in (needs the package registry), then what
+# requirements-test.in adds on top of it: the lines of a second freeze that are not in requirements.lock (--all, as
+# torch needs a newer setuptools than the venv's own).
 lock:
 	rm -rf /tmp/msp-lock-venv && $(PYTHON) -m venv /tmp/msp-lock-venv
 	/tmp/msp-lock-venv/bin/pip install --quiet -r requirements.in
 	{ echo "# Every transitive version, resolved from requirements.in with Python 3.11 (pip freeze). Regenerate: make lock"; \
 	  /tmp/msp-lock-venv/bin/pip freeze; } > requirements.lock
+	/tmp/msp-lock-venv/bin/pip install --quiet --extra-index-url $(TORCH_CPU_INDEX) -r requirements-test.in
+	{ echo "# Test-only extra: every transitive version that requirements-test.in adds on top of requirements.lock (Python 3.11,"; \
+	  echo "# pip freeze --all); make test and make test-slow install it into .venv after requirements.lock. Regenerate: make lock"; \
+	  echo "# torch==2.13.0+cpu is the CPU build (PyPI has only the CUDA builds, several GB), found on"; \
+	  echo "# $(TORCH_CPU_INDEX) (the Makefile retries with that index when pip cannot find it otherwise)."; \
+	  echo "# fsspec and typing_extensions, which torch also needs, are pinned in requirements.lock."; \
+	  /tmp/msp-lock-venv/bin/pip freeze --all --exclude pip | grep -vxFf requirements.lock; } > requirements-test.lock
 
 clean:
 	rm -rf $(VENV) .pytest_cache .cache
