@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from msp.meta import sum_over_episodes
+from msp.meta import EPISODE_LOOPS, sum_over_episodes
 from tests.meta_fixtures import adapted_group_sparsity, mean_meta_loss, tiny_problem
 
 
@@ -172,3 +172,16 @@ def test_remat_changes_memory_not_results():
     results[remat] = compiled(params, rho)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-5, atol=1e-6), results[False], results[True])
   assert temp_bytes[True] < temp_bytes[False], temp_bytes
+
+
+def test_episode_loops_agree():
+  objective, params, stats, rho, mb = tiny_problem(dtype=jnp.float32, episodes=3, mode="first_order")
+  results = {loop: jax.jit(lambda p, r, loop=loop: sum_over_episodes(objective, p, r, stats, mb, loop))(params, rho)
+             for loop in EPISODE_LOOPS}
+  for loop in ("map", "vmap"):
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), results[loop],
+                 results["unroll"])
+  # against a plain Python sum of the episodes, each computed on its own
+  single = [objective.episode_value_and_grad(params, rho, stats, 0.0, mb.episode(e)) for e in range(3)]
+  np.testing.assert_allclose(results["map"]["loss"], sum(s["loss"] for s in single), rtol=1e-5)
+  np.testing.assert_allclose(results["map"]["grad_rho"], sum(s["grad_rho"] for s in single), rtol=1e-4, atol=1e-7)

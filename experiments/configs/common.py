@@ -127,8 +127,13 @@ PAPER_MODIFIERS = {"paper": "resnet50_deep_dilated", "paper_torchvision": "resne
 def paper_model(c: ml_collections.ConfigDict, backbone: str = "resnet50_deep_dilated") -> None:
   """The paper-scale network on 256² inputs: a dilated ResNet-50 (`msp.models.presets.BACKBONES[backbone]`), a
   DeepLab-v3 ASPP head (256 channels) per dense task and the authors' conv + pooled-MLP head (64 → 32) per attribute
-  task. The paper does not state its batch sizes; support and query stay at 8 images per episode."""
+  task. The paper does not state its batch sizes; support and query stay at 8 images per episode.
+
+  Episodes run one after another in a loop (`meta.episode_loop=map`): at this size unrolling them gains no
+  parallelism a device lacks, and the compiled step held 3.4–3.6× the memory and compiled slower (4 episodes, CPU:
+  first_order 5.6 vs 19.1 GiB, second_order 13.4 vs 48.7 GiB; see README, "Paper scale")."""
   c.image_size = 256
+  c.meta.episode_loop = "map"
   c.model.backbone = dict(BACKBONES[backbone])
   c.model.head_kinds = {"dense": "aspp", "attribute": "conv_pool_mlp"}
   c.model.head_widths = {"aspp": 256, "conv_pool_mlp": 64}

@@ -117,15 +117,22 @@ def _unrolled(fn: Callable[[MetaBatch], Any], meta_batch: MetaBatch):
 
 
 def _mapped(fn, meta_batch):
-  return jax.tree.map(lambda x: jnp.sum(x, axis=0), jax.lax.map(fn, meta_batch))
+  # A scan that adds each episode into the running sums: one episode's activations and gradients live at a time.
+  # The zeros derive from the data so that, inside shard_map, the carry varies over the mesh as the sums do.
+  shapes = jax.eval_shape(fn, meta_batch.episode(0))
+  zero = 0.0 * jnp.sum(meta_batch.task_mask)
+  zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype) + zero.astype(s.dtype), shapes)
+  add_episode = lambda sums, episode: (jax.tree.map(jnp.add, sums, fn(episode)), None)
+  return jax.lax.scan(add_episode, zeros, meta_batch)[0]
 
 
 def _vmapped(fn, meta_batch):
   return jax.tree.map(lambda x: jnp.sum(x, axis=0), jax.vmap(fn)(meta_batch))
 
 
-# How a device loops over its episodes. On XLA:CPU `unroll` was fastest; `vmap` turns per-episode kernels into
-# grouped convolutions (~14× slower there): see benchmarks/meta_step.py before changing the default.
+# How a device loops over its episodes. On XLA:CPU `unroll` was fastest for small networks; `vmap` turns
+# per-episode kernels into grouped convolutions (~14× slower there): see benchmarks/meta_step.py before changing the
+# default. `map` holds one episode at a time: 3–3.5× less memory at paper scale (the `paper` configs use it).
 EPISODE_LOOPS = {"unroll": _unrolled, "map": _mapped, "vmap": _vmapped}
 
 
