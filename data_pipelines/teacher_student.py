@@ -1,10 +1,13 @@
 """Teacher–student regression data on random tensors: a known sparse structure to recover.
 
 The teacher is a `MultiTaskNet` of the student's architecture whose sparsified layers keep only their first
-`alive_per_layer` channels (the others are exactly zero). Inputs are uniform random images; each task's target is
-the teacher's output for that task, standardised to unit variance. Fresh data every call (the `fresh` regime), or
-draws from a fixed pool of `pool_size` examples (the small-data regime where the inner loop can overfit).
+`alive_per_layer` channels (one count for every layer, or one per layer; the others are exactly zero). Inputs are
+uniform random images; each task's target is the teacher's output for that task, standardised to unit variance.
+Fresh data every call (the `fresh` regime), or draws from a fixed pool of `pool_size` examples (the small-data
+regime where the inner loop can overfit).
 """
+from typing import Sequence
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -18,12 +21,16 @@ class TeacherStudent:
   """Makes batches {"image": (B, S, S, 3) in [0, 1], task: (B, S, S, C)} from a sparse teacher."""
 
   def __init__(self, model: MultiTaskNet, spec: GroupSpec, task_names: tuple[str, ...], image_size: int,
-               alive_per_layer: int, seed: int = 0, pool_size: int | None = None):
+               alive_per_layer: int | Sequence[int], seed: int = 0, pool_size: int | None = None):
     self.model, self.task_names, self.image_size = model, task_names, image_size
     key = jax.random.key(seed)
     variables = model.init(key, jnp.zeros((1, image_size, image_size, 3)), train=False)
-    masks = [(jnp.arange(layer.num_groups) < alive_per_layer).astype(jnp.float32) for layer in spec.layers]
-    self.alive_per_layer = alive_per_layer
+    alive = ((alive_per_layer,) * spec.num_layers if isinstance(alive_per_layer, int) else tuple(alive_per_layer))
+    if len(alive) != spec.num_layers or not all(1 <= a <= layer.num_groups for a, layer in zip(alive, spec.layers)):
+      raise ValueError(f"teacher alive_per_layer={alive_per_layer}: give one count in [1, channels] for each of the "
+                       f"{spec.num_layers} layers {[layer.num_groups for layer in spec.layers]}")
+    masks = [(jnp.arange(layer.num_groups) < a).astype(jnp.float32) for a, layer in zip(alive, spec.layers)]
+    self.alive_per_layer = alive
     self.variables = {**variables, "params": spec.scale_groups(variables["params"], masks)}
     self._forward = jax.jit(lambda x: model.apply(self.variables, x, train=False))
     probe = self._forward(self._images(np.random.default_rng(seed + 1), 64))

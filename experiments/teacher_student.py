@@ -43,11 +43,13 @@ def main(argv):
   last = history[-1]
 
   print(f"\nMeta-sparsity on teacher–student data: {config.steps} outer steps, mode={m.mode}, K={m.inner_steps}, "
-        f"teacher keeps {config.teacher.alive_per_layer} channels per layer")
+        f"teacher keeps {tuple(config.teacher.alive_per_layer)} channels per layer")
   print(f"{'layer':32s} {'lambda':>10s} {'alive':>7s} {'group sparsity':>15s}")
   for i, layer in enumerate(learner.spec.layers):
     print(f"{layer.name:32s} {last['lambda'][i]:10.3e} {int(last['alive_channels'][i]):4d}/{layer.num_groups:<3d}"
           f"{last['group_sparsity'][i]:14.1%}")
+  print("alive channels per layer over the outer steps: " + ", ".join(
+      f"{h['step']}: {np.asarray(h['alive_channels']).tolist()}" for h in history))
   print(f"total group sparsity {last['group_sparsity_total']:.1%}, parameter sparsity {last['param_sparsity']:.1%}, "
         f"backbone FLOPs kept {last['flops_kept']:.1%}")
   if config.budget.enabled:

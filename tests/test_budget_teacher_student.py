@@ -49,3 +49,13 @@ def test_budget_mode_lands_near_its_target_without_breaking_a_layer():
   _, dense_mse, _ = _run(**{"sparsity.enabled": False, "meta.mode": "first_order"})
   # the pruned student stays within 1.5× the dense student's test error (both after adaptation)
   assert mse <= 1.5 * dense_mse, (mse, dense_mse)
+
+
+def test_teacher_keeps_the_given_channels_per_layer():
+  config = teacher_student.get_config("tiny")
+  learner = build_meta_learner(config)
+  data = TeacherStudent(learner.model, learner.spec, config.seen_tasks, config.image_size, (3, 2, 1), seed=0)
+  alive = [int(np.sum(a)) for a in learner.spec.alive(data.variables["params"])]
+  assert alive == [3, 2, 1]
+  with pytest.raises(ValueError, match="one count in"):
+    TeacherStudent(learner.model, learner.spec, config.seen_tasks, config.image_size, (3, 2), seed=0)

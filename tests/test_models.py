@@ -74,3 +74,23 @@ def test_group_spec_finds_every_backbone_conv_in_network_order():
       "backbone/stage2_block0/conv1", "backbone/stage2_block0/conv2", "backbone/stage2_block0/shortcut",
       "backbone/stage2_block1/conv1", "backbone/stage2_block1/conv2")
   assert all(len(layer.coupled) == 2 for layer in spec.layers)
+
+
+def test_batchnorm_hides_a_uniform_shrinkage_of_all_but_the_last_layer():
+  """Why budget mode's λ meta-gradient is nearly blind (README, "Where budget mode cuts"): in training mode, halving
+  every group of a layer whose output feeds another ConvNorm leaves the outputs unchanged up to BatchNorm's ε; only
+  the last backbone layer, which feeds the heads, changes them."""
+  net = MultiTaskNet(ResNet(depths=(1, 1), widths=(8, 8), strides=(1, 1), block="plain", stem_width=8),
+                     heads=(("reg", "dense", 2),), head_width=4)
+  x = jax.random.uniform(jax.random.key(1), (4, 8, 8, 3))
+  variables = net.init(jax.random.key(0), x, train=False)
+  spec = GroupSpec.from_params(variables["params"])
+  forward = lambda params: net.apply({**variables, "params": params}, x, train=True, mutable=["batch_stats"])[0]
+  base = np.asarray(forward(variables["params"])["reg"])
+  changes = []
+  for halved in range(spec.num_layers):
+    factors = [jnp.full(layer.num_groups, 0.5 if i == halved else 1.0) for i, layer in enumerate(spec.layers)]
+    changes.append(np.max(np.abs(np.asarray(forward(spec.scale_groups(variables["params"], factors))["reg"]) - base)))
+  scale = np.max(np.abs(base))
+  assert max(changes[:-1]) < 1e-3 * scale, changes
+  assert changes[-1] > 0.1 * scale, changes

@@ -29,7 +29,7 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
 
   c.tasks = {f"task{i}": dict(kind="regression", channels=1) for i in range(4)}
   c.seen_tasks = tuple(sorted(c.tasks))
-  c.teacher = dict(alive_per_layer=8, seed=1, pool_size=ml_collections.FieldReference(None, field_type=int))
+  c.teacher = dict(alive_per_layer=(8, 8, 8), seed=1, pool_size=ml_collections.FieldReference(None, field_type=int))
 
   c.budget.target = 0.75
   c.meta.mode = "second_order"
@@ -45,7 +45,7 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
     c.steps = 3
     c.log_every = 1
     c.model.backbone.update(stem_width=8, widths=(8, 8))
-    c.teacher.alive_per_layer = 2
+    c.teacher.alive_per_layer = (2, 2, 2)
     c.meta.episodes = 2
     c.meta.support_size = c.meta.query_size = 2
   elif variant != "default":
