@@ -9,7 +9,6 @@ written); writes DIR/{inference.jax_exported, checkpoint/, spec.json} (msp/expor
 `msp.export.load(DIR)` runs it) and checks the written function the same way; measures both networks' latency on
 this machine and writes and prints DIR/report.{json,md}.
 """
-import json
 import os
 import pathlib
 
@@ -22,7 +21,7 @@ from msp.export.artifact import serialize_inference, spec_dict, write_artifact
 from msp.export.prune import ExportError, check_exact, max_abs_differences, plan_pruning, prune
 from msp.export.report import build_report, forward_latencies, machine, network_costs, report_markdown
 from msp.train import ConfigError
-from msp.train.evaluation import adapted_variables, support_batch
+from msp.train.evaluation import adapted_to_seen_tasks, write_results
 from msp.train.run import open_run
 
 _CONFIG = common.define_optional_config()
@@ -64,10 +63,7 @@ def main(argv):
       step, state = run.trained_state(step)
       variables = {"params": state.params, "batch_stats": state.batch_stats}
       if _ADAPTED.value:
-        c = run.config
-        support = support_batch(run.dataset.source(c.data.train_split), run.dataset.targets(c.tasks, c.seen_tasks),
-                                c.meta.support_size, c.seed)
-        variables = adapted_variables(run.learner, state, support)
+        variables = adapted_to_seen_tasks(run, state)
     finally:
       run.close()
     model, size = run.learner.model, run.config.image_size
@@ -98,10 +94,7 @@ def main(argv):
       channels={conv: {"dense": plan.dense[conv], "kept": len(kept)} for conv, kept in plan.kept.items()},
       source=source)
   table = report_markdown(report)
-  with open(os.path.join(_OUT.value, "report.json"), "w", encoding="utf-8") as f:
-    json.dump(report, f, indent=1)
-  with open(os.path.join(_OUT.value, "report.md"), "w", encoding="utf-8") as f:
-    f.write(table + "\n")
+  write_results(_OUT.value, "report", report, table)
   print(f"exported {workdir} step {step} ({source['variables']}) to {_OUT.value}\n\n{table}")
 
 

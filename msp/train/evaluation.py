@@ -122,11 +122,19 @@ def write_results(directory: str, name: str, payload: dict, table: str) -> tuple
   return json_path, md_path
 
 
-def evaluate_seen(run, state: MetaTrainState, split: str | None = None, progress: bool = True) -> Results:
-  """The seen tasks of `run` (a `msp.train.run.Run`) after adaptation, on `split` (default config.data.eval_split)."""
+def adapted_to_seen_tasks(run, state: MetaTrainState) -> dict:
+  """The variables of `run` (a `msp.train.run.Run`) after its inner loop on the fixed support batch of the seen
+  tasks (what `evaluate_seen` scores): {"params", "batch_stats"}."""
   c = run.config
   targets = run.dataset.targets(c.tasks, c.seen_tasks)
   support = support_batch(run.dataset.source(c.data.train_split), targets, c.meta.support_size, c.seed)
-  variables = adapted_variables(run.learner, state, support)
+  return adapted_variables(run.learner, state, support)
+
+
+def evaluate_seen(run, state: MetaTrainState, split: str | None = None, progress: bool = True) -> Results:
+  """The seen tasks of `run` (a `msp.train.run.Run`) after adaptation, on `split` (default config.data.eval_split)."""
+  c = run.config
+  variables = adapted_to_seen_tasks(run, state)
+  targets = run.dataset.targets(c.tasks, c.seen_tasks)
   batches, num_batches = eval_batches(run.dataset.source(split or c.data.eval_split), targets, c)
   return evaluate(run.learner.model.apply, variables, run.learner.tasks, batches, num_batches, progress)
