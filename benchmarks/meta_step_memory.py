@@ -37,7 +37,8 @@ def compiled_memory(config, execute: int) -> dict[str, float]:
   with `execute` > 0 also `step_s` (median of `execute` steps) and `peak` (device bytes, None where unreported)."""
   learner = build_meta_learner(config)
   start = time.perf_counter()
-  compiled = learner.train_step.lower(*learner.abstract_inputs()).compile()
+  abstract_state, abstract_batch = learner.abstract_inputs()
+  compiled = learner.train_step.lower(abstract_state, abstract_batch).compile()
   stats = compiled.memory_analysis()
   memory = {"arguments": stats.argument_size_in_bytes, "outputs": stats.output_size_in_bytes,
             "aliased": stats.alias_size_in_bytes, "temporaries": stats.temp_size_in_bytes,
@@ -46,7 +47,7 @@ def compiled_memory(config, execute: int) -> dict[str, float]:
   if execute:
     state = learner.init_state(jax.random.key(0))
     batch = jax.tree.map(lambda s: jax.device_put(jnp.full(s.shape, 0.5 if s.dtype == jnp.float32 else 0, s.dtype),
-                                                  s.sharding), learner.abstract_inputs()[1])
+                                                  s.sharding), abstract_batch)
     holder = [state]
 
     def step():

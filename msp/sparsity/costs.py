@@ -93,9 +93,11 @@ class CostModel:
     return float(sum(c.flops_per_pair * c.in_channels * c.out_channels for c in self.convs))
 
   def _alive_masks(self, params) -> dict[str, jax.Array]:
-    """conv name → (O,) bool mask of its alive output channels (all alive for convs outside the spec)."""
+    """conv name → (O,) bool mask of its alive output channels (all alive for convs outside the spec, and for
+    every conv when `params` is None: the dense network)."""
     masks = {c.name: jnp.ones(c.out_channels, bool) for c in self.convs}
-    masks.update({layer.name: alive for layer, alive in zip(self.spec.layers, self.spec.alive(params))})
+    if params is not None:
+      masks.update({layer.name: alive for layer, alive in zip(self.spec.layers, self.spec.alive(params))})
     return masks
 
   @staticmethod
@@ -120,8 +122,7 @@ class CostModel:
     A backbone conv has weights·(alive in)·(alive out) + 2·(alive out) BatchNorm parameters; a head has its dense
     parameter count less the feature layers' weights of dead input channels. Host-side; sum for totals.
     """
-    masks = self._alive_masks(params) if params is not None else {c.name: jnp.ones(c.out_channels, bool)
-                                                                  for c in self.convs}
+    masks = self._alive_masks(params)
     result = {}
     for c in self.convs:
       alive_in, alive_out = float(self._alive_inputs(c, masks)), float(jnp.sum(masks[c.name]))
