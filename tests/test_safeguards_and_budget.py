@@ -70,6 +70,11 @@ def test_clip_rho_and_outlier_rule():
   rho, at_bound = guard.clip_rho(jnp.log(jnp.asarray([1e-6, 1e-2, 3.0])))
   np.testing.assert_allclose(jnp.exp(rho), [1e-4, 1e-2, 1.0], rtol=1e-5)
   np.testing.assert_array_equal(at_bound, [True, False, True])
+  # with budget mode's log-scale σ, the bounds hold for λ = exp(ρ + σ), not for exp(ρ)
+  sigma = 2.0
+  rho, at_bound = guard.clip_rho(jnp.log(jnp.asarray([3e-5, 1e-2, 0.5])), sigma)
+  np.testing.assert_allclose(jnp.exp(rho + sigma), [3e-5 * np.exp(sigma), 1e-2 * np.exp(sigma), 1.0], rtol=1e-5)
+  np.testing.assert_array_equal(at_bound, [False, False, True])
   assert bool(guard.skip_step(jnp.nan, 1.0, 0)) and bool(guard.skip_step(jnp.inf, 1.0, 50))
   assert not bool(guard.skip_step(100.0, 1.0, 2))  # warm-up: outliers not yet judged
   assert bool(guard.skip_step(6.0, 1.0, 3)) and not bool(guard.skip_step(4.0, 1.0, 3))

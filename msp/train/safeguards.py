@@ -34,9 +34,11 @@ class Safeguards:
     if self.min_channels < 1:
       raise ValueError(f"safeguards.min_channels={self.min_channels} must be ≥ 1 (a layer with no channel is dead)")
 
-  def clip_rho(self, rho: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """(clipped ρ, bool mask of the entries that sat at a bound)."""
-    lo, hi = math.log(self.lambda_min), math.log(self.lambda_max)
+  def clip_rho(self, rho: jax.Array, scale: jax.Array = 0.0) -> tuple[jax.Array, jax.Array]:
+    """(ρ clipped so that λ = exp(ρ + scale) lies within the bounds, bool mask of the entries that sat at a bound).
+
+    scale: budget mode's shared log-scale σ (0 without a budget), so the bounds hold for the λ actually used."""
+    lo, hi = math.log(self.lambda_min) - scale, math.log(self.lambda_max) - scale
     clipped = jnp.clip(rho, lo, hi)
     return clipped, (rho <= lo) | (rho >= hi)
 

@@ -25,8 +25,9 @@ def make_meta_train_step(objective: MetaObjective, mesh: Mesh, outer_lr: Callabl
   its E/D episodes and the sums are all-reduced, so the result equals a one-device run up to summation order.
   The input state's buffers are donated (reused for the output): do not use them after the call.
   Order: meta-gradient → skip if non-finite or an outlier (the state then only counts the step) → θ, φ by the
-  outer optimiser → ρ by its optimiser, clipped to the λ bounds → outer prox at threshold outer_lr(step)·λ with the
-  channel floor (and the budget's cap) → μ by dual ascent (budget mode).
+  outer optimiser → ρ by its optimiser, clipped so that λ = exp(ρ + σ) is within the bounds → outer prox at threshold
+  outer_lr(step)·λ with the channel floor (and the budget's cap) → μ and σ by the budget's controllers (budget mode)
+  → ρ clipped again against the new σ.
   Metrics: loss (objective), task_loss (T,) (mean over the episodes containing the task), lambda (L,), mu,
   grad_norm, skipped, lambda_at_bound (L,), floor_engaged (L,), `sparsity_stats`, and flops_kept when a
   `cost_model` is given.
@@ -60,7 +61,7 @@ def make_meta_train_step(objective: MetaObjective, mesh: Mesh, outer_lr: Callabl
     if learn_lambda and objective.sparse:
       rho_updates, rho_opt_state = state.rho_tx.update(grad_rho, state.rho_opt_state, state.rho)
       rho = optax.apply_updates(state.rho, rho_updates)
-    rho, at_bound = safeguards.clip_rho(rho)
+    rho, _ = safeguards.clip_rho(rho, state.budget.lambda_scale)
     lambdas = lambdas_from_rho(rho + state.budget.lambda_scale, spec.num_layers)
     thresholds = outer_lr(state.step) * lambdas
     engaged = jnp.zeros(spec.num_layers, jnp.int32)
@@ -69,6 +70,8 @@ def make_meta_train_step(objective: MetaObjective, mesh: Mesh, outer_lr: Callabl
       params = block_soft_threshold(params, spec, thresholds, objective.min_alive,
                                     max_removed=None if budget is None else budget.max_removed)
     budget_state = state.budget if budget is None else budget.update(state.budget, params)
+    # σ has just moved: clip again so that the λ of the next step (and of the logs) is within the bounds too.
+    rho, at_bound = safeguards.clip_rho(rho, budget_state.lambda_scale)
     first = state.accepted_steps == 0
     grad_norm_avg = jnp.where(first, grad_norm, GRAD_NORM_DECAY * state.grad_norm_avg +
                               (1 - GRAD_NORM_DECAY) * grad_norm)
