@@ -42,6 +42,24 @@ def adapted_variables(learner: MetaLearner, state: MetaTrainState, support: dict
   return {"params": params, "batch_stats": batch_stats}
 
 
+def recalibrated_batch_stats(apply_fn: Callable, variables: dict, images: jax.Array) -> dict:
+  """BatchNorm running averages replaced by the batch statistics of `images` (N, H, W, 3) under `variables`.
+
+  Use after adaptation or pruning, when the averages gathered in training no longer match the weights. Every
+  BatchNorm updates r ← m·r + (1 − m)·s with its batch statistic s (mean or biased variance): a train-mode pass
+  from r = 0 gives a = (1 − m)·s and one from r = 1 gives b = m + (1 − m)·s, so s = a / (1 − b + a) exactly,
+  whatever each layer's momentum m. apply_fn(variables, images, train=True, mutable=[...]) is the model's apply.
+  Returns a new batch_stats tree; with it, `train=False` on `images` reproduces `train=True` on `images`.
+  """
+  def averages_from(value: float):
+    start = jax.tree.map(lambda x: jnp.full_like(x, value), variables["batch_stats"])
+    _, updates = apply_fn({**variables, "batch_stats": start}, images, train=True, mutable=["batch_stats"])
+    return updates["batch_stats"]
+
+  from_zero, from_one = averages_from(0.0), averages_from(1.0)
+  return jax.tree.map(lambda a, b: a / (1.0 - b + a), from_zero, from_one)
+
+
 def support_batch(source, targets, size: int, seed: int) -> dict[str, np.ndarray]:
   """`size` examples of `source` (the training split) with every task's target, fixed by `seed`."""
   return batch_sampler(source, targets, size, seed + SUPPORT_SEED_OFFSET)(0)
