@@ -44,7 +44,7 @@ test-slow: $(VENV)/.installed-test
 test-all: test test-slow
 
 benchmark: $(VENV)/.installed
-	$(PY) benchmarks/meta_step.py
+	$(PY) benchmarks/meta_step.py --config.image_size=16 --config.meta.episodes=4
 
 # Re-resolve every transitive version from requirements.in (needs the package registry), then what
 # requirements-test.in adds on top of it: the lines of a second freeze that are not in requirements.lock (--all, as

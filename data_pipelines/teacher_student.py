@@ -49,11 +49,15 @@ class TeacherStudent:
     return {"image": images, **batch}
 
   def batch(self, rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
-    """n fresh examples (or n drawn without replacement from the fixed pool)."""
+    """n training examples: fresh ones, or n drawn without replacement from the fixed pool."""
     if self._pool is None:
-      return self._label(self._images(rng, n))
+      return self.fresh_batch(rng, n)
     idx = rng.choice(len(self._pool["image"]), size=n, replace=False)
     return {k: v[idx] for k, v in self._pool.items()}
+
+  def fresh_batch(self, rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
+    """n new examples, never from the pool (test data)."""
+    return self._label(self._images(rng, n))
 
   def meta_batch(self, rng: np.random.Generator, episodes: int, support_size: int, query_size: int,
                  task_sampling: str = "subsets") -> MetaBatch:

@@ -1,6 +1,6 @@
 """What λ does: faithful meta-sparsity variants and budget mode on teacher–student data, fresh vs fixed data.
 
-python experiments/lambda_report.py --out=docs/lambda_report [--steps=600] [--variants=a,b] [--regimes=fresh,fixed]
+python experiments/lambda_report.py --out=docs/lambda_report [--steps=2000] [--variants=a,b] [--regimes=fresh,fixed]
 python experiments/lambda_report.py --out=docs/lambda_report --summarize   # table + plot from saved runs
 
 Each run saves <out>/<regime>_<variant>.json (λ per layer over the steps, final sparsity per layer, FLOPs kept,
@@ -11,15 +11,11 @@ import itertools
 import json
 import os
 
-import jax
 import numpy as np
 from absl import app, flags
 
-from data_pipelines.teacher_student import TeacherStudent
 from experiments.configs import teacher_student
-from msp.train import build_meta_learner
-from msp.train.evaluation import adapted_outputs
-from msp.train.loop import meta_train
+from experiments.teacher_student import adapted_test_mse, train
 
 VARIANTS = {
     "dense (λ = 0)": dict(sparsity=dict(enabled=False), meta=dict(mode="first_order")),
@@ -27,13 +23,14 @@ VARIANTS = {
     "first_order": dict(meta=dict(mode="first_order")),
     "reference": dict(meta=dict(mode="reference"), sparsity=dict(lambda_mode="global")),
     "budget 50 %": dict(meta=dict(mode="first_order"), budget=dict(enabled=True, target=0.5)),
-    "budget 75 %": dict(meta=dict(mode="first_order"), budget=dict(enabled=True, target=0.75)),
+    f"budget {teacher_student.TEACHER_SPARSITY:.1%} (teacher's)": dict(
+        meta=dict(mode="first_order"), budget=dict(enabled=True, target=teacher_student.TEACHER_SPARSITY)),
     "budget 90 %": dict(meta=dict(mode="first_order"), budget=dict(enabled=True, target=0.9)),
 }
 REGIMES = {"fresh": None, "fixed": 128}  # pool size: None draws fresh examples every step
 
 _OUT = flags.DEFINE_string("out", "docs/lambda_report", "Output folder.")
-_STEPS = flags.DEFINE_integer("steps", 600, "Outer steps per run.")
+_STEPS = flags.DEFINE_integer("steps", 2000, "Outer steps per run.")
 _VARIANTS = flags.DEFINE_list("variants", list(VARIANTS), "Variants to run.")
 _REGIMES = flags.DEFINE_list("regimes", list(REGIMES), "Data regimes to run.")
 _SUMMARIZE = flags.DEFINE_bool("summarize", False, "Only write the table and plot from saved runs.")
@@ -47,32 +44,19 @@ def run(variant: str, regime: str, steps: int) -> dict:
   config = teacher_student.get_config()
   for section, values in VARIANTS[variant].items():
     config[section].update(values)
-  config.steps, config.log_every = steps, 10
+  config.steps = steps
   config.teacher.pool_size = REGIMES[regime]
-  learner = build_meta_learner(config)
-  data = TeacherStudent(learner.model, learner.spec, config.seen_tasks, config.image_size,
-                        config.teacher.alive_per_layer, seed=config.teacher.seed, pool_size=REGIMES[regime])
-  rng = np.random.default_rng(config.seed)
-  m = config.meta
-  batches = (data.meta_batch(rng, m.episodes, m.support_size, m.query_size, m.task_sampling)
-             for _ in itertools.count())
-  state, history = meta_train(learner, learner.init_state(jax.random.key(config.seed)), batches, steps,
-                              config.log_every, progress=False)
-  test = data.batch(np.random.default_rng(10_000), 512) if regime == "fresh" else \
-      TeacherStudent(learner.model, learner.spec, config.seen_tasks, config.image_size,
-                     config.teacher.alive_per_layer, seed=config.teacher.seed).batch(np.random.default_rng(10_000), 512)
-  support = data.batch(np.random.default_rng(20_000), m.support_size)
-  outputs = adapted_outputs(learner, state, support, test["image"])
+  learner, data, _, state, history = train(config, progress=False, log_every=10)
   last = history[-1]
   return {
       "variant": variant, "regime": regime, "steps": [h["step"] for h in history],
-      "layers": list(learner.spec.names), "teacher_alive": config.teacher.alive_per_layer,
+      "layers": list(learner.spec.names), "teacher_alive": list(config.teacher.alive_per_layer),
       "lambda": [h["lambda"].tolist() for h in history],
       "group_sparsity_total": [float(h["group_sparsity_total"]) for h in history],
       "alive_channels": last["alive_channels"].tolist(),
       "final_group_sparsity": float(last["group_sparsity_total"]),
       "param_sparsity": float(last["param_sparsity"]), "flops_kept": float(last["flops_kept"]),
-      "test_mse": float(np.mean([np.mean((np.asarray(outputs[t]) - test[t]) ** 2) for t in config.seen_tasks])),
+      "test_mse": float(np.mean(list(adapted_test_mse(learner, state, data, config.seed).values()))),
   }
 
 

@@ -1,24 +1,27 @@
 """Meta-sparsity on teacher–student regression (random tensors): a sparse teacher, a dense student to prune.
 
 Command:   python experiments/teacher_student.py --config=experiments/configs/teacher_student.py[:budget|:tiny]
-Hardware:  2 CPU cores: `default` (second-order, 100 steps) about 1.5 min, `budget` (first-order, 400 steps) about
-           2 min.
-Expected:  test MSE after adaptation well below 1 (targets have unit variance); λ per layer printed. `default`
-           (faithful objective) leaves the network dense; `budget` (target: 50 % of channels removed) ends
-           around 45–50 % group sparsity with no layer below its floor.
+Hardware:  2 CPU cores: `default` (second-order, 300 steps) about 1 min, `budget` (first-order, 2000 steps) about
+           2.5 min.
+Expected:  `budget` (target: the teacher's sparsity, 70.8 %) ends at 69.8 % of the channels removed with
+           [19, 5, 5] alive per layer against the teacher's [16, 8, 4], test MSE after adaptation 0.15 (the dense
+           student: 0.085; targets have unit variance). `default` (faithful objective) leaves the network dense.
 Variants:  `default`, `budget`, `tiny` (a few steps of a smaller net: for tests).
 """
 import ml_collections
 
 from experiments.configs import common
 
+TEACHER_ALIVE = (16, 8, 4)  # of 32 channels in each of the 3 sparsified layers
+TEACHER_SPARSITY = 1 - sum(TEACHER_ALIVE) / 96
+
 
 def get_config(variant: str = "default") -> ml_collections.ConfigDict:
   c = common.method_defaults()
   c.seed = 0
-  c.image_size = 16
-  c.steps = 100
-  c.log_every = 25
+  c.image_size = 8
+  c.steps = 300
+  c.log_every = 50
   c.num_devices = ml_collections.FieldReference(None, field_type=int)
 
   c.model = ml_collections.ConfigDict()
@@ -29,24 +32,28 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
 
   c.tasks = {f"task{i}": dict(kind="regression", channels=1) for i in range(4)}
   c.seen_tasks = tuple(sorted(c.tasks))
-  c.teacher = dict(alive_per_layer=(8, 8, 8), seed=1, pool_size=ml_collections.FieldReference(None, field_type=int))
+  c.teacher = dict(alive_per_layer=TEACHER_ALIVE, seed=1, pool_size=ml_collections.FieldReference(None, field_type=int))
 
-  c.budget.target = 0.75
   c.meta.mode = "second_order"
-  c.meta.inner_lr = 0.1
+  c.meta.episodes = 2
+  # A larger inner step overshoots: at 0.1 the meta-learned initialisation predicted with test MSE 20–190 and
+  # the one inner step brought it to 0.5–1 (0.03 alike), so the student never learned the teacher and budget
+  # mode's cuts followed the group weights instead (README, "Where budget mode cuts").
+  c.meta.inner_lr = 0.01
+  c.optim.lr = 0.1  # 0.3 diverged; 0.02 learns 3× slower
+  c.budget.cost = "uniform"
+  c.budget.target = TEACHER_SPARSITY
 
   if variant == "budget":
-    c.steps = 400
-    c.log_every = 50
+    c.steps = 2000
+    c.log_every = 100
     c.meta.mode = "first_order"  # exact λ-gradient at K = 1, 3× faster than second_order here
     c.budget.enabled = True
-    c.budget.target = 0.5
   elif variant == "tiny":
     c.steps = 3
     c.log_every = 1
     c.model.backbone.update(stem_width=8, widths=(8, 8))
     c.teacher.alive_per_layer = (2, 2, 2)
-    c.meta.episodes = 2
     c.meta.support_size = c.meta.query_size = 2
   elif variant != "default":
     raise ValueError(f"unknown variant {variant!r} of teacher_student.py; choose default, budget or tiny")
