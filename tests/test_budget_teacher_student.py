@@ -10,10 +10,10 @@ from experiments.configs import teacher_student
 from experiments.teacher_student import adapted_test_mse, train
 from msp.train import build_meta_learner
 
-# Surviving channels may differ from the teacher's by this many per layer (of 32). Measured with
-# the `budget` variant: [19, 5, 5] against [16, 8, 4].
+# Surviving channels may differ from the teacher's by this many per layer (of 32). Measured with the `budget`
+# variant: [19, 4, 5] (seed 0, the one tested) and [16, 7, 5] (seed 1) against [16, 8, 4].
 CHANNEL_TOLERANCE = 5
-# The pruned student's test error may be this many times the dense student's (measured: 1.75×).
+# The pruned student's test error may be this many times the dense student's (measured: 0.183 vs 0.084, 2.2×).
 ERROR_FACTOR = 2.5
 
 
