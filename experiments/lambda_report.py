@@ -5,7 +5,7 @@ python experiments/lambda_report.py --out=docs/lambda_report --summarize   # tab
 
 Each run saves <out>/<regime>_<variant>.json (λ per layer over the steps, final sparsity per layer, FLOPs kept,
 test MSE after adaptation); --summarize writes <out>/report.md and <out>/lambda_trajectories.png.
-Runtime on 2 CPU cores: about 3 min per first-order run and 8 min per second-order run of 600 steps.
+Runtime on 2 CPU cores: about 3–4 min per first-order run and 9 min per second-order run of 2000 steps.
 """
 import itertools
 import json
