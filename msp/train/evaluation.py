@@ -37,8 +37,7 @@ def adapted_outputs(learner: MetaLearner, state: MetaTrainState, support: dict, 
 def adapted_variables(learner: MetaLearner, state: MetaTrainState, support: dict) -> dict:
   """The variables after the run's inner loop on `support` with every seen task: {"params", "batch_stats"}."""
   episode = MetaBatch(support=support, query=support, task_mask=jnp.ones(len(learner.tasks)))
-  rho = state.rho + state.budget.lambda_scale
-  params, batch_stats = learner.objective.adapt(state.params, rho, state.batch_stats, episode)
+  params, batch_stats = learner.objective.adapt(state.params, state.log_lambdas, state.batch_stats, episode)
   return {"params": params, "batch_stats": batch_stats}
 
 
@@ -114,7 +113,7 @@ def sparsity_summary(learner: MetaLearner, state: MetaTrainState) -> dict:
   """λ per layer, alive channels, group / parameter sparsity and FLOPs kept of a state, plus a markdown table of
   the per-layer values (key `table`); numbers as JSON-able lists and floats."""
   spec = learner.spec
-  lambdas = np.asarray(lambdas_from_rho(state.rho + state.budget.lambda_scale, spec.num_layers))
+  lambdas = np.asarray(lambdas_from_rho(state.log_lambdas, spec.num_layers))
   stats = {k: np.asarray(v).tolist() for k, v in sparsity_stats(state.params, spec).items()}
   rows = ["| layer | λ | alive channels |", "|---|---|---|"] + [
       f"| {layer.name} | {lam:.3g} | {alive} / {layer.num_groups} |"

@@ -29,6 +29,11 @@ class MetaTrainState(flax.struct.PyTreeNode):
   tx: optax.GradientTransformation = flax.struct.field(pytree_node=False)
   rho_tx: optax.GradientTransformation = flax.struct.field(pytree_node=False)
 
+  @property
+  def log_lambdas(self) -> jax.Array:
+    """(L,) or (1,) log λ as the objective uses it: ρ plus budget mode's shared scale σ (0 without a budget)."""
+    return self.rho + self.budget.lambda_scale
+
   @classmethod
   def create(cls, *, params: Params, batch_stats: Params, rho: jax.Array, tx: optax.GradientTransformation,
              rho_tx: optax.GradientTransformation) -> "MetaTrainState":

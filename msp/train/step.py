@@ -45,7 +45,7 @@ def make_meta_train_step(objective: MetaObjective, mesh: Mesh, outer_lr: Callabl
 
   def meta_train_step(state: MetaTrainState, meta_batch: MetaBatch):
     num_episodes = meta_batch.num_episodes
-    sums = sharded_sums(state.params, state.rho + state.budget.lambda_scale, state.budget.mu,
+    sums = sharded_sums(state.params, state.log_lambdas, state.budget.mu,
                         state.batch_stats, meta_batch)
     mean = lambda tree: jax.tree.map(lambda x: x / num_episodes, tree)
     grads, grad_rho, batch_stats = mean(sums["grad_params"]), mean(sums["grad_rho"]), mean(sums["batch_stats"])
@@ -84,7 +84,7 @@ def make_meta_train_step(objective: MetaObjective, mesh: Mesh, outer_lr: Callabl
     metrics = {
         "loss": sums["loss"] / num_episodes,
         "task_loss": sums["task_loss"] / jnp.maximum(sums["task_count"], 1.0),
-        "lambda": lambdas_from_rho(new_state.rho + new_state.budget.lambda_scale, spec.num_layers),
+        "lambda": lambdas_from_rho(new_state.log_lambdas, spec.num_layers),
         "mu": new_state.budget.mu,
         "lambda_scale": new_state.budget.lambda_scale,
         "grad_norm": grad_norm,
