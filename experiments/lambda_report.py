@@ -46,7 +46,7 @@ def run(variant: str, regime: str, steps: int) -> dict:
     config[section].update(values)
   config.steps = steps
   config.teacher.pool_size = REGIMES[regime]
-  learner, data, _, state, history = train(config, progress=False, log_every=10)
+  learner, data, state, history = train(config, progress=False, log_every=10)
   last = history[-1]
   return {
       "variant": variant, "regime": regime, "steps": [h["step"] for h in history],

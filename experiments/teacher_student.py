@@ -24,8 +24,9 @@ TEST_EXAMPLES = 512
 
 
 def train(config: ml_collections.ConfigDict, progress: bool = True, log_every: int | None = None,
-          ) -> tuple[MetaLearner, TeacherStudent, MetaTrainState, MetaTrainState, list[dict]]:
-  """Meta-trains a student on `config`'s teacher → (learner, data, initial state, final state, logged history)."""
+          ) -> tuple[MetaLearner, TeacherStudent, MetaTrainState, list[dict]]:
+  """Meta-trains a student on `config`'s teacher from `learner.init_state(jax.random.key(config.seed))` →
+  (learner, data, final state, logged history)."""
   learner = build_meta_learner(config)
   data = TeacherStudent(learner.model, learner.spec, config.seen_tasks, config.image_size, seed=config.teacher.seed,
                         alive_per_layer=config.teacher.alive_per_layer, pool_size=config.teacher.pool_size)
@@ -33,11 +34,9 @@ def train(config: ml_collections.ConfigDict, progress: bool = True, log_every: i
   m = config.meta
   batches = (data.meta_batch(rng, m.episodes, m.support_size, m.query_size, m.task_sampling)
              for _ in itertools.count())
-  initial = learner.init_state(jax.random.key(config.seed))
-  # meta_train donates the state it is given; keep the initial one for the "before" column
-  state, history = meta_train(learner, jax.tree.map(lambda x: x.copy(), initial), batches, config.steps,
+  state, history = meta_train(learner, learner.init_state(jax.random.key(config.seed)), batches, config.steps,
                               config.log_every if log_every is None else log_every, progress=progress)
-  return learner, data, initial, state, history
+  return learner, data, state, history
 
 
 def adapted_test_mse(learner: MetaLearner, state: MetaTrainState, data: TeacherStudent, seed: int,
@@ -59,7 +58,8 @@ def adapted_test_mse(learner: MetaLearner, state: MetaTrainState, data: TeacherS
 def main(argv):
   del argv
   config = _CONFIG.value
-  learner, data, initial, state, history = train(config)
+  learner, data, state, history = train(config)
+  initial = learner.init_state(jax.random.key(config.seed))  # the state train() started from (deterministic)
   before, after = (adapted_test_mse(learner, s, data, config.seed) for s in (initial, state))
   last, m = history[-1], config.meta
 

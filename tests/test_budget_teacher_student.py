@@ -25,7 +25,7 @@ def _run(**overrides) -> tuple[list[dict], float]:
   for key, value in overrides.items():
     section, leaf = key.split(".")
     config[section][leaf] = value
-  learner, data, _, state, history = train(config, progress=False, log_every=10)
+  learner, data, state, history = train(config, progress=False, log_every=10)
   return history, float(np.mean(list(adapted_test_mse(learner, state, data, config.seed).values())))
 
 
