@@ -12,7 +12,7 @@ from ml_collections import config_flags
 
 from data_pipelines.teacher_student import TeacherStudent
 from msp.train import build_meta_learner
-from msp.train.evaluation import adapted_variables, recalibrated_batch_stats
+from msp.train.evaluation import protocol_variables
 from msp.train.loop import meta_train
 from msp.train.setup import MetaLearner
 from msp.train.state import MetaTrainState
@@ -41,15 +41,14 @@ def train(config: ml_collections.ConfigDict, progress: bool = True, log_every: i
 
 def adapted_test_mse(learner: MetaLearner, state: MetaTrainState, data: TeacherStudent, seed: int,
                      ) -> dict[str, float]:
-  """Per-task mean squared error on 512 fresh examples (targets have unit variance), after the run's K inner steps
-  on one support batch of training data, with BatchNorm's averages recalibrated on 256 training examples (or the
-  whole pool): the adapted weights are not the ones whose averages training kept. Without it, budget-mode students
-  measured 1.3–1.4× worse (the dense student alike either way)."""
+  """Per-task mean squared error on 512 fresh examples (targets have unit variance), scored by msp's evaluation
+  protocol (`msp.train.evaluation.protocol_variables`): the run's K inner steps on one support batch of
+  `meta.support_size` training examples, BatchNorm's averages recalibrated on 256 training examples (or the whole
+  pool). Without the recalibration, budget-mode students measured 1.3–1.4× worse (the dense student alike)."""
   support = data.batch(np.random.default_rng(seed + 2000), learner.config.meta.support_size)
-  variables = adapted_variables(learner, state, support)
   calibration = data.batch(np.random.default_rng(seed + 3000),
                            min(CALIBRATION_EXAMPLES, learner.config.teacher.pool_size or CALIBRATION_EXAMPLES))
-  variables["batch_stats"] = recalibrated_batch_stats(learner.model.apply, variables, calibration["image"])
+  variables = protocol_variables(learner, state, support, calibration["image"], CALIBRATION_EXAMPLES)
   test = data.fresh_batch(np.random.default_rng(seed + 1000), TEST_EXAMPLES)
   outputs = learner.model.apply(variables, test["image"], train=False)
   return {t.name: float(np.mean((np.asarray(outputs[t.name]) - test[t.name]) ** 2)) for t in learner.tasks}

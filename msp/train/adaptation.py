@@ -1,9 +1,11 @@
 """Meta-test on unseen tasks: new heads on the meta-learned backbone, fine-tuned with its sparsity pattern fixed.
 
-`train="heads"` trains only the new heads; the backbone runs in inference mode (BatchNorm on its running
-averages) and stays exactly as meta-trained. `train="heads_and_backbone"` also fine-tunes the backbone's
-surviving channels: after every update the groups that were zero are zeroed again, so zero groups stay zero and
-the pruned network is unchanged in shape; BatchNorm then uses batch statistics and updates its running averages.
+Before fine-tuning, BatchNorm's averages are recalibrated on the evaluation protocol's calibration examples (the
+averages kept in meta-training belong to other weights; see `msp.train.evaluation`). `train="heads"` then trains
+only the new heads; the backbone runs in inference mode on those averages and stays exactly as meta-trained.
+`train="heads_and_backbone"` also fine-tunes the backbone's surviving channels: after every update the groups that
+were zero are zeroed again, so zero groups stay zero and the pruned network is unchanged in shape; BatchNorm uses
+batch statistics while fine-tuning and is recalibrated again afterwards.
 """
 from typing import Sequence
 
@@ -19,7 +21,7 @@ from data_pipelines.episodes import batch_sampler
 from msp.models import build_model
 from msp.sparsity import GroupSpec
 from msp.tasks import Task, build_tasks
-from msp.train.evaluation import eval_batches, evaluate, evaluate_seen
+from msp.train.evaluation import calibrated_batch_stats, calibration_images, eval_batches, evaluate, evaluate_seen
 
 TRAINABLE = ("heads", "heads_and_backbone")
 
@@ -35,7 +37,8 @@ def attach_heads(model_config, task_configs, meta_tasks: Sequence[Task], new_nam
   model = build_model(model_config, (*meta_tasks, *new_tasks))
   fresh = model.init(jax.random.key(seed), jnp.zeros((1, image_size, image_size, 3)), train=False)
   params = {**fresh["params"], **variables["params"]}
-  return model, new_tasks, {"params": params, "batch_stats": variables["batch_stats"]}
+  batch_stats = {**fresh.get("batch_stats", {}), **variables["batch_stats"]}  # new heads may have BatchNorm (ASPP)
+  return model, new_tasks, {"params": params, "batch_stats": batch_stats}
 
 
 def alive_masks(params, spec: GroupSpec) -> list[jax.Array]:
@@ -107,9 +110,14 @@ def adapt_unseen(run, state, tasks: Sequence[str] | None = None, with_seen: bool
                                              c.image_size, c.seed)
   targets = run.dataset.targets(c.tasks, tasks)
   source = training_subset(run.dataset.source(c.data.train_split), c.adapt.train_fraction)
-  variables, losses = fine_tune(model, variables, new_tasks, run.learner.spec, source, targets, train=c.adapt.train,
-                                steps=c.adapt.steps, batch_size=c.adapt.batch_size, lr=c.adapt.lr, seed=c.seed,
-                                progress=progress)
+  calibration = calibration_images(run)
+  recalibrate = lambda v: v if calibration is None else {
+      **v, "batch_stats": calibrated_batch_stats(model.apply, v, calibration, c.eval.batch_size)}
+  variables, losses = fine_tune(model, recalibrate(variables), new_tasks, run.learner.spec, source, targets,
+                                train=c.adapt.train, steps=c.adapt.steps, batch_size=c.adapt.batch_size, lr=c.adapt.lr,
+                                seed=c.seed, progress=progress)
+  if c.adapt.train == "heads_and_backbone":
+    variables = recalibrate(variables)
   batches, num_batches = eval_batches(run.dataset.source(c.data.eval_split), targets, c)
   unseen = evaluate(model.apply, variables, new_tasks, batches, num_batches, progress)
   seen = None

@@ -42,6 +42,10 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   """Raises ConfigError naming the first bad key; returns None when the config is usable."""
   for key in ("meta.inner_steps", "meta.episodes", "meta.support_size", "meta.query_size", "image_size"):
     _integer(config, key, 1)
+  if "eval" in config:
+    for key in ("eval.batch_size", "eval.support_size"):
+      _integer(config, key, 1)
+    _integer(config, "eval.calibration_size", 0)
   for key in ("meta.inner_lr", "optim.lr", "sparsity.lambda_init"):
     _positive(config, key)
   for key in ("optim.rho_lr", "optim.weight_decay"):

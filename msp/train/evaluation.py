@@ -1,11 +1,20 @@
-"""Evaluation after adaptation: the meta-learned initialisation is meant to be adapted before it is used.
+"""The evaluation protocol: what a score of a run means.
 
-MAML-style initialisations can be poor predictors on their own (the outer loss only ever sees them after K inner
-steps), so seen tasks are evaluated the way the meta-objective trains them: K inner steps on one support batch of
-the training split with every seen task present (the same batch for every checkpoint and variant), then a forward
-pass in inference mode (BatchNorm on running averages) over the evaluation split, accumulating each task's metric.
-Runs without an inner loop (`joint` mode) are evaluated as they are.
+Seen tasks are evaluated the way the meta-objective trains them (MAML-style initialisations can be poor predictors
+on their own: the outer loss only ever sees them after K inner steps), in three steps, `protocol_variables`:
+  1. adapt: the run's K inner steps on one support batch of `eval.support_size` training examples with every seen
+     task present (the same batch for every checkpoint, variant and seed of a config); `joint` runs have no inner
+     loop and skip this;
+  2. recalibrate: BatchNorm's running averages are replaced by the statistics of `eval.calibration_size` training
+     examples under the weights being evaluated. The averages kept during meta-training belong to other weights
+     (each episode's adapted ones, tens of outer steps ago, before channels were pruned); inference on them
+     scored the quickstart's attribute tasks at chance level although they had trained (README, "Evaluation
+     protocol");
+  3. infer: a forward pass in inference mode over the evaluation split, pooling each task's metric.
+Unseen tasks (`msp.train.adaptation`) get new heads on a recalibrated backbone. `describe_protocol` says all this
+in one line for reports.
 """
+import functools
 import json
 import math
 import os
@@ -15,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import tqdm
+from flax import traverse_util
 
 from data_pipelines.datasets import Prefix
 from data_pipelines.episodes import EvalBatch, batch_sampler, eval_dataset
@@ -27,6 +37,8 @@ from msp.train.state import MetaTrainState
 Results = dict[str, dict[str, float]]
 # The evaluation's support batch is drawn with this offset on the run's seed, apart from the meta-batches.
 SUPPORT_SEED_OFFSET = 10_000
+# ... and the calibration examples with this one.
+CALIBRATION_SEED_OFFSET = 20_000
 
 
 def adapted_outputs(learner: MetaLearner, state: MetaTrainState, support: dict, images) -> dict:
@@ -59,9 +71,62 @@ def recalibrated_batch_stats(apply_fn: Callable, variables: dict, images: jax.Ar
   return jax.tree.map(lambda a, b: a / (1.0 - b + a), from_zero, from_one)
 
 
+def calibrated_batch_stats(apply_fn: Callable, variables: dict, images, batch_size: int) -> dict:
+  """BatchNorm averages from `images` (N, H, W, 3) taken `batch_size` at a time: every chunk's exact batch
+  statistics (`recalibrated_batch_stats`), pooled over the chunks weighted by their sizes — the mean of the means,
+  and the mean of (variance + mean²) minus the pooled mean² for the variances. With N ≤ batch_size this is exactly
+  `recalibrated_batch_stats`; with several chunks each chunk is normalised by its own statistics on the way, as in
+  training. Returns a new batch_stats tree."""
+  recalibrate = functools.partial(recalibrated_batch_stats, apply_fn)
+  chunks = [images[i:i + batch_size] for i in range(0, len(images), batch_size)]
+  if len(chunks) == 1:
+    return recalibrate(variables, jnp.asarray(images))
+  weights = [len(chunk) / len(images) for chunk in chunks]
+  stats = [traverse_util.flatten_dict(recalibrate(variables, jnp.asarray(chunk))) for chunk in chunks]
+  mean_of = lambda values: sum(w * v for w, v in zip(weights, values))
+  pooled = {key: mean_of([s[key] for s in stats]) for key in stats[0]}
+  for key in stats[0]:
+    if key[-1] == "var":
+      mean_key = (*key[:-1], "mean")
+      pooled[key] = mean_of([s[key] + s[mean_key] ** 2 for s in stats]) - pooled[mean_key] ** 2
+  return traverse_util.unflatten_dict(pooled)
+
+
+def protocol_variables(learner: MetaLearner, state: MetaTrainState, support: dict, calibration_images,
+                       batch_size: int) -> dict:
+  """The seen-task protocol (module docstring) up to inference: {"params", "batch_stats"} after the run's inner
+  loop on `support` ("image" (B, H, W, 3) + every seen task's target) with every seen task, with BatchNorm's
+  averages recalibrated on `calibration_images` (N, H, W, 3), `batch_size` at a time (None: the state's averages)."""
+  variables = adapted_variables(learner, state, support)
+  if calibration_images is not None:
+    variables["batch_stats"] = calibrated_batch_stats(learner.model.apply, variables, calibration_images, batch_size)
+  return variables
+
+
 def support_batch(source, targets, size: int, seed: int) -> dict[str, np.ndarray]:
   """`size` examples of `source` (the training split) with every task's target, fixed by `seed`."""
   return batch_sampler(source, targets, size, seed + SUPPORT_SEED_OFFSET)(0)
+
+
+def calibration_images(run) -> np.ndarray | None:
+  """(eval.calibration_size, H, W, 3) training images of `run` (a `msp.train.run.Run`), fixed by its seed; None
+  when eval.calibration_size is 0 (keep the running averages)."""
+  c = run.config
+  if not c.eval.calibration_size:
+    return None
+  source = run.dataset.source(c.data.train_split)
+  return batch_sampler(source, {}, min(c.eval.calibration_size, len(source)), c.seed + CALIBRATION_SEED_OFFSET)(0)["image"]
+
+
+def describe_protocol(config) -> str:
+  """One line naming the seen-task evaluation protocol of `config` (for reports and printed tables)."""
+  e, m = config.eval, config.meta
+  adapt = ("no inner loop (joint training)" if m.mode == "joint" else
+           f"{m.inner_steps} inner step(s) at lr {m.inner_lr:g} on {e.support_size} training examples with every "
+           f"seen task")
+  calibrate = (f"BatchNorm recalibrated on {e.calibration_size} training examples" if e.calibration_size else
+               "BatchNorm on the running averages kept in training")
+  return f"protocol: {adapt}; {calibrate}; then inference"
 
 
 def evaluate(apply_fn: Callable, variables: dict, tasks: Sequence[Task], batches: Iterable[EvalBatch],
@@ -140,16 +205,17 @@ def write_results(directory: str, name: str, payload: dict, table: str) -> tuple
 
 
 def adapted_to_seen_tasks(run, state: MetaTrainState) -> dict:
-  """The variables of `run` (a `msp.train.run.Run`) after its inner loop on the fixed support batch of the seen
-  tasks (what `evaluate_seen` scores): {"params", "batch_stats"}."""
+  """The variables `evaluate_seen` scores for `run` (a `msp.train.run.Run`): `protocol_variables` on its fixed
+  support batch and calibration images → {"params", "batch_stats"}."""
   c = run.config
   targets = run.dataset.targets(c.tasks, c.seen_tasks)
-  support = support_batch(run.dataset.source(c.data.train_split), targets, c.meta.support_size, c.seed)
-  return adapted_variables(run.learner, state, support)
+  support = support_batch(run.dataset.source(c.data.train_split), targets, c.eval.support_size, c.seed)
+  return protocol_variables(run.learner, state, support, calibration_images(run), c.eval.batch_size)
 
 
 def evaluate_seen(run, state: MetaTrainState, split: str | None = None, progress: bool = True) -> Results:
-  """The seen tasks of `run` (a `msp.train.run.Run`) after adaptation, on `split` (default config.data.eval_split)."""
+  """The seen tasks of `run` (a `msp.train.run.Run`) scored by the protocol (module docstring) on `split` (default
+  config.data.eval_split)."""
   c = run.config
   variables = adapted_to_seen_tasks(run, state)
   targets = run.dataset.targets(c.tasks, c.seen_tasks)
