@@ -29,7 +29,7 @@ def test_hand_worked_case_in_both_conventions():
     ({"a": {"miou": 1.0}}, {"b": {"miou": 1.0}}, "no metric to compare")])
 def test_what_cannot_be_compared_is_named(results, baseline, message):
   with pytest.raises(ValueError, match=message):
-    delta_m(results, baseline)
+    delta_m(results, baseline, metric_set="all")
 
 
 def test_command_reads_evaluate_json_and_merges_baselines(tmp_path, capsys):
@@ -44,3 +44,38 @@ def test_command_reads_evaluate_json_and_merges_baselines(tmp_path, capsys):
   assert json.loads((tmp_path / "out.json").read_text())["delta_m"] == pytest.approx(6.25)
   with pytest.raises(ValueError, match="more than one"):
     load_results([str(tmp_path / "seg.json"), str(tmp_path / "seg.json")])
+
+
+def test_default_compares_libmtl_metric_sets_and_all_is_an_option():
+  """LibMTL compares depth by abs_err and rel_err only: delta1 of a weak baseline (0.02 → 0.04 is +100 %) must not
+  decide Δm unless asked for with metric_set="all"."""
+  baseline = {"depth": {"abs_err": 0.50, "rel_err": 0.20, "rmse": 0.70, "delta1": 0.02},
+              "normals": {"angle_mean": 40.0, "angle_median": 38.0, "within_11.25": 0.10, "within_22.5": 0.30,
+                          "within_30": 0.40}}
+  results = {"depth": {"abs_err": 0.55, "rel_err": 0.22, "rmse": 0.77, "delta1": 0.04},
+             "normals": {"angle_mean": 44.0, "angle_median": 41.8, "within_11.25": 0.09, "within_22.5": 0.27,
+                         "within_30": 0.36}}
+  libmtl = delta_m(results, baseline)
+  assert libmtl.metric_set == "libmtl"
+  assert set(libmtl.per_metric) == {("depth", "abs_err"), ("depth", "rel_err"), *(("normals", m) for m in
+                                    ("angle_mean", "angle_median", "within_11.25", "within_22.5", "within_30"))}
+  assert libmtl.per_task == pytest.approx({"depth": -10.0, "normals": -10.0})
+  every = delta_m(results, baseline, metric_set="all")
+  # depth: abs_err −10, rel_err −10, rmse −10, delta1 +100 → +17.5: the sign of the task flips
+  assert every.per_task["depth"] == pytest.approx(17.5) and every.metric_set == "all"
+  with pytest.raises(ValueError, match="metric_set"):
+    delta_m(results, baseline, metric_set="bogus")
+
+
+def test_percent_against_fraction_is_refused():
+  with pytest.raises(ValueError, match="percent against fraction"):
+    delta_m({"normals": {"within_30": 57.2}}, {"normals": {"within_30": 0.57}})
+
+
+def test_adaptation_results_are_read(tmp_path):
+  (tmp_path / "adapt.json").write_text(json.dumps(
+      {"step": 5, "train": "heads", "unseen": {"edges": {"ods_f": 0.6}}, "seen": {"depth": {"abs_err": 0.4}}}))
+  (tmp_path / "seen_only.json").write_text(json.dumps({"unseen": {"edges": {"ods_f": 0.5}}, "seen": None}))
+  assert load_results([str(tmp_path / "adapt.json")]) == {"edges": {"ods_f": 0.6}, "depth": {"abs_err": 0.4}}
+  d = main([f"--results={tmp_path / 'adapt.json'}", f"--baseline={tmp_path / 'seen_only.json'}"])
+  assert d.value == pytest.approx(20.0)

@@ -77,7 +77,7 @@ def _edges_data(rng, n):
 def _attributes_data(rng, n):
   logits = rng.normal(size=(3 * n, 4)).astype(np.float32)
   labels = (rng.random(logits.shape) < 0.4).astype(np.float32)
-  labels[:, 3] = 0.0  # attribute 3: never present and never predicted, the F1 = 1.0 case
+  labels[:, 3] = 0.0  # attribute 3: never present and never predicted, F1's zero_division case
   logits[:, 3] = -np.abs(logits[:, 3])
   return logits, labels
 
@@ -121,8 +121,8 @@ def _numpy_angles(raw, normals):
 def _numpy_normals(raw, normals):
   angles = _numpy_angles(raw, normals)
   return {"angle_mean": np.mean(angles), "angle_median": np.median(angles),
-          "within_11.25": 100 * np.mean(angles < 11.25), "within_22.5": 100 * np.mean(angles < 22.5),
-          "within_30": 100 * np.mean(angles < 30)}
+          "within_11.25": np.mean(angles < 11.25), "within_22.5": np.mean(angles < 22.5),
+          "within_30": np.mean(angles < 30)}
 
 
 def _numpy_edges(logits, edges, tolerance=1, thresholds=99):
@@ -144,13 +144,13 @@ def _numpy_edges(logits, edges, tolerance=1, thresholds=99):
   return {"ods_f": best}
 
 
-def _numpy_attributes(logits, labels):
+def _numpy_attributes(logits, labels, zero_division=0.0):
   out = {}
   for a in range(logits.shape[1]):
     pred, true = logits[:, a] > 0, labels[:, a] == 1
     tp, fp, fn = np.sum(pred & true), np.sum(pred & ~true), np.sum(~pred & true)
     out[f"accuracy/{a}"] = np.mean(pred == true)
-    out[f"f1/{a}"] = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 1.0
+    out[f"f1/{a}"] = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else zero_division
   for name in ("accuracy", "f1"):
     out[name] = np.mean([out[f"{name}/{a}"] for a in range(logits.shape[1])])
   return out
@@ -237,8 +237,8 @@ def test_normals_known_angles():
   normals = np.array([[0, 0, 1]] * 5 + [[0, 0, 0]], np.float32).reshape(1, 1, 6, 3)
   metric = _metric("normals")
   got = metric.compute(_accumulate(metric, [(raw, normals)]))
-  _assert_close(got, {"angle_mean": 81.0, "angle_median": 90.0, "within_11.25": 20.0, "within_22.5": 20.0,
-                      "within_30": 20.0}, atol=metric.median_resolution)
+  _assert_close(got, {"angle_mean": 81.0, "angle_median": 90.0, "within_11.25": 0.2, "within_22.5": 0.2,
+                      "within_30": 0.2}, atol=metric.median_resolution)
   assert got["angle_mean"] == pytest.approx(81.0, abs=1e-4)
   # An even count (0°, 45°, 90°, 180°): the median is the mean of the two middle angles.
   got = metric.compute(_accumulate(metric, [(raw[:, :, :4], normals[:, :, :4])]))
@@ -271,13 +271,19 @@ def test_edges_shifted_by_one_pixel():
 
 
 def test_attributes_hand_computed():
-  """Attribute 0: tp, fn, fp, tn 1 each → acc 1/2, F1 1/2. Attribute 1: perfect. Attribute 2: no positives → 1.0."""
+  """Attribute 0: tp, fn, fp, tn 1 each → acc 1/2, F1 1/2. Attribute 1: perfect. Attribute 2: no positive predicted
+  nor present → F1 = zero_division (0 by default, as scikit-learn's f1_score; 1 or NaN on request)."""
   labels = np.array([[1, 1, 0], [1, 0, 0], [0, 0, 0], [0, 0, 0]], np.float32)
   logits = np.array([[2, 1, -1], [-1, -1, -2], [3, 0, -1], [-2, -1, 0]], np.float32)  # logit 0 is negative
-  metric = _metric("attributes", num_attributes=3)
-  _assert_close(metric.compute(_accumulate(metric, [(logits, labels)])),
-                {"accuracy": (0.5 + 1 + 1) / 3, "f1": (0.5 + 1 + 1) / 3, "accuracy/0": 0.5, "accuracy/1": 1.0,
-                 "accuracy/2": 1.0, "f1/0": 0.5, "f1/1": 1.0, "f1/2": 1.0})
+  expected = {"accuracy": (0.5 + 1 + 1) / 3, "accuracy/0": 0.5, "accuracy/1": 1.0, "accuracy/2": 1.0, "f1/0": 0.5,
+              "f1/1": 1.0}
+  for zero_division, f1_2, f1 in ((0.0, 0.0, 1.5 / 3), (1.0, 1.0, 2.5 / 3), (np.nan, np.nan, 1.5 / 2)):
+    metric = _metric("attributes", num_attributes=3, zero_division=zero_division)
+    got = metric.compute(_accumulate(metric, [(logits, labels)]))
+    _assert_close({k: v for k, v in got.items() if k != "f1/2"}, {**expected, "f1": f1})
+    assert got["f1/2"] == f1_2 or (np.isnan(f1_2) and np.isnan(got["f1/2"]))
+  with pytest.raises(ValueError, match="zero_division"):
+    _metric("attributes", num_attributes=3, zero_division=0.5)
 
 
 # --- streaming: batching, merge --------------------------------------------------------------------------------------

@@ -5,14 +5,21 @@ r"""Multi-task performance Δm of a run's results relative to a baseline's (Mani
 in percent; positive means better than the baseline (usually the single-task dense networks). Conventions:
   task_mean    (default, LibMTL) average the relative changes within each task first, then over the T tasks;
   metric_mean  a flat average over all compared metrics (tasks with more metrics weigh more).
-Every report also lists each metric's and each task's relative change, so a per-task comparison needs no option.
-Compared are the metrics present for a task in both results and baseline, except per-entry ones (`accuracy/3`), or
-those named with `metrics`.
+Which metrics (`metric_set`):
+  libmtl       (default) each task's metrics as LibMTL compares them (`Metric.delta_m_metrics`): segmentation miou,
+               pixel_acc; depth abs_err, rel_err; normals angle_mean, angle_median, within_11.25/22.5/30; edges
+               ods_f; attributes accuracy, f1; regression mse;
+  all          every metric the results and the baseline share for a task (depth rmse and delta1 too), except
+               per-entry ones (`accuracy/3`).
+`metrics` names the (task, metric) pairs explicitly instead. Every report also lists each metric's and each task's
+relative change, so a per-task comparison needs no option. Both sides must use msp's units (fractions as fractions):
+a value that is ~100× its baseline is refused as a likely percent/fraction mix-up.
 
 python -m msp.tasks.delta_m --results=A.json --baseline=B.json[,C.json...] [--convention=metric_mean]
-    [--metrics=segmentation:miou,depth:abs_err] [--output=delta_m.json]
-Results files are what experiments/evaluate.py writes ({"results": {task: {metric: value}}, ...}) or bare
-{task: {metric: value}} maps; several baseline files (one single-task run each) are merged by task.
+    [--metric_set=all | --metrics=segmentation:miou,depth:abs_err] [--output=delta_m.json]
+Results files are what experiments/evaluate.py writes ({"results": {task: {metric: value}}, ...}), what
+experiments/adapt_unseen.py writes ({"unseen": {...}, "seen": {...}}: both parts are read), or bare
+{task: {metric: value}} maps; several files (one single-task run each) are merged by task.
 """
 import argparse
 import dataclasses
@@ -23,6 +30,9 @@ from typing import Mapping, Sequence
 from msp.tasks import metrics
 
 CONVENTIONS = ("task_mean", "metric_mean")
+METRIC_SETS = ("libmtl", "all")
+# A value this many times its baseline (either way) is taken for a percent/fraction mix-up.
+UNIT_MISMATCH_FACTOR = 50.0
 Results = Mapping[str, Mapping[str, float]]
 
 # Direction of every metric msp's metrics report (higher is better?); per-entry names (`f1/3`) are not compared.
@@ -31,6 +41,10 @@ METRIC_DIRECTIONS: dict[str, bool] = {
     for metric in (metrics.SegmentationMetric(1), metrics.DepthMetric(), metrics.NormalsMetric(),
                    metrics.EdgeMetric(), metrics.AttributeMetric(1), metrics.RegressionMetric())
     for name, better in metric.higher_is_better.items() if "/" not in name}
+LIBMTL_METRICS: frozenset[str] = frozenset(
+    name for metric in (metrics.SegmentationMetric(1), metrics.DepthMetric(), metrics.NormalsMetric(),
+                        metrics.EdgeMetric(), metrics.AttributeMetric(1), metrics.RegressionMetric())
+    for name in metric.delta_m_metrics)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,10 +52,11 @@ class DeltaM:
   """Δm and its parts, all in percent (positive = better than the baseline).
 
   per_metric: (task, metric) → (−1)^{l_m}·100·(M − M_b)/M_b; per_task: task → the mean over its metrics;
-  value: Δm under `convention`.
+  value: Δm under `convention`; metric_set: which metrics were compared ("libmtl", "all" or "named").
   """
   value: float
   convention: str
+  metric_set: str
   per_metric: dict[tuple[str, str], float]
   per_task: dict[str, float]
 
@@ -56,17 +71,22 @@ def relative_change(value: float, baseline: float, higher_is_better: bool) -> fl
 
 def delta_m(results: Results, baseline: Results, convention: str = "task_mean",
             metrics_to_compare: Sequence[tuple[str, str]] | None = None,
-            directions: Mapping[str, bool] = METRIC_DIRECTIONS) -> DeltaM:
+            directions: Mapping[str, bool] = METRIC_DIRECTIONS, metric_set: str = "libmtl") -> DeltaM:
   """Δm of `results` against `baseline` ({task: {metric: value}} each).
 
-  metrics_to_compare: (task, metric) pairs; None: every metric but per-entry ones that both have for a task they
-  share. directions: metric name → higher is better. Raises ValueError naming what cannot be compared.
+  metrics_to_compare: (task, metric) pairs; None: the metrics of `metric_set` (module docstring) that both have for
+  a task they share. directions: metric name → higher is better. Raises ValueError naming what cannot be compared.
   """
   if convention not in CONVENTIONS:
     raise ValueError(f"convention {convention!r}; choose one of {CONVENTIONS}")
+  if metric_set not in METRIC_SETS:
+    raise ValueError(f"metric_set {metric_set!r}; choose one of {METRIC_SETS}")
   if metrics_to_compare is None:
+    wanted = (lambda name: name in LIBMTL_METRICS) if metric_set == "libmtl" else (lambda name: "/" not in name)
     metrics_to_compare = [(task, name) for task in results if task in baseline
-                          for name in results[task] if name in baseline[task] and "/" not in name]
+                          for name in results[task] if name in baseline[task] and wanted(name)]
+  else:
+    metric_set = "named"
   if not metrics_to_compare:
     raise ValueError(f"no metric to compare: results have tasks {sorted(results)}, the baseline {sorted(baseline)}")
   per_metric = {}
@@ -76,14 +96,18 @@ def delta_m(results: Results, baseline: Results, convention: str = "task_mean",
         raise ValueError(f"{task}:{name} is missing from the {source}")
     if name not in directions:
       raise ValueError(f"{task}:{name}: unknown direction; known metrics: {sorted(directions)}")
+    value, base = results[task][name], baseline[task][name]
+    if base and value and max(abs(value / base), abs(base / value)) > UNIT_MISMATCH_FACTOR:
+      raise ValueError(f"{task}:{name}: {value} against baseline {base} differ by more than {UNIT_MISMATCH_FACTOR:g}×"
+                       f" — percent against fraction? msp reports fractions in [0, 1]")
     try:
-      per_metric[task, name] = relative_change(results[task][name], baseline[task][name], directions[name])
+      per_metric[task, name] = relative_change(value, base, directions[name])
     except ValueError as e:
       raise ValueError(f"{task}:{name}: {e}") from None
   tasks = list(dict.fromkeys(task for task, _ in per_metric))
   per_task = {task: _mean([v for (t, _), v in per_metric.items() if t == task]) for task in tasks}
   value = _mean(list(per_task.values()) if convention == "task_mean" else list(per_metric.values()))
-  return DeltaM(value=value, convention=convention, per_metric=per_metric, per_task=per_task)
+  return DeltaM(value=value, convention=convention, metric_set=metric_set, per_metric=per_metric, per_task=per_task)
 
 
 def _mean(values: Sequence[float]) -> float:
@@ -91,13 +115,17 @@ def _mean(values: Sequence[float]) -> float:
 
 
 def load_results(paths: Sequence[str]) -> dict[str, dict[str, float]]:
-  """{task: {metric: value}} from results files (evaluate.py's JSON or a bare map), merged by task; ValueError
-  when two files hold the same task."""
+  """{task: {metric: value}} from results files (evaluate.py's or adapt_unseen.py's JSON, or a bare map), merged by
+  task; ValueError when two files hold the same task."""
   merged = {}
   for path in paths:
     with open(path, encoding="utf-8") as f:
       payload = json.load(f)
-    for task, values in payload.get("results", payload).items():
+    if "unseen" in payload:  # adapt_unseen.py: the new tasks' results and (optionally) the seen tasks'
+      parts = [payload["unseen"], payload.get("seen") or {}]
+    else:
+      parts = [payload.get("results", payload)]
+    for task, values in ((t, v) for part in parts for t, v in part.items()):
       if task in merged:
         raise ValueError(f"task {task!r} appears in more than one of {list(paths)}")
       merged[task] = values
@@ -114,7 +142,10 @@ def report(delta: DeltaM, results: Results, baseline: Results) -> str:
   lines += [f"| {task} | (task mean) | | | {change:+.2f} |" for task, change in delta.per_task.items()]
   how = ("mean over tasks of the within-task mean (LibMTL)" if delta.convention == "task_mean"
          else "flat mean over all compared metrics")
-  return "\n".join(lines) + f"\n\nΔm = {delta.value:+.2f} % (convention {delta.convention}: {how})"
+  which = {"libmtl": "each task's metrics as LibMTL compares them", "all": "every metric both files share",
+           "named": "the metrics named"}[delta.metric_set]
+  return "\n".join(lines) + (f"\n\nΔm = {delta.value:+.2f} % (convention {delta.convention}: {how}; metrics "
+                             f"{delta.metric_set}: {which})")
 
 
 def main(argv: Sequence[str] | None = None) -> DeltaM:
@@ -123,17 +154,20 @@ def main(argv: Sequence[str] | None = None) -> DeltaM:
   parser.add_argument("--results", required=True, help="results JSON of the run to assess")
   parser.add_argument("--baseline", required=True, help="baseline results JSON file(s), comma-separated")
   parser.add_argument("--convention", default="task_mean", choices=CONVENTIONS)
-  parser.add_argument("--metrics", help="comma-separated task:metric pairs to compare (default: all shared)")
+  parser.add_argument("--metric_set", default="libmtl", choices=METRIC_SETS,
+                      help="libmtl: each task's metrics as LibMTL compares them; all: every shared metric")
+  parser.add_argument("--metrics", help="comma-separated task:metric pairs to compare (replaces --metric_set)")
   parser.add_argument("--output", help="also write Δm and its parts to this JSON file")
   args = parser.parse_args(argv)
   baseline_paths = args.baseline.split(",")
   results, baseline = load_results([args.results]), load_results(baseline_paths)
   chosen = None if args.metrics is None else [tuple(item.split(":", 1)) for item in args.metrics.split(",")]
-  delta = delta_m(results, baseline, args.convention, chosen)
+  delta = delta_m(results, baseline, args.convention, chosen, metric_set=args.metric_set)
   print(report(delta, results, baseline))
   if args.output:
     with open(args.output, "w", encoding="utf-8") as f:
-      json.dump({"delta_m": delta.value, "convention": delta.convention, "results": args.results,
+      json.dump({"delta_m": delta.value, "convention": delta.convention, "metric_set": delta.metric_set,
+                 "results": args.results,
                  "baseline": baseline_paths, "per_task": delta.per_task,
                  "per_metric": {f"{task}:{name}": v for (task, name), v in delta.per_metric.items()}}, f, indent=1)
   return delta

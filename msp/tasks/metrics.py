@@ -6,7 +6,10 @@ Each metric is a frozen dataclass with pure methods:
                                            take it (see `msp.tasks.losses` for the conventions);
   `merge(a, b) -> state`                  element-wise sum, so states combine across batches, devices and hosts;
   `compute(state) -> {name: float}`       on the host, in float64.
-`higher_is_better` maps every name `compute` returns to its direction; `headline` names the one for summary tables.
+`higher_is_better` maps every name `compute` returns to its direction; `headline` names the one for summary tables;
+`convention` is one line of text naming the metric's conventions (units, pooling, edge cases), printed with results;
+`delta_m_metrics` are the ones Δm compares by default (LibMTL's per-task sets: `msp.tasks.delta_m`).
+Every fraction is a fraction in [0, 1], never a percentage.
 
 Everything is pooled over the dataset (never an average of per-batch values), so accumulating batch by batch or
 merging partial states gives exactly the one-pass result up to float32 summation order. Counts are int32: exact up
@@ -53,6 +56,8 @@ class Metric(abc.ABC):
   """Interface of a streaming metric; see the module docstring."""
   higher_is_better: ClassVar[Mapping[str, bool]]
   headline: ClassVar[str]
+  convention: ClassVar[str]
+  delta_m_metrics: ClassVar[tuple[str, ...]]
 
   @abc.abstractmethod
   def init(self) -> State:
@@ -83,6 +88,9 @@ class SegmentationMetric(Metric):
   ignore_index: int = -1
   higher_is_better: ClassVar[Mapping[str, bool]] = {"miou": True, "pixel_acc": True}
   headline: ClassVar[str] = "miou"
+  delta_m_metrics: ClassVar[tuple[str, ...]] = ("miou", "pixel_acc")
+  convention: ClassVar[str] = ("segmentation: one confusion matrix over the dataset; miou over the classes present in "
+                               "ground truth or prediction; miou, pixel_acc fractions")
 
   def __post_init__(self):
     if self.num_classes < 1:
@@ -124,6 +132,13 @@ class DepthMetric(Metric):
   higher_is_better: ClassVar[Mapping[str, bool]] = {
       "abs_err": False, "rel_err": False, "rmse": False, "delta1": True}
   headline: ClassVar[str] = "abs_err"
+  delta_m_metrics: ClassVar[tuple[str, ...]] = ("abs_err", "rel_err")
+
+  @property
+  def convention(self) -> str:
+    units = "metres" if self.normalization == "none" else "fractions of each image's maximum depth"
+    return (f"depth: pooled over the valid pixels of the dataset; abs_err, rmse in {units}; rel_err, delta1 "
+            f"fractions")
 
   def init(self) -> State:
     """count, delta1 (int32 scalars: valid pixels, pixels within δ < 1.25); abs, rel, squared (float32 error sums)."""
@@ -158,8 +173,8 @@ class NormalsMetric(Metric):
   """Angle (degrees) between predicted and true normals over valid pixels, pooled across the dataset.
 
   output: raw (B, H, W, 3), unnormalised; target: normals (B, H, W, 3), unit, zero vector = invalid. Returns
-  `angle_mean`, `angle_median` (degrees) and `within_11.25`, `within_22.5`, `within_30` (PERCENT of valid pixels
-  with angle < threshold). The prediction is normalised (`losses.unit_normals`) and the angle taken as
+  `angle_mean`, `angle_median` (degrees) and `within_11.25`, `within_22.5`, `within_30` (fractions in [0, 1] of the
+  valid pixels with angle < threshold, like every other fraction msp reports; published tables print them ×100). The prediction is normalised (`losses.unit_normals`) and the angle taken as
   atan2(|p×g|, p·g), which stays accurate near 0° and 180° where arccos(p·g) loses ~0.02° in float32. A zero
   prediction has no direction and counts as 90° (cos = 0, as in the loss). The median is streamed through a
   histogram of `median_resolution`-degree bins over [0°, 180°]: it is the centre of the bin holding the middle angle
@@ -170,6 +185,10 @@ class NormalsMetric(Metric):
   higher_is_better: ClassVar[Mapping[str, bool]] = {
       "angle_mean": False, "angle_median": False, **{f"within_{t:g}": True for t in within_degrees}}
   headline: ClassVar[str] = "angle_mean"
+  delta_m_metrics: ClassVar[tuple[str, ...]] = ("angle_mean", "angle_median", "within_11.25", "within_22.5",
+                                                "within_30")
+  convention: ClassVar[str] = ("normals: angles in degrees pooled over the valid pixels of the dataset; within_* "
+                               "fractions of those pixels (not percent)")
 
   def __post_init__(self):
     if not 0 < self.median_resolution <= 180:
@@ -199,7 +218,7 @@ class NormalsMetric(Metric):
         "histogram": _histogram(bins, valid, self.num_bins)})
 
   def compute(self, state: State) -> dict[str, float]:
-    """angle_mean, angle_median (degrees), within_* (percent); NaN when no valid pixel was seen."""
+    """angle_mean, angle_median (degrees), within_* (fractions); NaN when no valid pixel was seen."""
     s = _host(state)
     n = int(s["count"])
     if n:
@@ -209,7 +228,7 @@ class NormalsMetric(Metric):
       median = float(np.mean(middle + 0.5) * self.median_resolution)
     else:
       median = float("nan")
-    within = 100.0 * _ratio(s["within"], n)
+    within = _ratio(s["within"], n)
     return {"angle_mean": float(_ratio(s["angle_sum"], n)), "angle_median": median,
             **{f"within_{t:g}": float(w) for t, w in zip(self.within_degrees, within)}}
 
@@ -231,6 +250,7 @@ class EdgeMetric(Metric):
   thresholds: int = 99
   higher_is_better: ClassVar[Mapping[str, bool]] = {"ods_f": True}
   headline: ClassVar[str] = "ods_f"
+  delta_m_metrics: ClassVar[tuple[str, ...]] = ("ods_f",)
 
   def __post_init__(self):
     if self.tolerance < 0 or self.thresholds < 1:
@@ -284,15 +304,25 @@ class AttributeMetric(Metric):
   """Per-attribute accuracy and F1 (fractions in [0, 1]) and their macro averages `accuracy`, `f1`.
 
   output: logits (B, A); target: labels (B, A) in {0, 1}. An attribute is predicted present iff its logit > 0.
-  F1 = 2TP / (2TP + FP + FN); with no positive predicted nor present (denominator 0) the prediction is entirely
-  right and F1 is defined as 1.0. Per-attribute values are named `accuracy/<i>` and `f1/<i>`, i = 0 … A−1.
+  F1 = 2TP / (2TP + FP + FN); with no positive predicted nor present (denominator 0) F1 is `zero_division`: 0 by
+  default, as scikit-learn's `f1_score` (1.0 or NaN on request; NaN drops the attribute from the macro average).
+  Per-attribute values are named `accuracy/<i>` and `f1/<i>`, i = 0 … A−1.
   """
   num_attributes: int
+  zero_division: float = 0.0
   headline: ClassVar[str] = "f1"
+  delta_m_metrics: ClassVar[tuple[str, ...]] = ("accuracy", "f1")
 
   def __post_init__(self):
     if self.num_attributes < 1:
       raise ValueError(f"num_attributes must be ≥ 1, got {self.num_attributes}")
+    if not (self.zero_division in (0.0, 1.0) or np.isnan(self.zero_division)):
+      raise ValueError(f"zero_division must be 0, 1 or nan (as scikit-learn's), got {self.zero_division}")
+
+  @property
+  def convention(self) -> str:
+    return (f"attributes: present iff logit > 0; accuracy and f1 macro-averaged over attributes; f1 with no positive "
+            f"predicted nor present = {self.zero_division:g} (scikit-learn's zero_division)")
 
   @property
   def higher_is_better(self) -> Mapping[str, bool]:
@@ -315,8 +345,9 @@ class AttributeMetric(Metric):
     """accuracy, f1 (macro averages) and accuracy/<i>, f1/<i>; accuracy NaN when no example was seen."""
     s = _host(state)
     accuracy = _ratio(s["tp"] + s["tn"], s["tp"] + s["fp"] + s["fn"] + s["tn"])
-    f1 = np.nan_to_num(_ratio(2 * s["tp"], 2 * s["tp"] + s["fp"] + s["fn"]), nan=1.0)
-    out = {"accuracy": float(np.mean(accuracy)), "f1": float(np.mean(f1))}
+    f1 = _ratio(2 * s["tp"], 2 * s["tp"] + s["fp"] + s["fn"])
+    f1 = np.where(np.isnan(f1), self.zero_division, f1)
+    out = {"accuracy": float(np.mean(accuracy)), "f1": float(np.nanmean(f1)) if np.any(~np.isnan(f1)) else np.nan}
     for name, values in (("accuracy", accuracy), ("f1", f1)):
       out.update({f"{name}/{i}": float(v) for i, v in enumerate(values)})
     return out
@@ -327,6 +358,8 @@ class RegressionMetric(Metric):
   """`mse`: mean squared error over all entries, pooled across the dataset. output, target of equal shape."""
   higher_is_better: ClassVar[Mapping[str, bool]] = {"mse": False}
   headline: ClassVar[str] = "mse"
+  delta_m_metrics: ClassVar[tuple[str, ...]] = ("mse",)
+  convention: ClassVar[str] = "regression: mse over all entries of the dataset"
 
   def init(self) -> State:
     """count (int32 entries), squared (float32 sum of squared errors)."""

@@ -65,8 +65,9 @@ def _edges(tolerance: int = 1, thresholds: int = 99, loss: str = "balanced_bce",
   return TaskKind("dense", 1, loss_fn, metrics.EdgeMetric(tolerance, thresholds))
 
 
-def _attributes(num_attributes: int) -> TaskKind:
-  return TaskKind("attribute", num_attributes, losses.attribute_loss, metrics.AttributeMetric(num_attributes))
+def _attributes(num_attributes: int, zero_division: float = 0.0) -> TaskKind:
+  return TaskKind("attribute", num_attributes, losses.attribute_loss,
+                  metrics.AttributeMetric(num_attributes, zero_division))
 
 
 def _regression(channels: int = 1) -> TaskKind:
