@@ -3,8 +3,9 @@
 python benchmarks/export_speed.py [--sparsities=0.3,0.5,0.7] [--patterns=independent,shared] [--multiple_of=8]
                                   [--batch_sizes=1,8] [--repeats=5] [--image_size=256]
 
-The backbone is the authors' dilated ResNet-50 (PAPER.md §5, `msp.models.presets`): deep stem 3→64→64→128 + max-pool, bottleneck stages
-[3, 4, 6, 3] of widths 64/128/256/512 (×4 out), strides (1, 2, 1, 1), dilations (1, 1, 2, 4): output stride 8.
+The backbone is the authors' dilated ResNet-50 (docs/method.md §13, `msp.models.presets`): deep stem 3→64→64→128
++ max-pool, bottleneck stages [3, 4, 6, 3] of widths 64/128/256/512 (×4 out), strides (1, 2, 1, 1), dilations
+(1, 1, 2, 4): output stride 8.
 For each pattern and group sparsity p, a fraction p of every conv's output groups is zeroed at random and the
 network is pruned with msp/export (heads are left out: the backbone is what sparsity acts on):
   independent  every conv draws its own dead channels, so a residual-stream channel survives unless it is dead

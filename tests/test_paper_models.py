@@ -18,8 +18,8 @@ from msp.train import build_meta_learner
 
 
 def _resnet50_convs(stem: str) -> dict[str, list[tuple[int, int, int, int]]]:
-  """Kernel shapes (kh, kw, I, O) of a ResNet-50 per part, written out from its description (PAPER.md §5, torchvision):
-  every stage's first block has a 1×1 projection shortcut, as its input width differs from 4·width."""
+  """Kernel shapes (kh, kw, I, O) of a ResNet-50 per part, written out from its description (docs/method.md §13,
+  torchvision): every stage's first block has a 1×1 projection shortcut, as its input width differs from 4·width."""
   if stem == "deep":
     parts, channels = {"stem": [(3, 3, 3, 64), (3, 3, 64, 64), (3, 3, 64, 128)]}, 128
   else:

@@ -15,9 +15,9 @@ Variants:  meta_sparsity, meta_sparsity_global, reference, budget (the default),
            `hair_skin3` (the authors' background/hair/skin). `paper`: the paper's network (the authors' dilated
            ResNet-D-50, ASPP and conv + pooled-MLP heads; `paper_torchvision`: torchvision-style backbone;
            configs/common.py `paper_model`). `tiny`: a few steps of a tiny net on 16² images.
-Tasks:     the authors' six attributes (PAPER.md §6): seen Male, Smiling; unseen Arched_Eyebrows, High_Cheekbones,
-           Big_Lips, Wearing_Lipstick. All 40 attributes are defined as tasks, so `--config.unseen_tasks` may name
-           any of them.
+Tasks:     the authors' six attributes (docs/method.md §14): seen Male, Smiling; unseen Arched_Eyebrows,
+           High_Cheekbones, Big_Lips, Wearing_Lipstick. All 40 attributes are defined as tasks, so
+           `--config.unseen_tasks` may name any of them.
 Data:      training images get a random zoom (1–1.2) and colour jitter; no flips, because a mirrored face swaps
            left and right parts (l_eye/r_eye, ...), which a flip of the label map alone would get wrong.
 """

@@ -12,7 +12,8 @@ from msp.sparsity import DEFAULT_INCLUDE
 
 
 def method_defaults() -> ml_collections.ConfigDict:
-  """The `sparsity`, `safeguards`, `budget`, `meta` and `optim` sections with msp's defaults (PAPER.md §2–§3)."""
+  """The `sparsity`, `safeguards`, `budget`, `meta` and `optim` sections with msp's defaults (docs/method.md
+  §2–§11)."""
   c = ml_collections.ConfigDict()
   c.sparsity = ml_collections.ConfigDict(dict(
       enabled=True, include=DEFAULT_INCLUDE, grouping="out_channel", weighting="sqrt_group_size",
@@ -33,7 +34,7 @@ def method_defaults() -> ml_collections.ConfigDict:
   return c
 
 
-# The method and its baselines (item 6 of the end-to-end issue), through the same scripts:
+# The method and its baselines (docs/method.md §12), through the same scripts:
 #   meta_sparsity         learned per-layer λ, first-order meta-gradient (exact at K = 1), inner prox
 #   meta_sparsity_global  the same with one λ for the whole backbone
 #   reference             the authors' prototype objective (no inner prox, λΩ(θ_K) in the outer loss)
@@ -128,7 +129,7 @@ def tiny_model(c: ml_collections.ConfigDict) -> None:
   c.adapt.batch_size = 4
 
 
-# Model modifiers every dataset config accepts: the paper's network with either backbone (PAPER.md §5).
+# Model modifiers every dataset config accepts: the paper's network with either backbone (docs/method.md §13).
 PAPER_MODIFIERS = {"paper": "resnet50_deep_dilated", "paper_torchvision": "resnet50_torchvision_dilated"}
 
 
@@ -139,7 +140,7 @@ def paper_model(c: ml_collections.ConfigDict, backbone: str = "resnet50_deep_dil
 
   Episodes run one after another in a loop (`meta.episode_loop=map`): at this size unrolling them gains no
   parallelism a device lacks, and the compiled step held 3.4–3.6× the memory and compiled slower (4 episodes, CPU:
-  first_order 5.6 vs 19.1 GiB, second_order 13.4 vs 48.7 GiB; see README, "Paper scale")."""
+  first_order 5.6 vs 19.1 GiB, second_order 13.4 vs 48.7 GiB; see docs/paper_scale.md)."""
   c.image_size = 256
   c.meta.episode_loop = "map"
   c.model.backbone = dict(BACKBONES[backbone])

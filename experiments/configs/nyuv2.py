@@ -1,4 +1,4 @@
-r"""Meta-sparsity on NYU-v2 (indoor scenes): seen segmentation, depth, normals; unseen edges (PAPER.md §6).
+r"""Meta-sparsity on NYU-v2 (indoor scenes): seen segmentation, depth, normals; unseen edges (docs/method.md §14).
 
 Command:   python experiments/meta_train.py --config=experiments/configs/nyuv2.py[:VARIANT[,LAYOUT][,paper][,tiny]] \
              --workdir=DIR --config.data.manual_dir=/path/to/download

@@ -7,8 +7,8 @@ Hardware:  2 CPU cores (no accelerator); the dataset builds once, in about 35 s.
 Runtime:   about 0.45 s per outer step after a 40 s compile: 600 steps in 5–6 min; `make quickstart` (this config's
            `budget` variant, evaluation and adaptation of the untrained and the trained network) about 10 min.
 Expected:  `budget`: group sparsity at its 50 % target (measured 50.0 %), segmentation, depth, normals and the
-           unseen edges clearly better than the untrained network (README, "Quickstart" and "What λ does on synthetic
-           scenes" give the measured tables).
+           unseen edges clearly better than the untrained network (the README's quickstart output and
+           docs/synthetic_variants.md give the measured tables).
 Variants: meta_sparsity, meta_sparsity_global, reference, budget (the default), maml, dense_mtl, fixed_lambda
 (described in experiments/configs/common.py); each combines with `tiny`, a few steps of a smaller net for tests.
 Seen tasks: segmentation (6 classes), depth, normals and two image attributes (camera looks down, checkered floor);

@@ -1,4 +1,4 @@
-"""Paper-scale task heads (PAPER.md §5): DeepLab-v3's ASPP dense head and the authors' conv + pooled-MLP head.
+"""Paper-scale task heads (docs/method.md §13): DeepLab-v3's ASPP dense head and the authors' conv + pooled-MLP head.
 
 Importing this module (the `msp.models` package does) registers both in `msp.models.heads.HEADS` ("aspp",
 "conv_pool_mlp"); a config chooses them per head role with `model.head_kinds` (see `msp.models.build_model`).

@@ -1,4 +1,4 @@
-"""Paper-scale backbones (PAPER.md §5) as `ResNet` fields, the form `config.model.backbone` takes.
+"""Paper-scale backbones (docs/method.md §13) as `ResNet` fields, the form `config.model.backbone` takes.
 
 resnet50_deep_dilated: the authors' dilated ResNet-D-50: deep stem of three 3×3 convs 3→64→64→128 + max-pool,
   bottleneck stages [3, 4, 6, 3] of widths 64/128/256/512 (×4 out), stage 3 dilation 2, stage 4 dilation 4 in every

@@ -1,4 +1,4 @@
-r"""Multi-task performance Δm of a run's results relative to a baseline's (Maninis et al. 2019; PAPER.md §7).
+r"""Multi-task performance Δm of a run's results relative to a baseline's (Maninis et al. 2019; docs/method.md §15.2).
 
   Δm = 100 · (1/T) Σ_t (1/M_t) Σ_{m of t} (−1)^{l_m} (M_m − M_b,m) / M_b,m,   l_m = 1 when lower is better,
 

@@ -1,4 +1,4 @@
-"""Streaming, mergeable evaluation metrics per task kind (PAPER.md §7).
+"""Streaming, mergeable evaluation metrics per task kind (docs/method.md §15.1).
 
 Each metric is a frozen dataclass with pure methods:
   `init() -> state`                       a dict of jnp arrays (counts, sums, histograms), all zeros;

@@ -1,0 +1,166 @@
+"""The README and docs/ say what the code does: their Python runs, their shown output is what the command prints,
+their links resolve inside the repository, and no tracked file points at material outside it."""
+import os
+import re
+import shlex
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+README = os.path.join(ROOT, "README.md")
+FENCE = re.compile(r"^```([\w-]*)[^\n]*\n(.*?)^```[ \t]*$", re.M | re.S)
+# Inline links and images, [text](target "title") / ![alt](target); HTML src= and href= attributes.
+MARKDOWN_LINK = re.compile(r"!?\[(?:[^\[\]]|\[[^\[\]]*\])*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
+HTML_LINK = re.compile(r"""(?:src|href)\s*=\s*["']([^"']+)["']""")
+EXTERNAL = re.compile(r"^(https?:|mailto:)")
+
+
+def _read(path: str) -> str:
+  with open(path, encoding="utf-8") as f:
+    return f.read()
+
+
+def _fenced_blocks(text: str, language: str) -> list[str]:
+  return [body for lang, body in FENCE.findall(text) if lang == language]
+
+
+def _git_files() -> list[str] | None:
+  """The tracked files (paths relative to the root, '/'-separated), or None outside a git checkout."""
+  try:
+    out = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
+  except (OSError, subprocess.CalledProcessError):
+    return None
+  return [name for name in out.decode("utf-8", "surrogateescape").split("\0") if name]
+
+
+def _tracked_files() -> list[str]:
+  files = _git_files()
+  if files is None:
+    pytest.skip("not a git checkout: the tracked files are unknown")
+  return files
+
+
+def _markdown_files() -> list[str]:
+  """README.md and every Markdown file under docs/ (tracked ones; every one outside a git checkout)."""
+  files = _git_files()
+  if files is None:
+    files = [os.path.relpath(os.path.join(d, f), ROOT).replace(os.sep, "/")
+             for d, _, names in os.walk(os.path.join(ROOT, "docs")) for f in names]
+  return ["README.md", *sorted(name for name in files if name.startswith("docs/") and name.endswith(".md"))]
+
+
+def _env() -> dict[str, str]:
+  env = dict(os.environ)
+  env["PYTHONPATH"] = os.pathsep.join([ROOT, *filter(None, [env.get("PYTHONPATH")])])
+  return env
+
+
+# ------------------------------------------------------------------------------------------------ Python blocks
+
+PYTHON_BLOCKS = _fenced_blocks(_read(README), "python")
+
+
+def test_the_readme_has_python_blocks():
+  assert PYTHON_BLOCKS, "README.md has no ```python block (the method-in-code example is expected)"
+
+
+@pytest.mark.parametrize("index", range(len(PYTHON_BLOCKS)))
+def test_readme_python_block_runs(index):
+  """Each block runs on its own in a fresh interpreter from the repository root (nothing defined elsewhere)."""
+  result = subprocess.run([sys.executable, "-c", PYTHON_BLOCKS[index]], cwd=ROOT, env=_env(), capture_output=True,
+                          text=True, timeout=600)
+  assert result.returncode == 0, f"README python block {index} failed:\n{result.stderr[-4000:]}"
+
+
+# ------------------------------------------------------------------------------------------------ shown output
+
+def test_readme_summary_output_is_what_the_command_prints():
+  """The paper-scale summary in the README: the shown command, run, prints exactly the lines shown below it."""
+  shown = [body for body in _fenced_blocks(_read(README), "")
+           if body.startswith("$ python -m msp.models.summary ")]
+  assert len(shown) == 1, "README.md should show one `$ python -m msp.models.summary ...` block"
+  command, _, expected = shown[0].partition("\n")
+  args = shlex.split(command[2:])
+  assert args[:3] == ["python", "-m", "msp.models.summary"]
+  result = subprocess.run([sys.executable, *args[1:]], cwd=ROOT, env=_env(), capture_output=True, text=True,
+                          timeout=600)
+  assert result.returncode == 0, result.stderr[-4000:]
+  printed = [line.rstrip() for line in result.stdout.strip("\n").split("\n")]
+  assert [line.rstrip() for line in expected.strip("\n").split("\n")] == printed
+
+
+# ------------------------------------------------------------------------------------------------ links
+
+def _slug(heading: str) -> str:
+  """GitHub's anchor of a heading: lower case, punctuation other than '-' and '_' dropped, spaces to '-'."""
+  return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def _anchors(text: str) -> set[str]:
+  text = FENCE.sub("", text)
+  slugs, seen = set(), {}
+  for heading in re.findall(r"^#{1,6}\s+(.+?)\s*#*\s*$", text, re.M):
+    slug = _slug(heading)
+    count = seen.get(slug, 0)
+    seen[slug] = count + 1
+    slugs.add(slug if count == 0 else f"{slug}-{count}")
+  return slugs
+
+
+def _links(text: str) -> list[str]:
+  """Link and image targets outside fenced blocks and inline code."""
+  prose = re.sub(r"`[^`\n]*`", "", FENCE.sub("", text))
+  return MARKDOWN_LINK.findall(prose) + HTML_LINK.findall(prose)
+
+
+@pytest.mark.parametrize("name", _markdown_files())
+def test_links_and_images_resolve_inside_the_repository(name):
+  """Every relative link or image points to a tracked file (or folder) of the repository, anchors to a heading;
+  nothing but public http(s) addresses points outside it."""
+  tracked = set(_tracked_files())
+  folders = {os.path.dirname(path) for path in tracked}
+  folders |= {os.path.dirname(folder) for folder in list(folders)}
+  source = os.path.join(ROOT, name)
+  text = _read(source)
+  problems = []
+  for target in _links(text):
+    if EXTERNAL.match(target):
+      continue
+    path, _, anchor = target.partition("#")
+    if re.match(r"^[a-z][a-z0-9+.-]*:", path):
+      problems.append(f"{target}: only http(s) and mailto addresses may leave the repository")
+      continue
+    resolved = os.path.normpath(os.path.join(os.path.dirname(source), path)) if path else source
+    relative = os.path.relpath(resolved, ROOT).replace(os.sep, "/")
+    if relative.startswith("../") or relative == "..":
+      problems.append(f"{target}: leaves the repository")
+    elif relative not in tracked and relative.rstrip("/") not in folders:
+      problems.append(f"{target}: {relative} is not a file of the repository")
+    elif anchor and relative.endswith(".md") and anchor not in _anchors(_read(resolved)):
+      problems.append(f"{target}: {relative} has no heading with anchor #{anchor}")
+  assert not problems, f"{name}:\n" + "\n".join(problems)
+
+
+def test_the_readme_links_its_docs_pages():
+  """Each docs page is reachable from the README."""
+  targets = {target.partition("#")[0] for target in _links(_read(README))}
+  pages = [name for name in _markdown_files() if name.startswith("docs/") and name.count("/") == 1]
+  assert pages and not [page for page in pages if page not in targets], targets
+
+
+# ------------------------------------------------------------------------------------------------ self-contained
+
+def test_no_tracked_file_refers_to_material_outside_the_repository():
+  """The project stands alone: no tracked file names the private notes it was built from."""
+  needles = [("PAPER" + ".md").encode(), (".." + "/shared").encode()]
+  offenders = []
+  for name in _tracked_files():
+    path = os.path.join(ROOT, name)
+    if not os.path.isfile(path):
+      continue
+    with open(path, "rb") as f:
+      data = f.read()
+    offenders += [f"{name}: {needle.decode()}" for needle in needles if needle in data]
+  assert not offenders, offenders
