@@ -10,7 +10,7 @@ export JAX_COMPILATION_CACHE_DIR ?= $(CURDIR)/.cache/jax
 # The CPU builds of torch (requirements-test.lock) live only on PyTorch's index; PyPI has the CUDA ones (several GB).
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 
-.PHONY: quickstart export test test-slow test-all benchmark lock clean
+.PHONY: quickstart export reports test test-slow test-all benchmark lock clean
 
 $(VENV)/.installed: requirements.lock setup.cfg
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,17 @@ quickstart: $(VENV)/.installed
 # The quickstart's network, physically pruned: artifact and report in runs/quickstart/export.
 export: $(VENV)/.installed
 	$(PY) experiments/export.py --workdir=runs/quickstart --out=runs/quickstart/export
+
+# Every report the README and docs/ quote, rerun from scratch into runs/reports/ (each records its commit and
+# command); about 2 h on 2 CPU cores, most of it the teacher-student λ report. docs/ keeps copies made this way.
+REPORTS := runs/reports
+reports: $(VENV)/.installed
+	rm -rf runs/quickstart_seeds runs/variants $(REPORTS)
+	$(PY) experiments/quickstart_seeds.py --seeds=0,1,2 --root=runs/quickstart_seeds --out=$(REPORTS)/quickstart_seeds
+	$(PY) experiments/export.py --workdir=runs/quickstart_seeds/seed0 --out=$(REPORTS)/export
+	$(PY) experiments/variants_report.py --root=runs/variants --out=$(REPORTS)/synthetic_variants
+	$(PY) -m data_pipelines.synthetic_scenes.preview --out=$(REPORTS)/synthetic_preview.png
+	$(PY) experiments/lambda_report.py --out=$(REPORTS)/lambda_report
 
 # Two workers, one test file each at a time (module fixtures are built once per file). `test` is the suite a
 # change must pass (under 10 minutes on 2 cores); `test-slow` the end-to-end and multi-device tests (CI runs both).

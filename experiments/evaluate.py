@@ -1,4 +1,4 @@
-r"""Evaluates the seen tasks of a meta-trained run (after adaptation, as it was trained) on the test split.
+r"""Scores the seen tasks of a meta-trained run by the evaluation protocol (`msp.train.evaluation`) on the test split.
 
 python experiments/evaluate.py --workdir=runs/budget [--step=N] [--split=test]
 
@@ -9,7 +9,7 @@ import os
 from absl import app, flags
 
 from experiments import common
-from msp.train.evaluation import evaluate_seen, results_table, sparsity_summary, write_results
+from msp.train.evaluation import describe_protocol, evaluate_seen, results_table, sparsity_summary, write_results
 from msp.train.run import open_run
 
 _CONFIG = common.define_optional_config()
@@ -27,9 +27,12 @@ def main(argv):
       split = _SPLIT.value or run.config.data.eval_split
       results = evaluate_seen(run, state, split)
       summary = sparsity_summary(run.learner, state)
-      table = results_table({f"step {step}": results}, run.learner.tasks) + "\n\n" + summary["table"]
+      protocol = describe_protocol(run.config)
+      table = (f"{split} split, {protocol}\n\n" + results_table({f"step {step}": results}, run.learner.tasks) +
+               "\n\n" + summary["table"])
       paths = write_results(os.path.join(run.workdir, "eval"), f"{split}_step{step}",
-                            {"step": step, "split": split, "results": results, "sparsity": summary}, table)
+                            {"step": step, "split": split, "protocol": protocol, "results": results,
+                             "sparsity": summary}, table)
       print(table)
       print(f"group sparsity {summary['group_sparsity_total']:.1%}, FLOPs kept {summary['flops_kept']:.1%}; "
             f"written to {', '.join(paths)}")

@@ -15,7 +15,7 @@ import pathlib
 import jax
 from absl import app, flags
 
-from experiments import common
+from experiments import common, reporting
 from msp.export import load
 from msp.export.artifact import serialize_inference, spec_dict, write_artifact
 from msp.export.prune import ExportError, check_exact, max_abs_differences, plan_pruning, prune
@@ -93,8 +93,9 @@ def main(argv):
       tolerance=_TOLERANCE.value, max_abs_difference=differences, exported_max_abs_difference=exported_differences,
       channels={conv: {"dense": plan.dense[conv], "kept": len(kept)} for conv, kept in plan.kept.items()},
       source=source)
-  table = report_markdown(report)
-  write_results(_OUT.value, "report", report, table)
+  provenance = reporting.provenance()
+  table = reporting.provenance_line(provenance) + "\n\n" + report_markdown(report)
+  write_results(_OUT.value, "report", {"provenance": provenance, **report}, table)
   print(f"exported {workdir} step {step} ({source['variables']}) to {_OUT.value}\n\n{table}")
 
 

@@ -1,7 +1,8 @@
 """What λ does: faithful meta-sparsity variants and budget mode on teacher–student data, fresh vs fixed data.
 
-python experiments/lambda_report.py --out=docs/lambda_report [--steps=2000] [--variants=a,b] [--regimes=fresh,fixed]
-python experiments/lambda_report.py --out=docs/lambda_report --summarize   # table + plot from saved runs
+python experiments/lambda_report.py [--out=runs/reports/lambda_report] [--steps=2000] [--variants=a,b]
+    [--regimes=fresh,fixed]
+python experiments/lambda_report.py [--out=...] --summarize   # table + plot from saved runs
 
 Each run saves <out>/<regime>_<variant>.json (λ per layer over the steps, final sparsity per layer, FLOPs kept,
 test MSE after adaptation); --summarize writes <out>/report.md and <out>/lambda_trajectories.png.
@@ -14,6 +15,7 @@ import os
 import numpy as np
 from absl import app, flags
 
+from experiments import reporting
 from experiments.configs import teacher_student
 from experiments.teacher_student import adapted_test_mse, train
 
@@ -29,7 +31,7 @@ VARIANTS = {
 }
 REGIMES = {"fresh": None, "fixed": 128}  # pool size: None draws fresh examples every step
 
-_OUT = flags.DEFINE_string("out", "docs/lambda_report", "Output folder.")
+_OUT = flags.DEFINE_string("out", "runs/reports/lambda_report", "Output folder.")
 _STEPS = flags.DEFINE_integer("steps", 2000, "Outer steps per run.")
 _VARIANTS = flags.DEFINE_list("variants", list(VARIANTS), "Variants to run.")
 _REGIMES = flags.DEFINE_list("regimes", list(REGIMES), "Data regimes to run.")
@@ -37,7 +39,10 @@ _SUMMARIZE = flags.DEFINE_bool("summarize", False, "Only write the table and plo
 
 
 def slug(regime: str, variant: str) -> str:
-  return f"{regime}_{''.join(ch if ch.isalnum() else '_' for ch in variant)}"
+  """An ASCII file name for a run: `fresh_budget_50`, `fixed_dense_lambda_0`."""
+  ascii_name = variant.replace("λ", "lambda").encode("ascii", "ignore").decode()
+  words = "".join(ch if ch.isalnum() else " " for ch in ascii_name).split()
+  return "_".join([regime, *words])
 
 
 def run(variant: str, regime: str, steps: int) -> dict:
@@ -78,8 +83,7 @@ def summarize(out: str) -> None:
     lines.append(f"| {regime} | {variant} | {lam} | {', '.join(map(str, r['alive_channels']))} "
                  f"| {r['final_group_sparsity']:.1%} | {r['param_sparsity']:.1%} | {r['flops_kept']:.1%} "
                  f"| {r['test_mse']:.3f} |")
-  with open(os.path.join(out, "report.md"), "w") as f:
-    f.write("\n".join(lines) + "\n")
+  reporting.write_report(out, "\n".join(lines), {"runs": list(runs.values())})
   print("\n".join(lines))
 
   shown = [v for v in VARIANTS if v != "dense (λ = 0)"]
@@ -111,7 +115,7 @@ def main(argv):
     for regime, variant in itertools.product(_REGIMES.value, _VARIANTS.value):
       if variant not in VARIANTS or regime not in REGIMES:
         raise app.UsageError(f"unknown variant {variant!r} or regime {regime!r}")
-      result = run(variant, regime, _STEPS.value)
+      result = {**run(variant, regime, _STEPS.value), "provenance": reporting.provenance()}
       with open(os.path.join(_OUT.value, slug(regime, variant) + ".json"), "w") as f:
         json.dump(result, f)
       print(f"{regime:6s} {variant:14s} sparsity {result['final_group_sparsity']:.1%} "

@@ -1,13 +1,14 @@
 r"""What λ does on synthetic scenes: every baseline and meta-sparsity variant, trained, evaluated and compared.
 
-python experiments/variants_report.py --root=runs/variants --out=docs/synthetic_report [--variants=a,b] [--steps=N]
+python experiments/variants_report.py [--root=runs/variants] [--out=runs/reports/synthetic_variants]
+    [--variants=a,b] [--steps=N]
 
 Each variant of experiments/configs/synthetic.py is meta-trained in ROOT/<variant> (resuming when it has a
-checkpoint) and evaluated on the test split after adaptation. Writes OUT/report.md (final λ per layer, group and
-parameter sparsity, FLOPs kept, each seen task's headline metric), OUT/lambda_trajectories.png (λ per layer over the
-outer steps) and OUT/results.json. Runtime on 2 CPU cores: see the README section it feeds.
+checkpoint) and scored on the test split by the evaluation protocol (`msp.train.evaluation`). Writes OUT/report.md
+(the commit and command that made it; final λ per layer, group and parameter sparsity, FLOPs kept, each seen task's
+headline metric), OUT/lambda_trajectories.png (λ and alive channels per layer over the outer steps) and
+OUT/results.json. Runtime on 2 CPU cores: about 40 min for the seven variants (docs/synthetic_variants.md).
 """
-import json
 import os
 
 import matplotlib
@@ -17,14 +18,15 @@ from absl import app, flags
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
 
-from experiments import common  # noqa: E402
+from experiments import common, reporting  # noqa: E402
 from experiments.configs import synthetic  # noqa: E402
-from msp.train.evaluation import evaluate_seen, sparsity_summary  # noqa: E402
+from msp.train.evaluation import conventions, describe_protocol, evaluate_seen, sparsity_summary  # noqa: E402
 from msp.train.run import open_run, train  # noqa: E402
 from msp.train.writer import read_jsonl  # noqa: E402
 
 _ROOT = flags.DEFINE_string("root", "runs/variants", "Folder of the variants' workdirs.")
-_OUT = flags.DEFINE_string("out", "docs/synthetic_report", "Folder for the report, plot and JSON.")
+_OUT = flags.DEFINE_string("out", os.path.join(reporting.REPORTS_ROOT, "synthetic_variants"),
+                           "Folder for the report, plot and JSON.")
 _VARIANTS = flags.DEFINE_list("variants", list(synthetic.VARIANTS), "Variants to run, from synthetic.VARIANTS.")
 _STEPS = flags.DEFINE_integer("steps", None, "Outer steps per run (default: the config's).")
 
@@ -48,8 +50,11 @@ def run_variant(variant: str, workdir: str, steps: int | None) -> dict:
   names = run.learner.spec.names
   trajectory = {"step": [r["step"] for r in records],
                 "lambda": [[r[f"lambda/{n}"] for n in names] for r in records],
+                "alive": [[r[f"alive_channels/{n}"] for n in names] for r in records],
                 "group_sparsity": [r["group_sparsity_total"] for r in records]}
-  return {"variant": variant, "layers": list(names), "headline": headline, "results": results,
+  return {"variant": variant, "layers": list(names), "num_groups": [layer.num_groups for layer in run.learner.spec.layers],
+          "headline": headline, "results": results, "protocol": describe_protocol(config),
+          "conventions": conventions(run.learner.tasks),
           "summary": {k: v for k, v in summary.items() if k != "table"}, "trajectory": trajectory}
 
 
@@ -86,13 +91,10 @@ def plot(rows: list[dict], path: str) -> None:
 
 def main(argv):
   common.start(argv)
-  os.makedirs(_OUT.value, exist_ok=True)
   rows = [run_variant(v, os.path.join(_ROOT.value, v), _STEPS.value) for v in _VARIANTS.value]
-  with open(os.path.join(_OUT.value, "results.json"), "w", encoding="utf-8") as f:
-    json.dump(rows, f, indent=1, default=float)
-  table = report(rows)
-  with open(os.path.join(_OUT.value, "report.md"), "w", encoding="utf-8") as f:
-    f.write(table + "\n")
+  table = (f"synthetic scenes, test split; {rows[0]['protocol']}\n\n" + report(rows) + "\n\n" +
+           rows[0]["conventions"])
+  reporting.write_report(_OUT.value, table, {"variants": rows})
   plot(rows, os.path.join(_OUT.value, "lambda_trajectories.png"))
   print(table)
 

@@ -159,19 +159,28 @@ def eval_batches(source, targets, config) -> tuple[Any, int]:
                            prefetch_buffer_size=config.data.prefetch)), math.ceil(len(source) / size)
 
 
+def shown_metrics(tasks: Sequence[Task]) -> list[tuple[str, str, bool]]:
+  """(task name, metric name, higher is better) of every metric a results table shows for `tasks`, in order;
+  per-entry metrics (`accuracy/3`) stay in the JSON only."""
+  return [(task.name, metric, better) for task in tasks for metric, better in task.metric.higher_is_better.items()
+          if "/" not in metric]
+
+
+def conventions(tasks: Sequence[Task]) -> str:
+  """The metric conventions of `tasks`, one markdown bullet per distinct convention (printed under tables)."""
+  return "\n".join(f"- {c}" for c in dict.fromkeys(task.metric.convention for task in tasks))
+
+
 def results_table(columns: dict[str, Results], tasks: Sequence[Task]) -> str:
   """Markdown table: a row per (task, metric) that some column has, a column per named Results; ↑/↓ marks the
-  direction in which the metric is better. Per-entry metrics (`accuracy/3`) stay in the JSON only."""
+  direction in which the metric is better; the tasks' metric conventions follow as bullets."""
   lines = ["| task | metric | " + " | ".join(columns) + " |", "|---|---|" + "---|" * len(columns)]
-  for task in tasks:
-    for metric, better in task.metric.higher_is_better.items():
-      if "/" in metric:
-        continue
-      values = [col.get(task.name, {}).get(metric) for col in columns.values()]
-      if all(v is None for v in values):
-        continue
-      lines.append(f"| {task.name} | {metric} {'↑' if better else '↓'} | " + " | ".join(map(_format, values)) + " |")
-  return "\n".join(lines)
+  for task, metric, better in shown_metrics(tasks):
+    values = [col.get(task, {}).get(metric) for col in columns.values()]
+    if all(v is None for v in values):
+      continue
+    lines.append(f"| {task} | {metric} {'↑' if better else '↓'} | " + " | ".join(map(_format, values)) + " |")
+  return "\n".join(lines) + "\n\n" + conventions(tasks)
 
 
 def sparsity_summary(learner: MetaLearner, state: MetaTrainState) -> dict:

@@ -1,0 +1,54 @@
+"""Provenance for reports: every report says which commit and which exact command produced it.
+
+A number in the README is a claim that the code prints it; `make reports` reruns every report the README quotes,
+and each report's header (`provenance_line`) names the commit (with `+uncommitted changes` when the tree was dirty),
+the command line, the machine and the date, so a reader can rerun exactly what made it.
+"""
+import datetime
+import json
+import os
+import shlex
+import subprocess
+import sys
+
+from msp.export.report import machine
+
+REPORTS_ROOT = "runs/reports"
+
+
+def _git(*args: str) -> str:
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  try:
+    return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
+  except (OSError, subprocess.CalledProcessError):
+    return ""
+
+
+def provenance() -> dict[str, str]:
+  """{"commit": hash or "unknown", "dirty": "yes"/"no", "command": the command line as typed, "machine", "date"}."""
+  commit = _git("rev-parse", "HEAD") or "unknown"
+  dirty = bool(_git("status", "--porcelain", "--untracked-files=no"))
+  return {"commit": commit, "dirty": "yes" if dirty else "no",
+          "command": shlex.join(["python", *sys.argv]), "machine": machine(),
+          "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
+
+
+def provenance_line(p: dict[str, str]) -> str:
+  """Markdown: `Made by `COMMAND` at commit abc1234 (+uncommitted changes) on MACHINE, DATE.`"""
+  dirty = " (+uncommitted changes)" if p["dirty"] == "yes" else ""
+  return f"Made by `{p['command']}` at commit {p['commit'][:10]}{dirty} on {p['machine']}, {p['date']}."
+
+
+def write_report(out: str, markdown: str, payload: dict) -> dict[str, str]:
+  """Writes OUT/report.md (provenance line, then `markdown`) and OUT/results.json (payload + provenance); returns
+  the provenance. Refuses to write into the repository's docs/ (copies there are made by hand, on purpose)."""
+  docs = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs")
+  if os.path.abspath(out).startswith(docs + os.sep) or os.path.abspath(out) == docs:
+    raise ValueError(f"--out={out} lies in docs/: reports write under runs/ (copy them into docs/ deliberately)")
+  os.makedirs(out, exist_ok=True)
+  p = provenance()
+  with open(os.path.join(out, "report.md"), "w", encoding="utf-8") as f:
+    f.write(provenance_line(p) + "\n\n" + markdown.rstrip() + "\n")
+  with open(os.path.join(out, "results.json"), "w", encoding="utf-8") as f:
+    json.dump({"provenance": p, **payload}, f, indent=1, default=float)
+  return p
