@@ -56,6 +56,7 @@ def seeds_table(per_seed: list[dict], part: str, tasks) -> tuple[str, dict[str, 
 
 def main(argv):
   common.start(argv)
+  started = reporting.provenance()
   seeds = [int(s) for s in _SEEDS.value]
   per_seed = []
   with common.clear_errors():
@@ -81,7 +82,8 @@ def main(argv):
   details = "\n\n".join(f"### seed {seed}\n\n```\n{r['table']}\n```" for seed, r in zip(seeds, per_seed))
   reporting.write_report(_OUT.value, text + "\n\n## Each seed's quickstart table\n\n" + details,
                          {"seeds": seeds, "wins": wins, "every_task_beats_untrained": every,
-                          "per_seed": [{k: r[k] for k in ("seen", "unseen", "summary")} for r in per_seed]})
+                          "per_seed": [{k: r[k] for k in ("seen", "unseen", "summary")} for r in per_seed]},
+                         started)
   print("\n" + text + f"\n\nwritten to {_OUT.value}")
 
 

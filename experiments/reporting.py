@@ -39,14 +39,15 @@ def provenance_line(p: dict[str, str]) -> str:
   return f"Made by `{p['command']}` at commit {p['commit'][:10]}{dirty} on {p['machine']}, {p['date']}."
 
 
-def write_report(out: str, markdown: str, payload: dict) -> dict[str, str]:
+def write_report(out: str, markdown: str, payload: dict, started: dict[str, str] | None = None) -> dict[str, str]:
   """Writes OUT/report.md (provenance line, then `markdown`) and OUT/results.json (payload + provenance); returns
-  the provenance. Refuses to write into the repository's docs/ (copies there are made by hand, on purpose)."""
+  the provenance: `started` (take `provenance()` when the work starts: the tree may change while a long report
+  runs), else the provenance now. Refuses to write into the repository's docs/ (copies there are made by hand)."""
   docs = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs")
   if os.path.abspath(out).startswith(docs + os.sep) or os.path.abspath(out) == docs:
     raise ValueError(f"--out={out} lies in docs/: reports write under runs/ (copy them into docs/ deliberately)")
   os.makedirs(out, exist_ok=True)
-  p = provenance()
+  p = started or provenance()
   with open(os.path.join(out, "report.md"), "w", encoding="utf-8") as f:
     f.write(provenance_line(p) + "\n\n" + markdown.rstrip() + "\n")
   with open(os.path.join(out, "results.json"), "w", encoding="utf-8") as f:

@@ -91,10 +91,11 @@ def plot(rows: list[dict], path: str) -> None:
 
 def main(argv):
   common.start(argv)
+  started = reporting.provenance()
   rows = [run_variant(v, os.path.join(_ROOT.value, v), _STEPS.value) for v in _VARIANTS.value]
   table = (f"synthetic scenes, test split; {rows[0]['protocol']}\n\n" + report(rows) + "\n\n" +
            rows[0]["conventions"])
-  reporting.write_report(_OUT.value, table, {"variants": rows})
+  reporting.write_report(_OUT.value, table, {"variants": rows}, started)
   plot(rows, os.path.join(_OUT.value, "lambda_trajectories.png"))
   print(table)
 
