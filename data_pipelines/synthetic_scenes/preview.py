@@ -1,0 +1,50 @@
+"""Draws the first examples of a synthetic_scenes split with their ground truth (experiments.plots.synthetic_preview).
+
+python -m data_pipelines.synthetic_scenes.preview --out=runs/reports/synthetic_preview.png [--num=4] [--split=train]
+    [--config=res64] [--data_dir=DIR]
+
+The dataset is opened as training does (`data_pipelines.datasets.open_dataset`): from --data_dir, else $TFDS_DATA_DIR,
+else ~/tensorflow_datasets, rendered there first if it is not built yet. Only --out is written.
+"""
+import os
+
+import ml_collections
+from absl import app, flags
+
+from data_pipelines import datasets
+from data_pipelines.synthetic_scenes.builder import SyntheticScenes
+
+_OUT = flags.DEFINE_string("out", "runs/reports/synthetic_preview.png", "PNG to write (its folder is created).")
+_NUM = flags.DEFINE_integer("num", 4, "Examples to draw: the first NUM of the split, one row each.")
+_SPLIT = flags.DEFINE_enum("split", "train", ["train", "validation", "test"], "Split to draw from.")
+_CONFIG = flags.DEFINE_enum("config", "res64", sorted(SyntheticScenes.builder_configs), "Dataset config.")
+_DATA_DIR = flags.DEFINE_string("data_dir", None, "tfds data directory (default: $TFDS_DATA_DIR or "
+                                "~/tensorflow_datasets).")
+
+
+def preview(out: str, num: int = 4, split: str = "train", config: str = "res64", data_dir: str | None = None,
+            overrides: dict | None = None):
+  """Writes the preview of the first `num` examples of `split` to `out` and returns the Figure; `overrides` are
+  SyntheticScenesConfig fields replacing the config's (as `config.data.overrides`; e.g. a small test dataset)."""
+  from experiments import plots  # matplotlib is needed only here
+
+  if num < 1:
+    raise ValueError(f"--num must be at least 1, got {num}")
+  dataset = datasets.open_dataset(ml_collections.ConfigDict(
+      {"name": "synthetic_scenes", "config": config, "data_dir": data_dir, "overrides": overrides}))
+  source = dataset.source(split)
+  examples = [source[i] for i in range(min(num, len(source)))]
+  class_names = dataset.builder.info.metadata["class_names"]
+  os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+  return plots.synthetic_preview(examples, class_names, out)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  preview(_OUT.value, _NUM.value, _SPLIT.value, _CONFIG.value, _DATA_DIR.value)
+  print(f"wrote {_OUT.value}")
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,182 @@
+"""experiments/plots.py: sizes of the PNGs, labels, shared ranges, legends and input checks; the preview command."""
+import re
+
+import numpy as np
+import pytest
+from matplotlib import image as mpimg
+from matplotlib.colors import to_rgba
+
+from experiments import plots
+
+LAYERS = ["backbone/stage0_conv1"] + [f"backbone/stage{s}_block0/conv{c}" for s in (1, 2, 3) for c in (1, 2, 3)]
+GROUPS = np.array([16, 16, 16, 32, 32, 32, 64, 64, 64, 128])
+CLASS_NAMES = ("floor", "wall", "ceiling", "box", "sphere", "cylinder")
+
+
+def _panel(title, layers=LAYERS, groups=GROUPS, steps=30, dense=False, seed=0):
+  rng = np.random.default_rng(seed)
+  s, l = steps, len(layers)
+  lam = 1e-4 * 10 ** (3 * np.linspace(0, 1, s)[:, None] * rng.uniform(0.5, 1.5, l)[None])
+  alive = np.minimum.accumulate((groups * np.linspace(1, 0.3, s)[:, None]).astype(int), axis=0)
+  return {"title": title, "steps": np.arange(s) * 10, "layers": list(layers), "lambda": None if dense else lam,
+          "alive": np.tile(groups, (s, 1)) if dense else alive, "num_groups": np.asarray(groups)}
+
+
+def _pixels(path):
+  """(height, width) of the PNG at `path`."""
+  return mpimg.imread(path).shape[:2]
+
+
+def _expected_pixels(fig):
+  width, height = fig.get_size_inches() * plots.DPI
+  return round(height), round(width)
+
+
+def _visible_axes(fig):
+  return [ax for ax in fig.axes if ax.get_visible()]
+
+
+def _normalise(text):
+  return re.sub(r"\s+", " ", text).strip()
+
+
+def test_lambda_and_alive_layout_labels_and_size(tmp_path):
+  path = tmp_path / "lambda.png"
+  panels = [_panel("dense", dense=True), _panel("first order", seed=1), _panel("budget 50 %", seed=2)]
+  fig = plots.lambda_and_alive(panels, str(path), suptitle="λ over training")
+
+  assert _pixels(path) == _expected_pixels(fig)
+  assert 830 <= _pixels(path)[1] <= plots.MAX_WIDTH_IN * plots.DPI  # fills a README column without shrinking much
+  axes = _visible_axes(fig)
+  assert len(axes) == 6
+  lam_axes = [ax for ax in axes if ax.get_yscale() == "log"]
+  alive_axes = [ax for ax in axes if ax.get_yscale() == "linear"]
+  assert len(lam_axes) == len(alive_axes) == 3
+  assert [_normalise(ax.get_title()) for ax in lam_axes] == ["dense", "first order", "budget 50 %"]
+  assert lam_axes[0].get_ylabel() == "λ (penalty strength)"
+  assert alive_axes[0].get_ylabel() == "alive channels (fraction of layer)"
+  assert all(ax.get_xlabel() == "outer step" for ax in alive_axes)
+  # Every row shares its y-range: the λ axes one log range covering all λ values, the alive axes 0–1.05.
+  assert len({ax.get_ylim() for ax in lam_axes}) == 1
+  low, high = lam_axes[0].get_ylim()
+  all_lambda = np.concatenate([p["lambda"].ravel() for p in panels[1:]])
+  assert low <= all_lambda.min() and all_lambda.max() <= high
+  assert all(ax.get_ylim() == pytest.approx((0, 1.05)) for ax in alive_axes)
+  # Alive is drawn as a fraction of the layer's channels.
+  fractions = np.concatenate([line.get_ydata() for line in alive_axes[1].get_lines()])
+  assert fractions.max() <= 1 and fractions.min() == pytest.approx(min(panels[1]["alive"][-1] / GROUPS))
+  # The dense panel says so and draws no λ.
+  assert not lam_axes[0].get_lines()
+  assert any(t.get_text() == "no sparsity (λ = 0)" for t in lam_axes[0].texts)
+  assert fig.get_suptitle() == "λ over training"
+
+
+def test_lambda_and_alive_has_one_legend_naming_every_layer(tmp_path):
+  fig = plots.lambda_and_alive([_panel("a"), _panel("b", seed=1)], str(tmp_path / "lambda.png"))
+  assert len(fig.legends) == 1
+  assert all(ax.get_legend() is None for ax in fig.axes)
+  texts = [t.get_text() for t in fig.legends[0].get_texts()]
+  assert texts == [name.removeprefix("backbone/") for name in LAYERS]
+
+
+def test_lambda_and_alive_keeps_a_layers_colour_across_panels(tmp_path):
+  reordered = LAYERS[::-1]
+  panels = [_panel("a"), _panel("b", layers=reordered, groups=GROUPS[::-1])]
+  fig = plots.lambda_and_alive(panels, str(tmp_path / "lambda.png"))
+  lam_axes = [ax for ax in _visible_axes(fig) if ax.get_yscale() == "log"]
+  colours = [[to_rgba(line.get_color()) for line in ax.get_lines()] for ax in lam_axes]
+  assert colours[1] == colours[0][::-1]
+  assert len(set(colours[0])) == len(LAYERS)  # ten layers, ten colours
+
+
+def test_lambda_and_alive_varies_line_style_beyond_ten_layers(tmp_path):
+  layers = [f"backbone/layer{i}" for i in range(14)]
+  fig = plots.lambda_and_alive([_panel("many", layers=layers, groups=np.full(14, 8))], str(tmp_path / "l.png"))
+  handles = fig.legends[0].legend_handles
+  styles = {(to_rgba(h.get_color()), h.get_linestyle()) for h in handles}
+  assert len(styles) == 14
+
+
+def test_lambda_and_alive_wraps_many_panels_within_the_width(tmp_path):
+  path = tmp_path / "lambda.png"
+  fig = plots.lambda_and_alive([_panel(f"run {i}", seed=i) for i in range(6)], str(path))
+  assert _pixels(path) == _expected_pixels(fig)
+  assert _pixels(path)[1] <= plots.MAX_WIDTH_IN * plots.DPI
+  axes = _visible_axes(fig)
+  assert len(axes) == 12
+  assert len({round(ax.get_position().y0, 3) for ax in axes}) == 4  # two rows of (λ above alive)
+  lam_axes = [ax for ax in axes if ax.get_yscale() == "log"]
+  assert len({ax.get_ylim() for ax in lam_axes}) == 1
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("lambda", np.ones((30, 9)), "lambda has shape"),
+    ("alive", np.ones((29, 10), int), "alive has shape"),
+    ("num_groups", np.ones(3, int), "num_groups has shape"),
+    ("steps", np.arange(31), "lambda has shape"),
+])
+def test_lambda_and_alive_rejects_mismatched_shapes_naming_the_panel(tmp_path, key, value, message):
+  bad = {**_panel("second run", seed=1), key: value}
+  with pytest.raises(ValueError, match=rf"panel 1 \('second run'\).*{message}"):
+    plots.lambda_and_alive([_panel("first run"), bad], str(tmp_path / "bad.png"))
+  assert not (tmp_path / "bad.png").exists()
+
+
+def _example(seed):
+  rng = np.random.default_rng(seed)
+  h, w = 24, 32
+  normals = rng.standard_normal((h, w, 3))
+  return {"image": rng.integers(0, 256, (h, w, 3), dtype=np.uint8),
+          "segmentation": rng.integers(0, len(CLASS_NAMES), (h, w)),
+          "depth": rng.uniform(1 + seed, 3 + seed, (h, w)).astype(np.float32),
+          "normals": normals / np.linalg.norm(normals, axis=-1, keepdims=True),
+          "edges": rng.integers(0, 2, (h, w), dtype=np.uint8)}
+
+
+def test_synthetic_preview_grid_key_and_size(tmp_path):
+  path = tmp_path / "preview.png"
+  examples = [_example(i) for i in range(3)]
+  fig = plots.synthetic_preview(examples, CLASS_NAMES, str(path))
+
+  assert _pixels(path) == _expected_pixels(fig)
+  assert _pixels(path)[1] <= plots.MAX_WIDTH_IN * plots.DPI
+  grid = [ax for ax in fig.axes if ax.get_images() and not ax.get_xticks().size and not ax.get_yticks().size]
+  assert len(grid) == 3 * 5  # row-major: one row per example
+  assert [_normalise(ax.get_title()) for ax in grid[:5]] == [
+      "image", "segmentation", "depth (m)", "normals (x,y,z → RGB)", "edges"]
+  assert not any(ax.get_title() for ax in grid[5:])
+  # Class key: every class name, in order, as coloured patches.
+  legends = [ax.get_legend() for ax in fig.axes if ax.get_legend() is not None]
+  assert len(legends) == 1
+  assert [t.get_text() for t in legends[0].get_texts()] == list(CLASS_NAMES)
+  # Depth: one colour range for all rows, the colour bar labelled in metres and spanning it.
+  depth_images = [ax.get_images()[0] for ax in grid[2::5]]
+  assert len({im.get_clim() for im in depth_images}) == 1
+  assert depth_images[0].get_clim() == pytest.approx((min(e["depth"].min() for e in examples),
+                                                      max(e["depth"].max() for e in examples)))
+  bars = [ax for ax in fig.axes if ax.get_xlabel() == "depth (m)"]
+  assert len(bars) == 1
+  # Normals as (n + 1) / 2; edges black (0 in gray_r is white) on white.
+  np.testing.assert_allclose(grid[3].get_images()[0].get_array(), (examples[0]["normals"] + 1) / 2, atol=1e-6)
+  assert grid[4].get_images()[0].get_cmap().name == "gray_r"
+
+
+def test_synthetic_preview_rejects_mismatched_maps_naming_the_example(tmp_path):
+  bad = {**_example(1), "depth": np.ones((24, 31))}
+  with pytest.raises(ValueError, match=r"example 1: depth has shape"):
+    plots.synthetic_preview([_example(0), bad], CLASS_NAMES, str(tmp_path / "bad.png"))
+  with pytest.raises(ValueError, match="example 0: image"):
+    plots.synthetic_preview([{**_example(0), "image": np.zeros((24, 32))}], CLASS_NAMES, str(tmp_path / "bad.png"))
+
+
+def test_preview_command_draws_the_dataset(tmp_path):
+  from data_pipelines.synthetic_scenes import CLASS_NAMES as dataset_classes
+  from data_pipelines.synthetic_scenes import preview
+
+  out = tmp_path / "nested" / "preview.png"
+  fig = preview.preview(str(out), num=2, data_dir=str(tmp_path / "data"),
+                        overrides=dict(resolution=32, num_train=2, num_validation=0, num_test=0))
+  assert _pixels(out) == _expected_pixels(fig)
+  legend = next(ax.get_legend() for ax in fig.axes if ax.get_legend() is not None)
+  assert [t.get_text() for t in legend.get_texts()] == list(dataset_classes)
+  assert len([ax for ax in fig.axes if ax.get_images()]) == 2 * 5
