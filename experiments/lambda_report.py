@@ -4,8 +4,9 @@ python experiments/lambda_report.py [--out=runs/reports/lambda_report] [--steps=
     [--regimes=fresh,fixed]
 python experiments/lambda_report.py [--out=...] --summarize   # table + plot from saved runs
 
-Each run saves <out>/<regime>_<variant>.json (λ per layer over the steps, final sparsity per layer, FLOPs kept,
-test MSE after adaptation); --summarize writes <out>/report.md and <out>/lambda_trajectories.png.
+Each run saves <out>/<regime>_<variant>.json (λ and alive channels per layer over the steps, final sparsity per
+layer, FLOPs kept, test MSE by the evaluation protocol, the commit and command); --summarize (also done after the
+runs) writes <out>/report.md, results.json and lambda_trajectories_<regime>.png.
 Runtime on 2 CPU cores: about 3–4 min per first-order run and 9 min per second-order run of 2000 steps.
 """
 import itertools
@@ -15,7 +16,7 @@ import os
 import numpy as np
 from absl import app, flags
 
-from experiments import reporting
+from experiments import plots, reporting
 from experiments.configs import teacher_student
 from experiments.teacher_student import adapted_test_mse, train
 
@@ -58,6 +59,8 @@ def run(variant: str, regime: str, steps: int) -> dict:
       "layers": list(learner.spec.names), "teacher_alive": list(config.teacher.alive_per_layer),
       "lambda": [h["lambda"].tolist() for h in history],
       "group_sparsity_total": [float(h["group_sparsity_total"]) for h in history],
+      "alive": [np.asarray(h["alive_channels"]).tolist() for h in history],
+      "num_groups": [layer.num_groups for layer in learner.spec.layers],
       "alive_channels": last["alive_channels"].tolist(),
       "final_group_sparsity": float(last["group_sparsity_total"]),
       "param_sparsity": float(last["param_sparsity"]), "flops_kept": float(last["flops_kept"]),
@@ -65,11 +68,9 @@ def run(variant: str, regime: str, steps: int) -> dict:
   }
 
 
-def summarize(out: str) -> None:
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-
+def summarize(out: str, started: dict | None = None) -> None:
+  """OUT/report.md (one row per saved run) and OUT/lambda_trajectories_<regime>.png (λ and alive channels per layer
+  over the steps, one panel per variant) from the runs saved in OUT."""
   runs = {}
   for regime, variant in itertools.product(REGIMES, VARIANTS):
     path = os.path.join(out, slug(regime, variant) + ".json")
@@ -83,33 +84,21 @@ def summarize(out: str) -> None:
     lines.append(f"| {regime} | {variant} | {lam} | {', '.join(map(str, r['alive_channels']))} "
                  f"| {r['final_group_sparsity']:.1%} | {r['param_sparsity']:.1%} | {r['flops_kept']:.1%} "
                  f"| {r['test_mse']:.3f} |")
-  reporting.write_report(out, "\n".join(lines), {"runs": list(runs.values())})
+  reporting.write_report(out, "\n".join(lines), {"runs": list(runs.values())}, started)
   print("\n".join(lines))
-
-  shown = [v for v in VARIANTS if v != "dense (λ = 0)"]
-  fig, axes = plt.subplots(2, len(shown), figsize=(3.2 * len(shown), 6), sharex=True, sharey="row", squeeze=False)
-  for row, regime in enumerate(REGIMES):
-    for col, variant in enumerate(shown):
-      ax = axes[row, col]
-      r = runs.get((regime, variant))
-      if r is None:
-        ax.set_visible(False)
-        continue
-      lam = np.asarray(r["lambda"])
-      for i, name in enumerate(r["layers"]):
-        ax.plot(r["steps"], lam[:, i], label=name.replace("backbone/", ""))
-      ax.set_yscale("log")
-      ax.set_title(f"{variant} — {regime}\nfinal sparsity {r['final_group_sparsity']:.0%}", fontsize=9)
-      ax.set_xlabel("outer step")
-      if col == 0:
-        ax.set_ylabel("λ per layer")
-  axes[0, 0].legend(fontsize=7)
-  fig.tight_layout()
-  fig.savefig(os.path.join(out, "lambda_trajectories.png"), dpi=90)
+  for regime in REGIMES:
+    panels = [{"title": f"{variant} ({r['final_group_sparsity']:.0%} sparse)", "steps": r["steps"],
+               "layers": r["layers"], "lambda": None if variant == "dense (λ = 0)" else r["lambda"],
+               "alive": r["alive"], "num_groups": r["num_groups"]}
+              for (reg, variant), r in runs.items() if reg == regime]
+    if panels:
+      plots.lambda_and_alive(panels, os.path.join(out, f"lambda_trajectories_{regime}.png"),
+                             f"teacher–student, {regime} data: λ and alive channels per layer")
 
 
 def main(argv):
   del argv
+  started = reporting.provenance()
   os.makedirs(_OUT.value, exist_ok=True)
   if not _SUMMARIZE.value:
     for regime, variant in itertools.product(_REGIMES.value, _VARIANTS.value):
@@ -120,7 +109,7 @@ def main(argv):
         json.dump(result, f)
       print(f"{regime:6s} {variant:14s} sparsity {result['final_group_sparsity']:.1%} "
             f"FLOPs kept {result['flops_kept']:.1%} test MSE {result['test_mse']:.3f}", flush=True)
-  summarize(_OUT.value)
+  summarize(_OUT.value, started)
 
 
 if __name__ == "__main__":

@@ -9,26 +9,24 @@ checkpoint) and scored on the test split by the evaluation protocol (`msp.train.
 headline metric), OUT/lambda_trajectories.png (λ and alive channels per layer over the outer steps) and
 OUT/results.json. Runtime on 2 CPU cores: about 40 min for the seven variants (docs/synthetic_variants.md).
 """
+import json
 import os
 
-import matplotlib
 import numpy as np
 from absl import app, flags
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
-
-from experiments import common, reporting  # noqa: E402
-from experiments.configs import synthetic  # noqa: E402
-from msp.train.evaluation import conventions, describe_protocol, evaluate_seen, sparsity_summary  # noqa: E402
-from msp.train.run import open_run, train  # noqa: E402
-from msp.train.writer import read_jsonl  # noqa: E402
+from experiments import common, plots, reporting
+from experiments.configs import synthetic
+from msp.train.evaluation import conventions, describe_protocol, evaluate_seen, sparsity_summary
+from msp.train.run import open_run, train
+from msp.train.writer import read_jsonl
 
 _ROOT = flags.DEFINE_string("root", "runs/variants", "Folder of the variants' workdirs.")
 _OUT = flags.DEFINE_string("out", os.path.join(reporting.REPORTS_ROOT, "synthetic_variants"),
                            "Folder for the report, plot and JSON.")
 _VARIANTS = flags.DEFINE_list("variants", list(synthetic.VARIANTS), "Variants to run, from synthetic.VARIANTS.")
 _STEPS = flags.DEFINE_integer("steps", None, "Outer steps per run (default: the config's).")
+_REPLOT = flags.DEFINE_bool("replot", False, "Only redraw OUT/lambda_trajectories.png from OUT/results.json.")
 
 
 def run_variant(variant: str, workdir: str, steps: int | None) -> dict:
@@ -74,23 +72,21 @@ def report(rows: list[dict]) -> str:
 
 
 def plot(rows: list[dict], path: str) -> None:
-  """λ per layer over the outer steps, one panel per variant that learns or fixes λ."""
-  shown = [r for r in rows if r["variant"] not in ("maml", "dense_mtl")]
-  fig, axes = plt.subplots(1, len(shown), figsize=(4 * len(shown), 3.6), sharey=True, squeeze=False)
-  for ax, row in zip(axes[0], shown):
-    lam = np.asarray(row["trajectory"]["lambda"])
-    for i, name in enumerate(row["layers"]):
-      ax.semilogy(row["trajectory"]["step"], lam[:, i], lw=1, label=name.removeprefix("backbone/"))
-    ax.set_title(f"{row['variant']}\n(final sparsity {row['summary']['group_sparsity_total']:.0%})", fontsize=9)
-    ax.set_xlabel("outer step")
-  axes[0][0].set_ylabel("λ per layer")
-  axes[0][-1].legend(fontsize=6, loc="best")
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
+  """λ and alive channels per layer over the outer steps, one panel per variant (dense ones say λ = 0)."""
+  dense = ("maml", "dense_mtl")
+  panels = [{"title": f"{r['variant']} ({r['summary']['group_sparsity_total']:.0%} sparse)",
+             "steps": r["trajectory"]["step"], "layers": r["layers"],
+             "lambda": None if r["variant"] in dense else r["trajectory"]["lambda"],
+             "alive": r["trajectory"]["alive"], "num_groups": r["num_groups"]} for r in rows]
+  plots.lambda_and_alive(panels, path, "synthetic scenes: λ and alive channels per layer, per variant")
 
 
 def main(argv):
   common.start(argv)
+  if _REPLOT.value:
+    with open(os.path.join(_OUT.value, "results.json"), encoding="utf-8") as f:
+      plot(json.load(f)["variants"], os.path.join(_OUT.value, "lambda_trajectories.png"))
+    return
   started = reporting.provenance()
   rows = [run_variant(v, os.path.join(_ROOT.value, v), _STEPS.value) for v in _VARIANTS.value]
   table = (f"synthetic scenes, test split; {rows[0]['protocol']}\n\n" + report(rows) + "\n\n" +
