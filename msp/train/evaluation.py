@@ -218,7 +218,8 @@ def adapted_to_seen_tasks(run, state: MetaTrainState) -> dict:
   support batch and calibration images → {"params", "batch_stats"}."""
   c = run.config
   targets = run.dataset.targets(c.tasks, c.seen_tasks)
-  support = support_batch(run.dataset.source(c.data.train_split), targets, c.eval.support_size, c.seed)
+  source = run.dataset.source(c.data.train_split)
+  support = support_batch(source, targets, min(c.eval.support_size, len(source)), c.seed)
   return protocol_variables(run.learner, state, support, calibration_images(run), c.eval.batch_size)
 
 
