@@ -238,3 +238,19 @@ def test_data_state_that_json_cannot_store_is_refused_before_writing(run, tmp_pa
     with pytest.raises(CheckpointError, match="key 0"):
       ckpt.save(1, _fresh(learner, host), {0: 1})
     assert ckpt.latest_step() is None
+
+
+def test_metric_options_of_tasks_may_change_but_their_kind_may_not(run, tmp_path):
+  """How a task is scored (tasks.<name>.max_dist, zero_division, ...) defines no state; what it is does."""
+  learner, host, _ = run
+  with RunCheckpointer(tmp_path, _config(), save_every=1) as ckpt:
+    ckpt.save(1, _fresh(learner, host), {"step": 1})
+  task = sorted(_config().tasks)[0]
+  config = _config()
+  config.tasks[task].thresholds = 49
+  config.tasks[task].zero_division = 1.0
+  with RunCheckpointer(tmp_path, config, save_every=1) as ckpt:
+    assert ckpt.latest_step() == 1
+  config.tasks[task].kind = "depth"
+  with pytest.raises(CheckpointError, match=f"tasks.{task}.kind"):
+    RunCheckpointer(tmp_path, config, save_every=1)

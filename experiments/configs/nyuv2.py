@@ -39,7 +39,7 @@ def get_config(arg: str = "budget") -> ml_collections.ConfigDict:
       "segmentation": dict(kind="segmentation", num_classes=len(LAYOUTS[layout][1])),
       "depth": dict(kind="depth"),
       "normals": dict(kind="normals"),
-      "edges": dict(kind="edges"),
+      "edges": dict(kind="edges", max_dist=0.011),  # NYUD-v2's published boundary tolerance (BSDS/PASCAL: 0.0075)
   }
   c.seen_tasks = ("segmentation", "depth", "normals")
   c.unseen_tasks = ("edges",)

@@ -29,6 +29,9 @@ from msp.train.state import MetaTrainState
 MAY_DIFFER_ON_RESUME = ("steps", "log_every", "checkpoint_every", "num_devices", "meta.remat", "meta.episode_loop",
                         "data.data_dir", "data.num_threads", "data.prefetch", "data.eval_split", "eval", "adapt")
 
+# Task options that only change how a task is scored (its metric), never the state: `tasks.<name>.<option>`.
+METRIC_OPTIONS = ("tolerance", "thresholds", "matching", "max_dist", "thin", "zero_division", "median_resolution")
+
 _STATE = "state"
 _DATA_STATE = "data_state"
 # JSON has neither bytes (grain's DataLoader.get_state() returns bytes) nor tuples: they are stored tagged.
@@ -216,6 +219,9 @@ def _check_compatible(config_path: pathlib.Path, new: dict) -> None:
 
 
 def _may_differ(key: str) -> bool:
+  parts = key.split(".")
+  if len(parts) == 3 and parts[0] == "tasks" and parts[2] in METRIC_OPTIONS:
+    return True
   return any(key == k or key.startswith(k + ".") for k in MAY_DIFFER_ON_RESUME)
 
 
