@@ -20,6 +20,18 @@ def test_recalibrated_averages_are_the_batch_mean_and_biased_variance():
   np.testing.assert_allclose(stats["norm"]["var"], y.var(axis=0), rtol=1e-4, atol=1e-5)
 
 
+def test_recalibration_keeps_its_precision_for_large_statistics():
+  """Features of scale ~1e4 (variance ~1e8) at momentum 0.99: the statistics come back to float32 precision (the
+  earlier a / (1 − b + a) lost them to cancellation, or returned inf / NaN)."""
+  layer = ConvNorm(features=4, kernel_size=1, activation=None, norm_momentum=0.99)
+  x = jax.random.normal(jax.random.key(6), (8, 4, 4, 3)) * 3e3 + 1e3
+  variables = layer.init(jax.random.key(7), x, train=False)
+  stats = recalibrated_batch_stats(layer.apply, variables, x)
+  y = np.asarray(x, np.float64).reshape(-1, 3) @ np.asarray(variables["params"]["conv"]["kernel"], np.float64).reshape(3, 4)
+  np.testing.assert_allclose(stats["norm"]["mean"], y.mean(axis=0), rtol=1e-4)
+  np.testing.assert_allclose(stats["norm"]["var"], y.var(axis=0), rtol=1e-4)
+
+
 def test_inference_with_recalibrated_averages_reproduces_training_mode():
   config = teacher_student.get_config("tiny")
   learner = build_meta_learner(config)

@@ -57,18 +57,27 @@ def recalibrated_batch_stats(apply_fn: Callable, variables: dict, images: jax.Ar
   """BatchNorm running averages replaced by the batch statistics of `images` (N, H, W, 3) under `variables`.
 
   Use after adaptation or pruning, when the averages gathered in training no longer match the weights. Every
-  BatchNorm updates r ← m·r + (1 − m)·s with its batch statistic s (mean or biased variance): a train-mode pass
-  from r = 0 gives a = (1 − m)·s and one from r = 1 gives b = m + (1 − m)·s, so s = a / (1 − b + a) exactly,
-  whatever each layer's momentum m. apply_fn(variables, images, train=True, mutable=[...]) is the model's apply.
-  Returns a new batch_stats tree; with it, `train=False` on `images` reproduces `train=True` on `images`.
+  BatchNorm updates r ← m·r + (1 − m)·s with its batch statistic s (mean or biased variance): a train-mode pass from
+  r = 0 gives a = (1 − m)·s, and a second one from r = a gives b = m·a + (1 − m)·s = (1 + m)·a, so m = b/a − 1 and
+  s = a / (1 − m), whatever each layer's momentum m (s = 0 where a = 0). Ratios keep full precision at any scale of
+  s; the earlier a / (1 − b + a) from r = 1 cancelled catastrophically for large statistics (non-finite averages
+  on a teacher–student network whose features reached ~1e6). apply_fn(variables, images, train=True,
+  mutable=[...]) is the model's apply. Returns a new batch_stats tree; with it, `train=False` on `images`
+  reproduces `train=True` on `images`.
   """
-  def averages_from(value: float):
-    start = jax.tree.map(lambda x: jnp.full_like(x, value), variables["batch_stats"])
+  def averages_from(start):
     _, updates = apply_fn({**variables, "batch_stats": start}, images, train=True, mutable=["batch_stats"])
     return updates["batch_stats"]
 
-  from_zero, from_one = averages_from(0.0), averages_from(1.0)
-  return jax.tree.map(lambda a, b: a / (1.0 - b + a), from_zero, from_one)
+  from_zero = averages_from(jax.tree.map(jnp.zeros_like, variables["batch_stats"]))
+  from_a = averages_from(from_zero)
+
+  def statistic(a, b):
+    nonzero = a != 0
+    safe_a = jnp.where(nonzero, a, 1.0)
+    return jnp.where(nonzero, safe_a / (2.0 - b / safe_a), 0.0)  # a / (1 − m) with m = b/a − 1
+
+  return jax.tree.map(statistic, from_zero, from_a)
 
 
 def calibrated_batch_stats(apply_fn: Callable, variables: dict, images, batch_size: int) -> dict:
