@@ -6,20 +6,13 @@ python -m data_pipelines.synthetic_scenes.preview --out=runs/reports/synthetic_p
 The dataset is opened as training does (`data_pipelines.datasets.open_dataset`): from --data_dir, else $TFDS_DATA_DIR,
 else ~/tensorflow_datasets, rendered there first if it is not built yet. Only --out is written.
 """
+import argparse
 import os
 
 import ml_collections
-from absl import app, flags
 
 from data_pipelines import datasets
 from data_pipelines.synthetic_scenes.builder import SyntheticScenes
-
-_OUT = flags.DEFINE_string("out", "runs/reports/synthetic_preview.png", "PNG to write (its folder is created).")
-_NUM = flags.DEFINE_integer("num", 4, "Examples to draw: the first NUM of the split, one row each.")
-_SPLIT = flags.DEFINE_enum("split", "train", ["train", "validation", "test"], "Split to draw from.")
-_CONFIG = flags.DEFINE_enum("config", "res64", sorted(SyntheticScenes.builder_configs), "Dataset config.")
-_DATA_DIR = flags.DEFINE_string("data_dir", None, "tfds data directory (default: $TFDS_DATA_DIR or "
-                                "~/tensorflow_datasets).")
 
 
 def preview(out: str, num: int = 4, split: str = "train", config: str = "res64", data_dir: str | None = None,
@@ -39,12 +32,24 @@ def preview(out: str, num: int = 4, split: str = "train", config: str = "res64",
   return plots.synthetic_preview(examples, class_names, out)
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  preview(_OUT.value, _NUM.value, _SPLIT.value, _CONFIG.value, _DATA_DIR.value)
-  print(f"wrote {_OUT.value}")
+def main(argv: list[str] | None = None) -> None:
+  """The command line (module docstring); argparse like the dataset's build command, so importing this module
+  defines no global flags."""
+  parser = argparse.ArgumentParser(prog="python -m data_pipelines.synthetic_scenes.preview",
+                                   description=__doc__.split("\n\n")[0])
+  parser.add_argument("--out", default="runs/reports/synthetic_preview.png", help="PNG to write (folder created)")
+  parser.add_argument("--num", type=int, default=4, help="examples to draw: the first NUM of the split")
+  parser.add_argument("--split", default="train", choices=["train", "validation", "test"])
+  parser.add_argument("--config", default="res64", choices=sorted(SyntheticScenes.builder_configs))
+  parser.add_argument("--data_dir", default=None, help="tfds data directory (default: $TFDS_DATA_DIR or "
+                      "~/tensorflow_datasets)")
+  args = parser.parse_args(argv)
+  try:
+    preview(args.out, args.num, args.split, args.config, args.data_dir)
+  except ValueError as e:
+    parser.error(str(e))  # one line on stderr, exit status 2
+  print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":
-  app.run(main)
+  main()
