@@ -21,7 +21,7 @@ from data_pipelines.episodes import batch_sampler
 from msp.models import build_model
 from msp.sparsity import GroupSpec
 from msp.tasks import Task, build_tasks
-from msp.train.evaluation import calibrated_batch_stats, calibration_images, eval_batches, evaluate, evaluate_seen
+from msp.train.evaluation import calibrated, calibration_images, eval_batches, evaluate, evaluate_seen
 
 TRAINABLE = ("heads", "heads_and_backbone")
 
@@ -111,13 +111,11 @@ def adapt_unseen(run, state, tasks: Sequence[str] | None = None, with_seen: bool
   targets = run.dataset.targets(c.tasks, tasks)
   source = training_subset(run.dataset.source(c.data.train_split), c.adapt.train_fraction)
   calibration = calibration_images(run)
-  recalibrate = lambda v: v if calibration is None else {
-      **v, "batch_stats": calibrated_batch_stats(model.apply, v, calibration, c.eval.batch_size)}
-  variables, losses = fine_tune(model, recalibrate(variables), new_tasks, run.learner.spec, source, targets,
-                                train=c.adapt.train, steps=c.adapt.steps, batch_size=c.adapt.batch_size, lr=c.adapt.lr,
-                                seed=c.seed, progress=progress)
+  variables, losses = fine_tune(model, calibrated(model.apply, variables, calibration, c.eval.batch_size), new_tasks,
+                                run.learner.spec, source, targets, train=c.adapt.train, steps=c.adapt.steps,
+                                batch_size=c.adapt.batch_size, lr=c.adapt.lr, seed=c.seed, progress=progress)
   if c.adapt.train == "heads_and_backbone":
-    variables = recalibrate(variables)
+    variables = calibrated(model.apply, variables, calibration, c.eval.batch_size)
   batches, num_batches = eval_batches(run.dataset.source(c.data.eval_split), targets, c)
   unseen = evaluate(model.apply, variables, new_tasks, batches, num_batches, progress)
   seen = None

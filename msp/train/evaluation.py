@@ -41,11 +41,6 @@ SUPPORT_SEED_OFFSET = 10_000
 CALIBRATION_SEED_OFFSET = 20_000
 
 
-def adapted_outputs(learner: MetaLearner, state: MetaTrainState, support: dict, images) -> dict:
-  """support: "image" (B, H, W, 3) + every seen task's target; images (N, H, W, 3) → {task: raw output (N, ...)}."""
-  return learner.model.apply(adapted_variables(learner, state, support), images, train=False)
-
-
 def adapted_variables(learner: MetaLearner, state: MetaTrainState, support: dict) -> dict:
   """The variables after the run's inner loop on `support` with every seen task: {"params", "batch_stats"}."""
   episode = MetaBatch(support=support, query=support, task_mask=jnp.ones(len(learner.tasks)))
@@ -101,15 +96,20 @@ def calibrated_batch_stats(apply_fn: Callable, variables: dict, images, batch_si
   return traverse_util.unflatten_dict(pooled)
 
 
+def calibrated(apply_fn: Callable, variables: dict, calibration_images, batch_size: int) -> dict:
+  """`variables` with BatchNorm's averages recalibrated on `calibration_images` (N, H, W, 3), `batch_size` at a
+  time (`calibrated_batch_stats`); unchanged when `calibration_images` is None (keep training's averages)."""
+  if calibration_images is None:
+    return variables
+  return {**variables, "batch_stats": calibrated_batch_stats(apply_fn, variables, calibration_images, batch_size)}
+
+
 def protocol_variables(learner: MetaLearner, state: MetaTrainState, support: dict, calibration_images,
                        batch_size: int) -> dict:
   """The seen-task protocol (module docstring) up to inference: {"params", "batch_stats"} after the run's inner
-  loop on `support` ("image" (B, H, W, 3) + every seen task's target) with every seen task, with BatchNorm's
-  averages recalibrated on `calibration_images` (N, H, W, 3), `batch_size` at a time (None: the state's averages)."""
-  variables = adapted_variables(learner, state, support)
-  if calibration_images is not None:
-    variables["batch_stats"] = calibrated_batch_stats(learner.model.apply, variables, calibration_images, batch_size)
-  return variables
+  loop on `support` ("image" (B, H, W, 3) + every seen task's target) with every seen task, `calibrated` on
+  `calibration_images` (N, H, W, 3) `batch_size` at a time (None: the state's averages)."""
+  return calibrated(learner.model.apply, adapted_variables(learner, state, support), calibration_images, batch_size)
 
 
 def support_batch(source, targets, size: int, seed: int) -> dict[str, np.ndarray]:
