@@ -32,7 +32,7 @@ VARIANTS = {
 }
 REGIMES = {"fresh": None, "fixed": 128}  # pool size: None draws fresh examples every step
 
-_OUT = flags.DEFINE_string("out", "runs/reports/lambda_report", "Output folder.")
+_OUT = flags.DEFINE_string("out", os.path.join(reporting.REPORTS_ROOT, "lambda_report"), "Output folder.")
 _STEPS = flags.DEFINE_integer("steps", 2000, "Outer steps per run.")
 _VARIANTS = flags.DEFINE_list("variants", list(VARIANTS), "Variants to run.")
 _REGIMES = flags.DEFINE_list("regimes", list(REGIMES), "Data regimes to run.")

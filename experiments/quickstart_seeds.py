@@ -42,16 +42,14 @@ def seeds_table(per_seed: list[dict], part: str, tasks) -> tuple[str, dict[str, 
   n = len(per_seed)
   lines = [f"| task | metric | {COLUMNS[0]} (mean ± std) | {COLUMNS[1]} (mean ± std) | better in |",
            "|---|---|---|---|---|"]
-  wins = {}
+  beats = {task.name: np.ones(n, bool) for task in tasks}  # per seed: every metric of the task so far better
   for task, metric, up in shown_metrics(tasks):
     values = {c: [r[part][c][task][metric] for r in per_seed] for c in COLUMNS}
-    count = sum(better(t, u, up) for u, t in zip(values[COLUMNS[0]], values[COLUMNS[1]]))
+    wins = np.array([better(t, u, up) for u, t in zip(values[COLUMNS[0]], values[COLUMNS[1]])])
+    beats[task] &= wins
     lines.append(f"| {task} | {metric} {'↑' if up else '↓'} | {mean_std(values[COLUMNS[0]])} | "
-                 f"{mean_std(values[COLUMNS[1]])} | {count}/{n} |")
-  for task in tasks:
-    wins[task.name] = sum(all(better(r[part][COLUMNS[1]][t][m], r[part][COLUMNS[0]][t][m], up)
-                              for t, m, up in shown_metrics([task])) for r in per_seed)
-  return "\n".join(lines), wins
+                 f"{mean_std(values[COLUMNS[1]])} | {wins.sum()}/{n} |")
+  return "\n".join(lines), {task: int(b.sum()) for task, b in beats.items()}
 
 
 def main(argv):
