@@ -24,7 +24,7 @@ class TeacherStudent:
                alive_per_layer: int | Sequence[int], seed: int = 0, pool_size: int | None = None):
     self.model, self.task_names, self.image_size = model, task_names, image_size
     key = jax.random.key(seed)
-    variables = model.init(key, jnp.zeros((1, image_size, image_size, 3)), train=False)
+    variables = jax.jit(lambda key: model.init(key, jnp.zeros((1, image_size, image_size, 3)), train=False))(key)
     alive = ((alive_per_layer,) * spec.num_layers if isinstance(alive_per_layer, int) else tuple(alive_per_layer))
     if len(alive) != spec.num_layers or not all(1 <= a <= layer.num_groups for a, layer in zip(alive, spec.layers)):
       raise ValueError(f"teacher alive_per_layer={alive_per_layer}: give one count in [1, channels] for each of the "

@@ -17,8 +17,11 @@ def adapt(loss: MultiTaskLoss, params: Params, batch_stats: Params, support: dic
   support: "image" (B, H, W, 3) + targets; task_mask: (T,). `prox` maps params → params (None: no prox).
   stop_inner_gradient: treat each inner gradient as a constant (first-order meta-gradient).
   remat: recompute each step's activations in the backward pass instead of storing them (memory ∝ K·|params|
-  instead of K·activations). update_batch_stats: thread BatchNorm running averages through the steps (default:
-  adaptation leaves them unchanged). Returns (adapted params, batch_stats).
+  instead of K·activations). The steps then run as a `lax.scan` (unrolled, XLA kept every step's activations
+  alive even with `jax.checkpoint`); without remat they are K unrolled copies, because XLA:CPU runs convolutions
+  inside a loop body through a generic loop, 10× slower (docs/benchmarks.md).
+  update_batch_stats: thread BatchNorm running averages through the steps (default: adaptation leaves them
+  unchanged). Returns (adapted params, batch_stats).
   """
   def step(carry, _):
     p, stats = carry
@@ -31,6 +34,8 @@ def adapt(loss: MultiTaskLoss, params: Params, batch_stats: Params, support: dic
     return (p, new_stats if update_batch_stats else stats), None
 
   if remat:
-    step = jax.checkpoint(step)
-  (params, batch_stats), _ = jax.lax.scan(step, (params, batch_stats), None, length=steps)
+    (params, batch_stats), _ = jax.lax.scan(jax.checkpoint(step), (params, batch_stats), None, length=steps)
+    return params, batch_stats
+  for _ in range(steps):
+    (params, batch_stats), _ = step((params, batch_stats), None)
   return params, batch_stats

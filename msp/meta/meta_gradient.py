@@ -130,9 +130,10 @@ def _vmapped(fn, meta_batch):
   return jax.tree.map(lambda x: jnp.sum(x, axis=0), jax.vmap(fn)(meta_batch))
 
 
-# How a device loops over its episodes. On XLA:CPU `unroll` was fastest for small networks; `vmap` turns
-# per-episode kernels into grouped convolutions (~14× slower there): see benchmarks/meta_step.py before changing the
-# default. `map` holds one episode at a time: 3–3.5× less memory at paper scale (the `paper` configs use it).
+# How a device loops over its episodes. On XLA:CPU `unroll` is fastest: a `map` body is a loop, inside which XLA:CPU
+# runs convolutions through a generic loop (13× slower), and `vmap` turns per-episode kernels into grouped
+# convolutions (2.5× slower): see benchmarks/meta_step.py before changing the default. `map` holds one episode at a
+# time: 3–3.5× less memory at paper scale (the `paper` configs, meant for accelerators, use it).
 EPISODE_LOOPS = {"unroll": _unrolled, "map": _mapped, "vmap": _vmapped}
 
 
@@ -141,5 +142,7 @@ def sum_over_episodes(objective: MetaObjective, params: Params, rho: jax.Array, 
   """Sums `episode_value_and_grad` over the E episodes of `meta_batch` (leading axis E on every leaf)."""
   if episode_loop not in EPISODE_LOOPS:
     raise ValueError(f"meta.episode_loop={episode_loop!r}; choose one of {sorted(EPISODE_LOOPS)}")
-  fn = functools.partial(objective.episode_value_and_grad, params, rho, batch_stats, mu)
+  # A nested jit: the episode is traced once, not E times (3 s → 1 s before the first step); XLA inlines the calls.
+  episode_value_and_grad = jax.jit(objective.episode_value_and_grad)
+  fn = lambda episode: episode_value_and_grad(params, rho, batch_stats, mu, episode)
   return EPISODE_LOOPS[episode_loop](fn, meta_batch)

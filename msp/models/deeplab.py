@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from msp.models.heads import HEADS, Head
-from msp.models.layers import ConvNorm, get_activation, same_padding
+from msp.models.layers import Conv, ConvNorm, get_activation, same_padding
 
 
 def _dropout(module: nn.Module, x: jax.Array, rate: float, train: bool) -> jax.Array:
@@ -43,7 +43,7 @@ class ASPPHead(Head):
 
   def _conv_norm(self, x: jax.Array, kernel_size: int, dilation: int, name: str, train: bool) -> jax.Array:
     """Bias-free conv (`width` channels, 'same' padding) → BatchNorm (ConvNorm's settings) → activation."""
-    x = nn.Conv(self.width, (kernel_size, kernel_size), padding=same_padding(kernel_size, dilation),
+    x = Conv(self.width, (kernel_size, kernel_size), padding=same_padding(kernel_size, dilation),
                 kernel_dilation=dilation, use_bias=False, dtype=self.dtype, param_dtype=self.dtype, name=name)(x)
     x = nn.BatchNorm(use_running_average=not train, momentum=ConvNorm.norm_momentum, epsilon=ConvNorm.norm_epsilon,
                      dtype=self.dtype, param_dtype=self.dtype, name=f"{name}_norm")(x)
@@ -57,7 +57,7 @@ class ASPPHead(Head):
     branches.append(jnp.broadcast_to(pooled, (*features.shape[:3], self.width)))
     x = self._conv_norm(jnp.concatenate(branches, axis=-1), 1, 1, "project", train)
     x = self._conv_norm(_dropout(self, x, self.dropout, train), 3, 1, "decode", train)
-    x = nn.Conv(self.out_channels, (1, 1), dtype=self.dtype, param_dtype=self.dtype, name="out")(x)
+    x = Conv(self.out_channels, (1, 1), dtype=self.dtype, param_dtype=self.dtype, name="out")(x)
     if x.shape[1:3] != tuple(output_size):
       x = jax.image.resize(x, (x.shape[0], *output_size, x.shape[-1]), method="bilinear")
     return x

@@ -9,7 +9,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from msp.models.layers import get_activation, same_padding
+from msp.models.layers import Conv, get_activation, same_padding
 
 
 class Head(nn.Module):
@@ -22,7 +22,7 @@ class Head(nn.Module):
   feature_layers: ClassVar[tuple[str, ...]] = ("conv",)
 
   def features_conv(self, features: jax.Array) -> jax.Array:
-    x = nn.Conv(self.width, (3, 3), padding=same_padding(3, 1), dtype=self.dtype, param_dtype=self.dtype,
+    x = Conv(self.width, (3, 3), padding=same_padding(3, 1), dtype=self.dtype, param_dtype=self.dtype,
                 name="conv")(features)
     return get_activation(self.activation)(x)
 
@@ -37,7 +37,7 @@ class DenseHead(Head):
   def __call__(self, features: jax.Array, output_size: tuple[int, int], train: bool) -> jax.Array:
     del train
     x = self.features_conv(features)
-    x = nn.Conv(self.out_channels, (1, 1), dtype=self.dtype, param_dtype=self.dtype, name="out")(x)
+    x = Conv(self.out_channels, (1, 1), dtype=self.dtype, param_dtype=self.dtype, name="out")(x)
     if x.shape[1:3] != tuple(output_size):
       x = jax.image.resize(x, (x.shape[0], *output_size, x.shape[-1]), method="bilinear")
     return x

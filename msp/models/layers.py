@@ -4,11 +4,14 @@
 parameters live at `<path>/conv/kernel` (HWIO) and `<path>/norm/{scale,bias}`, a naming that
 `msp.sparsity.groups` relies on to couple each output channel of the kernel with the BatchNorm entries behind it.
 """
+import functools
 from typing import Callable
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from msp.models.conv import conv2d
 
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "relu": nn.relu,
@@ -23,6 +26,10 @@ def get_activation(name: str) -> Callable[[jax.Array], jax.Array]:
   if name not in ACTIVATIONS:
     raise ValueError(f"unknown activation {name!r}; choose one of {sorted(ACTIVATIONS)}")
   return ACTIVATIONS[name]
+
+
+# Every convolution in msp's models: flax's, lowered through `conv2d` (fast second derivatives on CPU).
+Conv = functools.partial(nn.Conv, conv_general_dilated=conv2d)
 
 
 def same_padding(kernel_size: int, dilation: int) -> tuple[tuple[int, int], tuple[int, int]]:
@@ -49,7 +56,7 @@ class ConvNorm(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-    x = nn.Conv(
+    x = Conv(
         self.features, (self.kernel_size, self.kernel_size), strides=self.strides,
         padding=same_padding(self.kernel_size, self.dilation), kernel_dilation=self.dilation,
         use_bias=False, dtype=self.dtype, param_dtype=self.dtype,
