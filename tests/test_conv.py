@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from jax import lax
 
-from msp.models.conv import NHWC, conv2d, patches
+from msp.models.conv import NHWC, conv2d
 
 # (kernel size, stride, dilation, padding): the shapes msp's backbones and heads use
 CASES = [(3, 1, 1, ((1, 1), (1, 1))), (3, 2, 1, ((1, 1), (1, 1))), (3, 1, 2, ((2, 2), (2, 2))), (1, 1, 1, "SAME"),
@@ -58,14 +58,13 @@ def test_kernel_gradient_derivative_matches_finite_differences(x64, kernel, stri
   np.testing.assert_allclose(jnp.sum(jax.grad(f)(x) * direction), finite_difference, rtol=1e-7)
 
 
-def test_patches_times_kernel_is_the_convolution_worked_by_hand():
-  x = jnp.arange(16.0).reshape(1, 4, 4, 1)
-  windows = patches(x, (2, 2), (2, 2), ((0, 0), (0, 0)), (1, 1))
-  # top-left 2×2 window of [[0,1,2,3],[4,5,6,7],...] in (i, j) order
-  np.testing.assert_array_equal(windows[0, 0, 0], [0.0, 1.0, 4.0, 5.0])
-  np.testing.assert_array_equal(windows[0, 1, 1], [10.0, 11.0, 14.0, 15.0])
+def test_strided_convolution_worked_by_hand():
+  x = jnp.arange(16.0).reshape(1, 4, 4, 1)  # rows [0..3], [4..7], [8..11], [12..15]
   kernel = jnp.array([1.0, 2.0, 3.0, 4.0]).reshape(2, 2, 1, 1)
-  assert float(conv2d(x, kernel, (2, 2), ((0, 0), (0, 0)), dimension_numbers=NHWC)[0, 0, 0, 0]) == 0 + 2 + 12 + 20
+  y = conv2d(x, kernel, (2, 2), ((0, 0), (0, 0)), dimension_numbers=NHWC)
+  assert y.shape == (1, 2, 2, 1)
+  assert float(y[0, 0, 0, 0]) == 1 * 0 + 2 * 1 + 3 * 4 + 4 * 5
+  assert float(y[0, 1, 1, 0]) == 1 * 10 + 2 * 11 + 3 * 14 + 4 * 15
 
 
 def test_unsupported_forms_fall_back_to_native():

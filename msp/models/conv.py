@@ -1,44 +1,24 @@
 """The convolution msp's models use: XLA's native convolution with a second derivative that XLA:CPU runs fast.
 
 The second-order meta-gradient differentiates each convolution's kernel gradient once more, with respect to the
-layer's input. JAX writes that derivative as a convolution whose batch and feature dimensions are swapped; XLA:CPU
-has no fast kernel for it and runs a generic loop: measured on the teacher–student step (16², E = 4, K = 1), those
-convolutions took ~70 % of the step. Here the kernel gradient is its own differentiable function whose derivative
-with respect to the input is written as one matrix multiply followed by the transpose of "patches" (strided slices
-of the padded input): pads and adds that XLA:CPU fuses. Forward passes and first derivatives stay native, so
-first-order steps, inference and export are unchanged; on GPU/TPU the native rules are used throughout.
+layer's input. JAX derives that from the kernel gradient's own form, a convolution whose batch and feature
+dimensions are swapped, and gets another such convolution; XLA:CPU has no fast kernel for those and runs a generic
+loop: measured on the teacher–student step (16², E = 4, K = 1), they took ~70 % of the step. Mathematically the
+derivative is the plain input gradient of a convolution (see `kernel_gradient_bwd`), so the kernel gradient is
+given its own VJP that says so. Forward passes and first derivatives are unchanged; GPU/TPU keep JAX's rules.
 """
 from typing import Sequence
 
 import jax
-import jax.numpy as jnp
 from jax import lax
 
 NHWC = ("NHWC", "HWIO", "NHWC")
 
 
-def patches(x: jax.Array, kernel_shape: Sequence[int], strides: Sequence[int],
-            padding: Sequence[tuple[int, int]], dilation: Sequence[int]) -> jax.Array:
-  """(B, H, W, C) → (B, H_out, W_out, kh·kw·C): the input window under each output pixel, ordered (i, j, c).
-
-  With the kernel reshaped to (kh·kw·C, C_out), patches @ kernel is the convolution.
-  """
-  kh, kw = kernel_shape
-  (sh, sw), (dh, dw) = strides, dilation
-  x = jnp.pad(x, ((0, 0), tuple(padding[0]), tuple(padding[1]), (0, 0)))
-  batch, height, width, channels = x.shape
-  out_h = (height - (kh - 1) * dh - 1) // sh + 1
-  out_w = (width - (kw - 1) * dw - 1) // sw + 1
-  windows = [lax.slice(x, (0, i * dh, j * dw, 0),
-                       (batch, i * dh + (out_h - 1) * sh + 1, j * dw + (out_w - 1) * sw + 1, channels), (1, sh, sw, 1))
-             for i in range(kh) for j in range(kw)]
-  return windows[0] if len(windows) == 1 else jnp.concatenate(windows, axis=-1)
-
-
 def _conv_with_fast_second_derivative(x, kernel, strides, padding, dilation, precision):
   conv = lambda x, kernel: lax.conv_general_dilated(x, kernel, strides, padding, rhs_dilation=dilation,
                                                     dimension_numbers=NHWC, precision=precision)
-  kernel_shape = kernel.shape
+  input_gradient = lambda x, kernel, cotangent: jax.vjp(lambda x: conv(x, kernel), x)[1](cotangent)[0]
 
   # `kernel` only gives the result its type (inside shard_map: varying over the mesh or not); the convolution is
   # linear in the kernel, so its VJP does not depend on the kernel's value.
@@ -51,9 +31,9 @@ def _conv_with_fast_second_derivative(x, kernel, strides, padding, dilation, pre
 
   def kernel_gradient_bwd(residuals, kernel_bar):
     x, cotangent = residuals
-    window_bar = cotangent @ kernel_bar.reshape(-1, kernel_shape[-1]).T  # (B, H_out, W_out, kh·kw·C_in)
-    _, patches_vjp = jax.vjp(lambda x: patches(x, kernel_shape[:2], strides, padding, dilation), x)
-    return patches_vjp(window_bar)[0], conv(x, kernel_bar), None
+    # ⟨K̄, kernel_gradient(x, ȳ)⟩ = ⟨conv(x, K̄), ȳ⟩: its x-derivative is conv(·, K̄)'s input gradient at ȳ, the
+    # standard-layout transposed convolution that the first-order backward pass uses too.
+    return input_gradient(x, kernel_bar, cotangent), conv(x, kernel_bar), None
 
   kernel_gradient.defvjp(kernel_gradient_fwd, kernel_gradient_bwd)
 
@@ -66,8 +46,7 @@ def _conv_with_fast_second_derivative(x, kernel, strides, padding, dilation, pre
 
   def fast_bwd(residuals, cotangent):
     x, kernel = residuals
-    x_bar = jax.vjp(lambda x: conv(x, kernel), x)[1](cotangent)[0]
-    return x_bar, kernel_gradient(x, cotangent, kernel)
+    return input_gradient(x, kernel, cotangent), kernel_gradient(x, cotangent, kernel)
 
   fast.defvjp(fast_fwd, fast_bwd)
   return fast(x, kernel)
