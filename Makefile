@@ -34,7 +34,7 @@ export: $(VENV)/.installed
 	$(PY) experiments/export.py --workdir=runs/quickstart --out=runs/quickstart/export
 
 # Every report the README and docs/ quote, rerun from scratch into runs/reports/ (each records its commit and
-# command); about 2 h on 2 CPU cores, most of it the teacher-student λ report. docs/ keeps copies made this way.
+# command); about 30 min on 2 CPU cores. docs/ keeps copies made this way.
 REPORTS := runs/reports
 reports: $(VENV)/.installed
 	rm -rf runs/quickstart_seeds runs/variants $(REPORTS)
