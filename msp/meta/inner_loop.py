@@ -19,7 +19,7 @@ def adapt(loss: MultiTaskLoss, params: Params, batch_stats: Params, support: dic
   remat: recompute each step's activations in the backward pass instead of storing them (memory ∝ K·|params|
   instead of K·activations). The steps then run as a `lax.scan` (unrolled, XLA kept every step's activations
   alive even with `jax.checkpoint`); without remat they are K unrolled copies, because XLA:CPU runs convolutions
-  inside a loop body through a generic loop, 10× slower (docs/benchmarks.md).
+  inside a loop body through a generic loop, 15–37× slower (docs/benchmarks.md).
   update_batch_stats: thread BatchNorm running averages through the steps (default: adaptation leaves them
   unchanged). Returns (adapted params, batch_stats).
   """

@@ -131,8 +131,8 @@ def _vmapped(fn, meta_batch):
 
 
 # How a device loops over its episodes. On XLA:CPU `unroll` is fastest: a `map` body is a loop, inside which XLA:CPU
-# runs convolutions through a generic loop (13× slower), and `vmap` turns per-episode kernels into grouped
-# convolutions (2.5× slower): see benchmarks/meta_step.py before changing the default. `map` holds one episode at a
+# runs convolutions through a generic loop (18× slower), and `vmap` turns per-episode kernels into grouped
+# convolutions (3× slower): see benchmarks/meta_step.py before changing the default. `map` holds one episode at a
 # time: 3–3.5× less memory at paper scale (the `paper` configs, meant for accelerators, use it).
 EPISODE_LOOPS = {"unroll": _unrolled, "map": _mapped, "vmap": _vmapped}
 
