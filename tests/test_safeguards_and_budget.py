@@ -190,13 +190,13 @@ def test_budget_measure_gap_and_dual_step():
   assert float(flops_budget.gap(params)) == pytest.approx(0.6)
 
 
-def test_budget_with_zero_mu_equals_the_faithful_objective():
-  # Eager on purpose: jitted, the two programs fuse differently and differ in the last bit.
-  objective, params, stats, rho, mb = tiny_problem(dtype=jnp.float32)
+def test_budget_with_zero_mu_equals_the_faithful_objective(x64):
+  # The two programs are compiled (each episode is jitted) and fuse differently, so they agree to rounding: float64.
+  objective, params, stats, rho, mb = tiny_problem(dtype=jnp.float64)
   budgeted = MetaObjective(**{**objective.__dict__, "budget": _budget(objective)})
   faithful = sum_over_episodes(objective, params, rho, stats, mb)
   with_zero_mu = sum_over_episodes(budgeted, params, rho, stats, mb, mu=jnp.asarray(0.0))
-  jax.tree.map(np.testing.assert_array_equal, faithful, with_zero_mu)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-15), faithful, with_zero_mu)
   pushed = sum_over_episodes(budgeted, params, rho, stats, mb, mu=jnp.asarray(1.0))
   assert np.all(np.asarray(pushed["grad_rho"]) < np.asarray(faithful["grad_rho"]))  # μR pushes every λ up
 
