@@ -160,7 +160,7 @@ class TorchMetaStep:
     """(outer loss, {name: gradient}, gradient of ρ)."""
     loss, _ = self.outer_loss()
     grads = self.torch.autograd.grad(loss, [*self.weights.values(), self.rho])
-    return float(loss), dict(zip(self.weights, grads[:-1])), grads[-1]
+    return float(loss.detach()), dict(zip(self.weights, grads[:-1])), grads[-1]
 
   def step(self) -> float:
     """One outer step in place; returns the outer loss before it."""
@@ -188,7 +188,7 @@ class TorchMetaStep:
         self.running[name] = (0.9 * running_mean + 0.1 * mean, 0.9 * running_var + 0.1 * var)
     self.weights = {n: v.requires_grad_() for n, v in updated.items()}
     self.rho = rho.requires_grad_()
-    return float(loss)
+    return float(loss.detach())
 
 
 def reference_inputs(learner, state, batch) -> dict:
