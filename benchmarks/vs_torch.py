@@ -87,7 +87,6 @@ class TorchMetaStep:
       w[f"{t}.conv.bias"] = to(head["conv"]["bias"])
       w[f"{t}.out.kernel"] = to(head["out"]["kernel"]).permute(3, 2, 0, 1).contiguous()
       w[f"{t}.out.bias"] = to(head["out"]["bias"])
-    self.names = list(w)
     self.weights = {n: v.requires_grad_() for n, v in w.items()}
     self.rho = to(inputs["rho"]).requires_grad_()
     # group weights w_ℓ = sqrt(|g|): kernel entries of one output channel plus its BatchNorm scale and bias
@@ -139,11 +138,14 @@ class TorchMetaStep:
       w[f"{name}.scale"], w[f"{name}.bias"] = scale * factors, bias * factors
     return w
 
+  def thresholds(self, step_size: float, rho) -> list:
+    """Per sparsified layer, the prox threshold step_size·λ_ℓ·w_ℓ with λ = exp(ρ)."""
+    return [step_size * lam * weight for lam, weight in zip(self.torch.exp(rho), self.group_weights)]
+
   def outer_loss(self):
     """(mean query loss over episodes, per-layer batch statistics of every query forward)."""
     torch = self.torch
-    lambdas = torch.exp(self.rho)
-    thresholds = [self.inner_lr * lambdas[i] * self.group_weights[i] for i in range(len(self.layers))]
+    thresholds = self.thresholds(self.inner_lr, self.rho)
     total, query_stats = 0.0, []
     for e in range(self.masks.shape[0]):
       mask, fast = self.masks[e], self.weights
@@ -178,9 +180,7 @@ class TorchMetaStep:
       step = self.rho_lr * (first / (1 - 0.9 ** count)) / (torch.sqrt(second / (1 - 0.999 ** count)) + 1e-8)
       self.adam = (first, second, count)
       rho = torch.clamp(self.rho - step, *self.log_bounds)
-      lambdas = torch.exp(rho)
-      updated = self.prox(updated, [self.outer_lr * lambdas[i] * self.group_weights[i]
-                                    for i in range(len(self.layers))])
+      updated = self.prox(updated, self.thresholds(self.outer_lr, rho))
       for i, name in enumerate(self.layers):
         mean = sum(s[i][0] for s in query_stats) / len(query_stats)
         var = sum(s[i][1] for s in query_stats) / len(query_stats)
