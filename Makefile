@@ -41,7 +41,7 @@ reports: $(VENV)/.installed
 	$(PY) experiments/quickstart_seeds.py --seeds=0,1,2 --root=runs/quickstart_seeds --out=$(REPORTS)/quickstart_seeds
 	$(PY) experiments/export.py --workdir=runs/quickstart_seeds/seed0 --out=$(REPORTS)/export
 	$(PY) experiments/variants_report.py --root=runs/variants --out=$(REPORTS)/synthetic_variants
-	$(PY) -m data_pipelines.synthetic_scenes.preview --out=$(REPORTS)/synthetic_preview.png
+	$(PY) experiments/synthetic_preview.py --out=$(REPORTS)/synthetic_preview.png
 	$(PY) experiments/lambda_report.py --out=$(REPORTS)/lambda_report
 
 # Two workers, one test file each at a time (module fixtures are built once per file). `test` is the suite a

@@ -11,9 +11,9 @@ import os
 from absl import app, flags
 
 from experiments import common
-from msp.train.adaptation import adapt_unseen
+from experiments.adaptation import adapt_unseen
 from msp.train.evaluation import results_table, write_results
-from msp.train.run import open_run
+from experiments.train import open_run
 
 _CONFIG = common.define_optional_config()
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory of a meta_train.py run.")

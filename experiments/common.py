@@ -6,7 +6,7 @@ from absl import app, logging
 from ml_collections import config_flags
 
 from msp.train import ConfigError
-from msp.train.run import load_config
+from experiments.train import load_config
 
 
 def start(argv) -> None:

@@ -9,8 +9,9 @@ import os
 from absl import app, flags
 
 from experiments import common
-from msp.train.evaluation import describe_protocol, evaluate_seen, results_table, sparsity_summary, write_results
-from msp.train.run import open_run
+from experiments.evaluation import evaluate_seen
+from msp.train.evaluation import describe_protocol, results_table, sparsity_summary, write_results
+from experiments.train import open_run
 
 _CONFIG = common.define_optional_config()
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory of a meta_train.py run.")

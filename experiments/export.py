@@ -21,8 +21,9 @@ from msp.export.artifact import serialize_inference, spec_dict, write_artifact
 from msp.export.prune import ExportError, check_exact, max_abs_differences, plan_pruning, prune
 from msp.export.report import build_report, forward_latencies, machine, network_costs, report_markdown
 from msp.train import ConfigError
-from msp.train.evaluation import adapted_to_seen_tasks, write_results
-from msp.train.run import open_run
+from experiments.evaluation import adapted_to_seen_tasks
+from msp.train.evaluation import write_results
+from experiments.train import open_run
 
 _CONFIG = common.define_optional_config()
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory of a meta_train.py run (or give --checkpoint).")

@@ -9,7 +9,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from experiments import common
-from msp.train.run import train
+from experiments.train import train
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Run configuration: file[:variant].", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and results.")

@@ -17,8 +17,9 @@ from absl import app, flags
 
 from experiments import common, plots, reporting
 from experiments.configs import synthetic
-from msp.train.evaluation import conventions, describe_protocol, evaluate_seen, sparsity_summary
-from msp.train.run import open_run, train
+from experiments.evaluation import evaluate_seen
+from msp.train.evaluation import conventions, describe_protocol, sparsity_summary
+from experiments.train import open_run, train
 from msp.train.writer import read_jsonl
 
 _ROOT = flags.DEFINE_string("root", "runs/variants", "Folder of the variants' workdirs.")

@@ -11,7 +11,7 @@ import pytest
 from experiments.configs import synthetic
 from msp.train import ConfigError, build_meta_learner
 from msp.train.checkpoint import CheckpointError
-from msp.train.run import open_run, train
+from experiments.train import open_run, train
 from msp.train.writer import read_jsonl
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -19,7 +19,7 @@ from msp.export.prune import (ExportError, channel_spaces, check_exact, kept_cha
 from msp.export.report import count_params
 from msp.models import MultiTaskNet, ResNet
 from msp.sparsity import GroupSpec
-from msp.train.run import open_run
+from experiments.train import open_run
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZE = 16

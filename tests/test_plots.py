@@ -171,7 +171,7 @@ def test_synthetic_preview_rejects_mismatched_maps_naming_the_example(tmp_path):
 
 def test_preview_command_draws_the_dataset(tmp_path):
   from data_pipelines.synthetic_scenes import CLASS_NAMES as dataset_classes
-  from data_pipelines.synthetic_scenes import preview
+  from experiments import synthetic_preview as preview
 
   out = tmp_path / "nested" / "preview.png"
   fig = preview.preview(str(out), num=2, data_dir=str(tmp_path / "data"),

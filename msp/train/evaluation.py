@@ -16,9 +16,8 @@ in one line for reports.
 """
 import functools
 import json
-import math
 import os
-from typing import Any, Callable, Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -26,8 +25,6 @@ import numpy as np
 import tqdm
 from flax import traverse_util
 
-from data_pipelines.datasets import Prefix
-from data_pipelines.episodes import EvalBatch, batch_sampler, eval_dataset
 from msp.meta import MetaBatch, lambdas_from_rho
 from msp.sparsity import sparsity_stats
 from msp.tasks import Task
@@ -35,10 +32,6 @@ from msp.train.setup import MetaLearner
 from msp.train.state import MetaTrainState
 
 Results = dict[str, dict[str, float]]
-# The evaluation's support batch is drawn with this offset on the run's seed, apart from the meta-batches.
-SUPPORT_SEED_OFFSET = 10_000
-# ... and the calibration examples with this one.
-CALIBRATION_SEED_OFFSET = 20_000
 
 
 def adapted_variables(learner: MetaLearner, state: MetaTrainState, support: dict) -> dict:
@@ -112,21 +105,6 @@ def protocol_variables(learner: MetaLearner, state: MetaTrainState, support: dic
   return calibrated(learner.model.apply, adapted_variables(learner, state, support), calibration_images, batch_size)
 
 
-def support_batch(source, targets, size: int, seed: int) -> dict[str, np.ndarray]:
-  """`size` examples of `source` (the training split) with every task's target, fixed by `seed`."""
-  return batch_sampler(source, targets, size, seed + SUPPORT_SEED_OFFSET)(0)
-
-
-def calibration_images(run) -> np.ndarray | None:
-  """(eval.calibration_size, H, W, 3) training images of `run` (a `msp.train.run.Run`), fixed by its seed; None
-  when eval.calibration_size is 0 (keep the running averages)."""
-  c = run.config
-  if not c.eval.calibration_size:
-    return None
-  source = run.dataset.source(c.data.train_split)
-  return batch_sampler(source, {}, min(c.eval.calibration_size, len(source)), c.seed + CALIBRATION_SEED_OFFSET)(0)["image"]
-
-
 def describe_protocol(config) -> str:
   """One line naming the seen-task evaluation protocol of `config` (for reports and printed tables)."""
   e, m = config.eval, config.meta
@@ -138,7 +116,7 @@ def describe_protocol(config) -> str:
   return f"protocol: {adapt}; {calibrate}; then inference"
 
 
-def evaluate(apply_fn: Callable, variables: dict, tasks: Sequence[Task], batches: Iterable[EvalBatch],
+def evaluate(apply_fn: Callable, variables: dict, tasks: Sequence[Task], batches: Iterable,
              num_batches: int | None = None, progress: bool = True) -> Results:
   """Pools each task's metric over `batches` (padding rows excluded) → {task: {metric name: value}}.
 
@@ -157,15 +135,6 @@ def evaluate(apply_fn: Callable, variables: dict, tasks: Sequence[Task], batches
         output, target = output[:rows], target[:rows]
       states[t.name] = updates[t.name](states[t.name], output, target)
   return {t.name: t.metric.compute(states[t.name]) for t in tasks}
-
-
-def eval_batches(source, targets, config) -> tuple[Any, int]:
-  """(EvalBatch iterator over `source`, number of batches) with `config.eval`'s batch size and example cap."""
-  if config.eval.max_examples is not None:
-    source = Prefix(source, config.eval.max_examples)
-  size = config.eval.batch_size
-  return iter(eval_dataset(source, targets, size, num_threads=config.data.num_threads,
-                           prefetch_buffer_size=config.data.prefetch)), math.ceil(len(source) / size)
 
 
 def shown_metrics(tasks: Sequence[Task]) -> list[tuple[str, str, bool]]:
@@ -220,23 +189,3 @@ def write_results(directory: str, name: str, payload: dict, table: str) -> tuple
   with open(md_path, "w", encoding="utf-8") as f:
     f.write(table + "\n")
   return json_path, md_path
-
-
-def adapted_to_seen_tasks(run, state: MetaTrainState) -> dict:
-  """The variables `evaluate_seen` scores for `run` (a `msp.train.run.Run`): `protocol_variables` on its fixed
-  support batch and calibration images → {"params", "batch_stats"}."""
-  c = run.config
-  targets = run.dataset.targets(c.tasks, c.seen_tasks)
-  source = run.dataset.source(c.data.train_split)
-  support = support_batch(source, targets, min(c.eval.support_size, len(source)), c.seed)
-  return protocol_variables(run.learner, state, support, calibration_images(run), c.eval.batch_size)
-
-
-def evaluate_seen(run, state: MetaTrainState, split: str | None = None, progress: bool = True) -> Results:
-  """The seen tasks of `run` (a `msp.train.run.Run`) scored by the protocol (module docstring) on `split` (default
-  config.data.eval_split)."""
-  c = run.config
-  variables = adapted_to_seen_tasks(run, state)
-  targets = run.dataset.targets(c.tasks, c.seen_tasks)
-  batches, num_batches = eval_batches(run.dataset.source(split or c.data.eval_split), targets, c)
-  return evaluate(run.learner.model.apply, variables, run.learner.tasks, batches, num_batches, progress)

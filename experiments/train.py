@@ -1,16 +1,19 @@
 """A run in a workdir: its config, dataset, learner and checkpoints; meta-training with logs and automatic resume.
 
+This layer joins the library (`msp`) and the data (`data_pipelines`); neither of them imports it.
+
 Everything a resumed run needs is in the checkpoint (the MetaTrainState and the input pipeline's position), so a
 run stopped after N steps and started again computes exactly what an uninterrupted run computes.
 """
 import dataclasses
+import functools
 import json
 import os
 
 import jax
 import ml_collections
 
-from data_pipelines.datasets import Dataset, open_dataset
+from data_pipelines.datasets import DATASETS, Dataset, open_dataset
 from data_pipelines.episodes import MetaBatchSampler, meta_batch_dataset
 from msp.train.checkpoint import CheckpointError, RunCheckpointer
 from msp.train.config import ConfigError
@@ -22,12 +25,17 @@ from msp.train.writer import MetricWriter
 
 @dataclasses.dataclass
 class Run:
-  """The static pieces of a run; `state()` gives its latest (or a fresh) MetaTrainState."""
+  """The static pieces of a run; `state()` gives its latest (or a fresh) MetaTrainState.
+
+  The dataset is opened on first use, so that commands that only read checkpoints (export) need no data."""
   config: ml_collections.ConfigDict
   workdir: str
   learner: MetaLearner
-  dataset: Dataset
   checkpointer: RunCheckpointer
+
+  @functools.cached_property
+  def dataset(self) -> Dataset:
+    return open_dataset(self.config.data, self.config.image_size)
 
   def fresh_state(self) -> MetaTrainState:
     return self.learner.init_state(jax.random.key(self.config.seed))
@@ -67,10 +75,11 @@ def open_run(config: ml_collections.ConfigDict, workdir: str) -> Run:
   """
   if not workdir:
     raise ConfigError("--workdir is required: the directory for checkpoints, logs and results")
+  if config.data.name not in DATASETS:
+    raise ConfigError(f"config.data.name={config.data.name!r}; choose one of {sorted(DATASETS)}")
   learner = build_meta_learner(config)
   checkpointer = RunCheckpointer(workdir, config, save_every=config.checkpoint_every)
-  return Run(config=config, workdir=workdir, learner=learner, dataset=open_dataset(config.data, config.image_size),
-             checkpointer=checkpointer)
+  return Run(config=config, workdir=workdir, learner=learner, checkpointer=checkpointer)
 
 
 def meta_batches(c: ml_collections.ConfigDict, dataset: Dataset, start_step: int):

@@ -1,6 +1,6 @@
 """Draws the first examples of a synthetic_scenes split with their ground truth (experiments.plots.synthetic_preview).
 
-python -m data_pipelines.synthetic_scenes.preview --out=runs/reports/synthetic_preview.png [--num=4] [--split=train]
+python experiments/synthetic_preview.py --out=runs/reports/synthetic_preview.png [--num=4] [--split=train]
     [--config=res64] [--data_dir=DIR]
 
 The dataset is opened as training does (`data_pipelines.datasets.open_dataset`): from --data_dir, else $TFDS_DATA_DIR,
@@ -13,14 +13,13 @@ import ml_collections
 
 from data_pipelines import datasets
 from data_pipelines.synthetic_scenes.builder import SyntheticScenes
+from experiments import plots
 
 
 def preview(out: str, num: int = 4, split: str = "train", config: str = "res64", data_dir: str | None = None,
             overrides: dict | None = None):
   """Writes the preview of the first `num` examples of `split` to `out` and returns the Figure; `overrides` are
   SyntheticScenesConfig fields replacing the config's (as `config.data.overrides`; e.g. a small test dataset)."""
-  from experiments import plots  # matplotlib is needed only here
-
   if num < 1:
     raise ValueError(f"--num must be at least 1, got {num}")
   dataset = datasets.open_dataset(ml_collections.ConfigDict(
@@ -35,7 +34,7 @@ def preview(out: str, num: int = 4, split: str = "train", config: str = "res64",
 def main(argv: list[str] | None = None) -> None:
   """The command line (module docstring); argparse like the dataset's build command, so importing this module
   defines no global flags."""
-  parser = argparse.ArgumentParser(prog="python -m data_pipelines.synthetic_scenes.preview",
+  parser = argparse.ArgumentParser(prog="python experiments/synthetic_preview.py",
                                    description=__doc__.split("\n\n")[0])
   parser.add_argument("--out", default="runs/reports/synthetic_preview.png", help="PNG to write (folder created)")
   parser.add_argument("--num", type=int, default=4, help="examples to draw: the first NUM of the split")

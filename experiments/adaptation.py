@@ -1,0 +1,48 @@
+"""Adaptation to unseen tasks (`msp.train.adaptation`) for a run in a workdir, on its own data splits."""
+from typing import Sequence
+
+import numpy as np
+
+from data_pipelines.datasets import Prefix
+from data_pipelines.episodes import batch_sampler
+from experiments.evaluation import calibration_images, eval_batches, evaluate_seen
+from msp.train.adaptation import attach_heads, fine_tune
+from msp.train.evaluation import calibrated, evaluate
+
+
+def training_subset(source, fraction: float):
+  """The first ⌈fraction·N⌉ examples of a random-access source (at least 1): the fine-tuning data."""
+  if not 0 < fraction <= 1:
+    raise ValueError(f"config.adapt.train_fraction={fraction} must lie in (0, 1]")
+  return Prefix(source, max(1, int(np.ceil(fraction * len(source)))))
+
+
+def adapt_unseen(run, state, tasks: Sequence[str] | None = None, with_seen: bool = True,
+                 progress: bool = True) -> dict:
+  """Fine-tunes heads for `tasks` (default `config.adapt.tasks`, else `config.unseen_tasks`) on the meta-trained
+  state of `run` (a `experiments.train.Run`) and evaluates them, and the seen tasks, on the evaluation split.
+
+  Returns {"unseen": Results, "seen": Results (None unless `with_seen`), "losses": fine-tuning losses per step,
+  "variables": the adapted {"params", "batch_stats"} of the model with every head, "tasks": the new Tasks}.
+  """
+  c = run.config
+  tasks = tuple(tasks or c.adapt.tasks or c.unseen_tasks)
+  model, new_tasks, variables = attach_heads(c.model, c.tasks, run.learner.tasks, tasks,
+                                             {"params": state.params, "batch_stats": state.batch_stats},
+                                             c.image_size, c.seed)
+  targets = run.dataset.targets(c.tasks, tasks)
+  source = training_subset(run.dataset.source(c.data.train_split), c.adapt.train_fraction)
+  calibration = calibration_images(run)
+  variables, losses = fine_tune(model, calibrated(model.apply, variables, calibration, c.eval.batch_size), new_tasks,
+                                run.learner.spec, batch_sampler(source, targets, c.adapt.batch_size, c.seed),
+                                train=c.adapt.train, steps=c.adapt.steps, lr=c.adapt.lr, progress=progress)
+  if c.adapt.train == "heads_and_backbone":
+    variables = calibrated(model.apply, variables, calibration, c.eval.batch_size)
+  batches, num_batches = eval_batches(run.dataset.source(c.data.eval_split), targets, c)
+  unseen = evaluate(model.apply, variables, new_tasks, batches, num_batches, progress)
+  seen = None
+  if with_seen:
+    seen_params = {k: v for k, v in variables["params"].items() if k in state.params}
+    seen = evaluate_seen(run, state.replace(params=seen_params, batch_stats=variables["batch_stats"]),
+                         progress=progress)
+  return {"unseen": unseen, "seen": seen, "losses": losses, "variables": variables, "tasks": new_tasks}

@@ -1,0 +1,60 @@
+"""The evaluation protocol (`msp.train.evaluation`) applied to a run in a workdir: its fixed support batch and
+calibration images drawn from the run's training split, and its evaluation split in batches."""
+import math
+from typing import Any
+
+import numpy as np
+
+from data_pipelines.datasets import Prefix
+from data_pipelines.episodes import batch_sampler, eval_dataset
+from msp.train.evaluation import Results, evaluate, protocol_variables
+from msp.train.state import MetaTrainState
+
+# The evaluation's support batch is drawn with this offset on the run's seed, apart from the meta-batches.
+SUPPORT_SEED_OFFSET = 10_000
+# ... and the calibration examples with this one.
+CALIBRATION_SEED_OFFSET = 20_000
+
+
+def support_batch(source, targets, size: int, seed: int) -> dict[str, np.ndarray]:
+  """`size` examples of `source` (the training split) with every task's target, fixed by `seed`."""
+  return batch_sampler(source, targets, size, seed + SUPPORT_SEED_OFFSET)(0)
+
+
+def calibration_images(run) -> np.ndarray | None:
+  """(eval.calibration_size, H, W, 3) training images of `run` (a `experiments.train.Run`), fixed by its seed; None
+  when eval.calibration_size is 0 (keep the running averages)."""
+  c = run.config
+  if not c.eval.calibration_size:
+    return None
+  source = run.dataset.source(c.data.train_split)
+  return batch_sampler(source, {}, min(c.eval.calibration_size, len(source)), c.seed + CALIBRATION_SEED_OFFSET)(0)["image"]
+
+
+def eval_batches(source, targets, config) -> tuple[Any, int]:
+  """(EvalBatch iterator over `source`, number of batches) with `config.eval`'s batch size and example cap."""
+  if config.eval.max_examples is not None:
+    source = Prefix(source, config.eval.max_examples)
+  size = config.eval.batch_size
+  return iter(eval_dataset(source, targets, size, num_threads=config.data.num_threads,
+                           prefetch_buffer_size=config.data.prefetch)), math.ceil(len(source) / size)
+
+
+def adapted_to_seen_tasks(run, state: MetaTrainState) -> dict:
+  """The variables `evaluate_seen` scores for `run` (a `experiments.train.Run`): `protocol_variables` on its fixed
+  support batch and calibration images → {"params", "batch_stats"}."""
+  c = run.config
+  targets = run.dataset.targets(c.tasks, c.seen_tasks)
+  source = run.dataset.source(c.data.train_split)
+  support = support_batch(source, targets, min(c.eval.support_size, len(source)), c.seed)
+  return protocol_variables(run.learner, state, support, calibration_images(run), c.eval.batch_size)
+
+
+def evaluate_seen(run, state: MetaTrainState, split: str | None = None, progress: bool = True) -> Results:
+  """The seen tasks of `run` (a `experiments.train.Run`) scored by the protocol (module docstring) on `split` (default
+  config.data.eval_split)."""
+  c = run.config
+  variables = adapted_to_seen_tasks(run, state)
+  targets = run.dataset.targets(c.tasks, c.seen_tasks)
+  batches, num_batches = eval_batches(run.dataset.source(split or c.data.eval_split), targets, c)
+  return evaluate(run.learner.model.apply, variables, run.learner.tasks, batches, num_batches, progress)
