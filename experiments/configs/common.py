@@ -20,7 +20,7 @@ def method_defaults() -> ml_collections.ConfigDict:
       lambda_mode="per_layer", lambda_init=1e-2, learn_lambda=True))
   c.safeguards = ml_collections.ConfigDict(dict(
       lambda_min=1e-8, lambda_max=10.0, min_channels=1, outlier_factor=10.0, outlier_warmup=10,
-      runaway_factor=100.0, runaway_window=100))
+      runaway_factor=100.0, runaway_window=100, max_skipped_steps=20))
   c.budget = ml_collections.ConfigDict(dict(
       enabled=False, target_kind="channels_removed", target=0.5, cost="flops", dual_lr=0.005, constraint="at_most",
       scale_lr=0.02, horizon=150.0, cap=True))
@@ -71,6 +71,11 @@ def experiment_defaults(arg: str) -> ml_collections.ConfigDict:
   c.steps = 600
   c.log_every = 20
   c.checkpoint_every = 200
+  c.keep_checkpoints = 3  # the newest checkpoints kept (the best one by eval.select_metric is kept besides)
+  # Every this many steps (0: never) the protocol scores the seen tasks on data.select_split: logged to
+  # metrics.jsonl and TensorBoard, and the best checkpoint by eval.select_metric is kept in checkpoints_best/.
+  c.eval_every = 0
+  c.profile_steps = 0  # trace this many steps (from the second step of a process) into WORKDIR/profile
   c.num_devices = ml_collections.FieldReference(None, field_type=int)
 
   c.eval = ml_collections.ConfigDict()
@@ -82,6 +87,9 @@ def experiment_defaults(arg: str) -> ml_collections.ConfigDict:
   c.eval.support_size = 64
   # BatchNorm statistics of the evaluated weights from this many training examples (0: keep training's averages).
   c.eval.calibration_size = 256
+  c.eval.select_split = "validation"  # what eval_every scores during training
+  # "task/metric" (e.g. "segmentation/miou") that picks the best checkpoint; None: the first seen task's first one
+  c.eval.select_metric = ml_collections.FieldReference(None, field_type=str)
 
   c.adapt = ml_collections.ConfigDict()
   c.adapt.tasks = ml_collections.FieldReference(None, field_type=tuple)  # None: all of unseen_tasks

@@ -26,7 +26,8 @@ from msp.train.state import MetaTrainState
 # checkpointing, placement and input-pipeline performance, implementation choices that compute the same values,
 # and what happens after meta-training (evaluation, adaptation). Every other key defines the state's structure
 # or meaning (model, tasks, data, sparsity, meta-objective, optimisers, budget, safeguards, seed) and must match.
-MAY_DIFFER_ON_RESUME = ("steps", "log_every", "checkpoint_every", "num_devices", "meta.remat", "meta.episode_loop",
+MAY_DIFFER_ON_RESUME = ("steps", "log_every", "checkpoint_every", "keep_checkpoints", "eval_every", "profile_steps",
+                        "safeguards.max_skipped_steps", "num_devices", "meta.remat", "meta.episode_loop",
                         "data.data_dir", "data.num_threads", "data.prefetch", "data.eval_split", "eval", "adapt")
 
 # Task options that only change how a task is scored (its metric), never the state: `tasks.<name>.<option>`.
@@ -208,9 +209,10 @@ def _check_compatible(config_path: pathlib.Path, new: dict) -> None:
     raise CheckpointError(f"cannot read the run's config {config_path}: {e}") from e
   old, new = _flatten(old), _flatten(new)
   missing = "<absent>"
+  same = lambda a, b: json.dumps(a) == json.dumps(b)  # NaN == NaN here, as in the file
   diffs = [f"  {key}: {old.get(key, missing)!r} → {new.get(key, missing)!r}"
            for key in sorted(old.keys() | new.keys())
-           if old.get(key, missing) != new.get(key, missing) and not _may_differ(key)]
+           if not same(old.get(key, missing), new.get(key, missing)) and not _may_differ(key)]
   if diffs:
     raise CheckpointError(
         f"the config differs from the one this run was started with ({config_path}) in keys that define the "

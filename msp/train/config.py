@@ -1,4 +1,6 @@
 """Validation of a run's config, once, at start: every error names the offending key."""
+import math
+
 import ml_collections
 
 from msp.meta import EPISODE_LOOPS, LAMBDA_MODES, META_GRADIENT_MODES
@@ -38,8 +40,23 @@ def _integer(config, key: str, minimum: int) -> None:
     raise ConfigError(f"config.{key}={value!r} must be an integer ≥ {minimum}")
 
 
+def _finite_numbers(node, prefix: str = "") -> None:
+  """ConfigError naming the first float anywhere in the config that is NaN or ±inf."""
+  items = node.items() if hasattr(node, "items") else enumerate(node) if isinstance(node, (list, tuple)) else ()
+  for key, value in items:
+    name = f"{prefix}.{key}" if prefix else str(key)
+    if isinstance(value, float) and not math.isfinite(value):
+      raise ConfigError(f"config.{name}={value!r} must be a finite number")
+    _finite_numbers(value, name)
+
+
 def validate_config(config: ml_collections.ConfigDict) -> None:
   """Raises ConfigError naming the first bad key; returns None when the config is usable."""
+  _finite_numbers(config)
+  for key, minimum in (("steps", 1), ("checkpoint_every", 1), ("keep_checkpoints", 1), ("log_every", 0),
+                       ("eval_every", 0), ("profile_steps", 0)):
+    if key in config:
+      _integer(config, key, minimum)
   for key in ("meta.inner_steps", "meta.episodes", "meta.support_size", "meta.query_size", "image_size"):
     _integer(config, key, 1)
   if "eval" in config:
@@ -72,7 +89,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   if not config.safeguards.lambda_min <= config.sparsity.lambda_init <= config.safeguards.lambda_max:
     raise ConfigError(f"config.sparsity.lambda_init={config.sparsity.lambda_init} lies outside the bounds "
                       f"[safeguards.lambda_min, safeguards.lambda_max]")
-  for key in ("safeguards.min_channels", "safeguards.runaway_window"):
+  for key in ("safeguards.min_channels", "safeguards.runaway_window", "safeguards.max_skipped_steps"):
     _integer(config, key, 1)
   seen = tuple(_get(config, "seen_tasks"))
   if not seen:

@@ -19,7 +19,8 @@ class Safeguards:
   min_channels: channels per layer that no prox may remove (≥ 1).
   outlier_factor: skip an outer step whose meta-gradient norm exceeds this × its running average (0: never skip
   finite steps); non-finite meta-gradients are always skipped. outlier_warmup: accepted steps before outliers count.
-  runaway_factor / runaway_window: warn when a λ_ℓ changes by more than this factor within this many steps."""
+  runaway_factor / runaway_window: warn when a λ_ℓ changes by more than this factor within this many steps.
+  max_skipped_steps: a run stops after this many consecutive skipped steps (it is not learning any more)."""
   lambda_min: float = 1e-8
   lambda_max: float = 10.0
   min_channels: int = 1
@@ -27,6 +28,7 @@ class Safeguards:
   outlier_warmup: int = 10
   runaway_factor: float = 100.0
   runaway_window: int = 100
+  max_skipped_steps: int = 20
 
   def __post_init__(self):
     if not 0 < self.lambda_min < self.lambda_max:
