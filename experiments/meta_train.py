@@ -4,12 +4,16 @@ python experiments/meta_train.py --config=experiments/configs/synthetic.py:budge
     [--config.steps=1000 --config.budget.target=0.75 ...]
 
 Writes DIR/config.json, DIR/checkpoints/<step>/, DIR/metrics.jsonl and TensorBoard events in DIR/tensorboard.
+SIGTERM or Ctrl-C: the current step finishes and is saved, then the run exits with status 128 + the signal's
+number; the same command resumes it.
 """
+import sys
+
 from absl import app, flags
 from ml_collections import config_flags
 
 from experiments import common
-from experiments.train import train
+from experiments.train import Preempted, train
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Run configuration: file[:variant].", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and results.")
@@ -18,7 +22,11 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs
 def main(argv):
   common.start(argv)
   with common.clear_errors():
-    train(_CONFIG.value, _WORKDIR.value)
+    try:
+      train(_CONFIG.value, _WORKDIR.value)
+    except Preempted as e:
+      print(e, file=sys.stderr)
+      sys.exit(128 + e.signum)
 
 
 if __name__ == "__main__":

@@ -3,24 +3,45 @@
 This layer joins the library (`msp`) and the data (`data_pipelines`); neither of them imports it.
 
 Everything a resumed run needs is in the checkpoint (the MetaTrainState and the input pipeline's position), so a
-run stopped after N steps and started again computes exactly what an uninterrupted run computes.
+run stopped after N steps and started again computes exactly what an uninterrupted run computes. What protects a
+workdir: nothing is written before the config, the data and the workdir have been checked; a corrupt newest
+checkpoint is set aside with a warning (`RunCheckpointer.restore_latest_readable`); a shorter `steps` than the run
+has reached is refused; a state with NaN or inf is never saved; SIGTERM or SIGINT end the run after the current
+step with a checkpoint; logs hold each step once after any number of resumes.
 """
+import contextlib
 import dataclasses
 import functools
 import json
 import os
+import signal
+import threading
 
 import jax
 import ml_collections
 
 from data_pipelines.datasets import DATASETS, Dataset, open_dataset
 from data_pipelines.episodes import MetaBatchSampler, meta_batch_dataset
+from experiments.evaluation import evaluate_seen
 from msp.train.checkpoint import CheckpointError, RunCheckpointer
 from msp.train.config import ConfigError
+from msp.train.evaluation import Results, shown_metrics
 from msp.train.loop import meta_train
+from msp.train.safeguards import finite_parts, nonfinite_names
 from msp.train.setup import MetaLearner, build_meta_learner
 from msp.train.state import MetaTrainState
 from msp.train.writer import MetricWriter
+
+BEST = "checkpoints_best"  # the best checkpoint by eval.select_metric, and best.json naming it
+
+
+class Preempted(Exception):
+  """Training was asked to stop by a signal, and saved the step it had reached."""
+
+  def __init__(self, signal_name: str, step: int, num_steps: int, signum: int):
+    super().__init__(f"stopped by {signal_name} after step {step} of {num_steps}; the checkpoint of step {step} "
+                     f"is saved: run the same command to resume")
+    self.signum = signum
 
 
 @dataclasses.dataclass
@@ -37,6 +58,10 @@ class Run:
   def dataset(self) -> Dataset:
     return open_dataset(self.config.data, self.config.image_size)
 
+  @functools.cached_property
+  def best_checkpointer(self) -> RunCheckpointer:
+    return RunCheckpointer(self.workdir, self.config, save_every=1, max_to_keep=1, subdirectory=BEST)
+
   def fresh_state(self) -> MetaTrainState:
     return self.learner.init_state(jax.random.key(self.config.seed))
 
@@ -48,14 +73,27 @@ class Run:
     return self.checkpointer.restore(fresh, step)
 
   def trained_state(self, step: int | None = None) -> tuple[int, MetaTrainState]:
-    """(step, state) of checkpoint `step` (None: the latest); CheckpointError when the run has none."""
+    """(step, state) of checkpoint `step` (None: the latest; a step only in checkpoints_best/ is found there).
+
+    Raises CheckpointError when the run has no such checkpoint, when it is corrupt, or when its state holds NaN or
+    inf (a state that must not be evaluated or exported)."""
     step = self.checkpointer.latest_step() if step is None else step
     if step is None:
       raise CheckpointError(f"no checkpoint in {self.checkpointer.directory}: run meta_train.py first")
-    return step, self.checkpointer.restore(self.fresh_state(), step)[0]
+    checkpointer = self.checkpointer
+    if not (self.checkpointer.directory / str(step)).exists() and (self.best_checkpointer.directory / str(step)).exists():
+      checkpointer = self.best_checkpointer
+    state = checkpointer.restore(self.fresh_state(), step)[0]
+    broken = nonfinite_names(jax.device_get(finite_parts(state)))
+    if broken:
+      raise CheckpointError(f"the checkpoint {checkpointer.directory / str(step)} holds NaN or inf in its "
+                            f"{' and '.join(broken)}: it cannot be evaluated or exported")
+    return step, state
 
   def close(self) -> None:
     self.checkpointer.close()
+    if "best_checkpointer" in self.__dict__:
+      self.best_checkpointer.close()
 
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:
@@ -68,17 +106,18 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
 
 
 def open_run(config: ml_collections.ConfigDict, workdir: str) -> Run:
-  """Validates `config`, checks it against the workdir's (creating the workdir for a new run) and opens the data.
+  """Validates `config` and checks it against the workdir's; writes nothing (the first checkpoint writes).
 
   Raises ConfigError (a bad config value, naming the key) or CheckpointError (an unusable or incompatible workdir,
-  naming the path and the differing keys) before anything is written.
+  naming the path and the differing keys).
   """
   if not workdir:
     raise ConfigError("--workdir is required: the directory for checkpoints, logs and results")
   if config.data.name not in DATASETS:
     raise ConfigError(f"config.data.name={config.data.name!r}; choose one of {sorted(DATASETS)}")
   learner = build_meta_learner(config)
-  checkpointer = RunCheckpointer(workdir, config, save_every=config.checkpoint_every)
+  checkpointer = RunCheckpointer(workdir, config, save_every=config.checkpoint_every,
+                                 max_to_keep=config.get("keep_checkpoints", 3))
   return Run(config=config, workdir=workdir, learner=learner, checkpointer=checkpointer)
 
 
@@ -94,28 +133,111 @@ def meta_batches(c: ml_collections.ConfigDict, dataset: Dataset, start_step: int
   return iterator
 
 
+@contextlib.contextmanager
+def stop_requests():
+  """Yields a function that returns the name of a SIGTERM or SIGINT received meanwhile (None before one).
+
+  The first such signal only records its arrival (training ends after the current step, with a checkpoint); a
+  second one acts as it would without this handler. Outside the main thread signals cannot be caught: the
+  function then always returns None."""
+  received = []
+  if threading.current_thread() is not threading.main_thread():
+    yield lambda: None
+    return
+
+  def record(signum, _):
+    received.append(signum)
+    signal.signal(signum, previous[signum])
+
+  previous = {s: signal.signal(s, record) for s in (signal.SIGTERM, signal.SIGINT)}
+  try:
+    yield lambda: signal.Signals(received[0]).name if received else None
+  finally:
+    for s, handler in previous.items():
+      signal.signal(s, handler)
+
+
+class BestCheckpoint:
+  """Keeps the checkpoint of the step whose `eval.select_metric` on `eval.select_split` is best so far, in
+  WORKDIR/checkpoints_best/<step>/, and names it in WORKDIR/checkpoints_best/best.json."""
+
+  def __init__(self, run: Run):
+    metrics = {f"{task}/{metric}": better for task, metric, better in shown_metrics(run.learner.tasks)}
+    self.metric = run.config.eval.get("select_metric") or next(iter(metrics))
+    if self.metric not in metrics:
+      raise ConfigError(f"config.eval.select_metric={self.metric!r}; choose one of {sorted(metrics)}")
+    self.higher_is_better = metrics[self.metric]
+    self.run = run
+    self.path = run.best_checkpointer.directory / "best.json"
+    self.best = json.loads(self.path.read_text()) if self.path.exists() else None
+
+  def update(self, step: int, state: MetaTrainState, results: Results) -> bool:
+    """Saves `state` as the best checkpoint when its score in `results` beats the best so far; returns whether."""
+    task, metric = self.metric.split("/", 1)
+    value = results[task][metric]
+    if self.best is not None and not (value > self.best["value"] if self.higher_is_better else
+                                      value < self.best["value"]):
+      return False
+    if self.run.best_checkpointer.save(step, state, {"next_index": step}, force=True):
+      self.best = {"step": step, "metric": self.metric, "value": value,
+                   "split": self.run.config.eval.select_split}
+      tmp = self.path.with_name("best.json.tmp")
+      tmp.write_text(json.dumps(self.best, indent=1) + "\n")
+      os.replace(tmp, self.path)
+    return True
+
+
 def train(config: ml_collections.ConfigDict, workdir: str, progress: bool = True) -> tuple[MetaTrainState, list]:
   """Meta-trains `config` in `workdir` up to `config.steps` outer steps, resuming from its latest checkpoint.
 
-  Logs every `log_every` steps to metrics.jsonl and TensorBoard, checkpoints every `checkpoint_every` steps and
-  at the end. Returns the final state and the records logged by this call.
+  Logs every `log_every` steps to metrics.jsonl and TensorBoard (the config as hparams), checkpoints every
+  `checkpoint_every` steps and at the end, keeping `keep_checkpoints`; every `eval_every` steps scores the seen
+  tasks on `eval.select_split` and keeps the best checkpoint. Returns the final state and the records logged by
+  this call. Raises CheckpointError (a workdir that holds more steps than `steps`, ...), DivergedError (NaN or inf,
+  or steps skipped in a row) or Preempted (SIGTERM / SIGINT, after saving).
   """
   run = open_run(config, workdir)
   try:
-    state, _ = run.state()
+    latest = run.checkpointer.latest_step()
+    if latest is not None and latest > config.steps:
+      raise CheckpointError(f"{run.checkpointer.directory} already holds step {latest}, past config.steps="
+                            f"{config.steps}: a shorter run would relabel and delete its checkpoints (use "
+                            f"evaluate.py --step for an earlier one, or another workdir)")
+    best = BestCheckpoint(run) if config.eval_every else None
+    restored = run.checkpointer.restore_latest_readable(run.fresh_state())
+    state = restored[0] if restored else run.fresh_state()
     start = int(state.step)
+    batches = meta_batches(run.config, run.dataset, start)
+    os.makedirs(workdir, exist_ok=True)
     names = {"lambda": run.learner.spec.names, "lambda_at_bound": run.learner.spec.names,
              "floor_engaged": run.learner.spec.names, "alive_channels": run.learner.spec.names,
              "group_sparsity": run.learner.spec.names, "task_loss": config.seen_tasks}
-    writer = MetricWriter(workdir, names)
-    batches = meta_batches(run.config, run.dataset, start)
-    save = lambda step, s: run.checkpointer.save(step, s, {"next_index": step})
-    try:
-      state, history = meta_train(run.learner, state, batches, config.steps, config.log_every,
-                                  on_log=writer.write, progress=progress, start_step=start, on_step=save)
-    finally:
-      writer.close()
-    run.checkpointer.save(config.steps, state, {"next_index": config.steps}, force=True)
+    profile = (os.path.join(os.path.abspath(workdir), "profile"), config.profile_steps) if config.get(
+        "profile_steps") else None
+    with stop_requests() as stopped:
+      writer = MetricWriter(workdir, names, resume_step=start)
+      if start == 0:
+        writer.write_hparams(config.to_dict(), ["loss", "group_sparsity_total"])
+
+      def on_step(step: int, state: MetaTrainState) -> None:
+        run.checkpointer.save(step, state, {"next_index": step})
+        if best is not None and step % config.eval_every == 0:
+          split = config.eval.select_split
+          results = evaluate_seen(run, state, split, progress=False)
+          writer.write(step, {f"{split}/{task}/{metric}": value for task, scores in results.items()
+                              for metric, value in scores.items()})
+          best.update(step, state, results)
+
+      try:
+        state, history = meta_train(run.learner, state, batches, config.steps, config.log_every,
+                                    on_log=writer.write, progress=progress, start_step=start, on_step=on_step,
+                                    should_stop=lambda: stopped() is not None, profile=profile)
+      finally:
+        writer.close()
+      step = int(state.step)
+      run.checkpointer.save(step, state, {"next_index": step}, force=True)
+      if stopped() is not None and step < config.steps:
+        raise Preempted(stopped(), step, config.steps, getattr(signal, stopped()))
     return state, history
   finally:
     run.close()

@@ -6,7 +6,12 @@ iterator state). Orbax writes a step into `<step>.orbax-checkpoint-tmp` and rena
 interrupted save never shows up as a checkpoint.
 
 A workdir belongs to one run: reopening it with a config that differs in anything but the keys of
-MAY_DIFFER_ON_RESUME raises CheckpointError before anything is written.
+MAY_DIFFER_ON_RESUME raises CheckpointError before anything is written. config.json is written with the first
+checkpoint, so that commands that fail earlier, or only read the run, leave the workdir as it was.
+
+A step directory that cannot be read back (a truncated file, a damaged manifest) is "corrupt or incomplete":
+`restore_latest_readable` warns, renames it to `<step>.corrupt` (kept for inspection, no longer a checkpoint) and
+resumes from the newest readable one.
 """
 import base64
 import json
@@ -15,8 +20,10 @@ import pathlib
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from absl import logging
 from orbax.checkpoint import v1 as ocp
 
 from msp.train.config import ConfigError
@@ -38,11 +45,14 @@ _DATA_STATE = "data_state"
 # JSON has neither bytes (grain's DataLoader.get_state() returns bytes) nor tuples: they are stored tagged.
 _BYTES_TAG = "__bytes_base64__"
 _TUPLE_TAG = "__tuple__"
-_MAX_LISTED = 10
 
 
 class CheckpointError(ConfigError):
   """A run directory cannot be used: unwritable, written by an incompatible config, or a mismatched checkpoint."""
+
+
+class CorruptCheckpointError(CheckpointError):
+  """A step directory exists but cannot be read back as the run's state."""
 
 
 class RunCheckpointer:
@@ -63,14 +73,15 @@ class RunCheckpointer:
   """
 
   def __init__(self, workdir: str | os.PathLike, config: ml_collections.ConfigDict, *, save_every: int,
-               max_to_keep: int = 3):
-    """Creates `workdir` (with its parents) and checks it against `config`; writes config.json when compatible.
+               max_to_keep: int = 3, subdirectory: str = "checkpoints"):
+    """Checks `workdir` against `config`; creates nothing until the first `save`.
 
     Args:
       workdir: the run directory.
       config: the run's config.
       save_every: `save` writes a checkpoint at steps that are multiples of this (or when forced).
       max_to_keep: the newest checkpoints kept; older ones are deleted after each save.
+      subdirectory: where in `workdir` the step directories live ("checkpoints_best" holds the best one).
 
     Raises:
       CheckpointError: the workdir cannot be created or written; its config.json differs from `config` in a
@@ -80,25 +91,32 @@ class RunCheckpointer:
       raise ValueError(f"save_every={save_every} and max_to_keep={max_to_keep} must be ≥ 1")
     self.workdir = pathlib.Path(workdir).expanduser().absolute()  # orbax refuses relative paths
     self.config_path = self.workdir / "config.json"
-    self.directory = self.workdir / "checkpoints"
-    new = json.loads(config.to_json_best_effort(sort_keys=True))
-    # both checks only read, so that a refused workdir is left exactly as it was
+    self.directory = self.workdir / subdirectory
+    self._config = json.loads(config.to_json_best_effort(sort_keys=True))
+    # the checks only read, so that a refused workdir is left exactly as it was
     if self.config_path.exists():
-      _check_compatible(self.config_path, new)
+      _check_compatible(self.config_path, self._config)
     elif self.directory.exists() and any(self.directory.iterdir()):
       raise CheckpointError(f"{self.directory} holds checkpoints but {self.config_path} is missing, so they "
                             f"cannot be checked against the config; use another workdir or remove {self.directory}")
-    _check_writable(self.workdir)
-    _write_json(self.config_path, new)
-    registry = ocp.handlers.local_registry()
-    registry.add(ocp.handlers.JsonHandler, checkpointable_name=_DATA_STATE)
-    context = ocp.Context()
-    context.checkpointables.registry = registry
-    self._checkpointer = ocp.training.Checkpointer(
-        self.directory, context=context,
-        save_decision_policy=ocp.training.save_decision_policies.FixedIntervalPolicy(save_every),
-        preservation_policy=ocp.training.preservation_policies.LatestN(max_to_keep),
-        cleanup_tmp_directories=True)
+    _check_can_create(self.workdir)
+    self._policies = (save_every, max_to_keep)
+    self._orbax: ocp.training.Checkpointer | None = None  # opened on first need: opening creates the directory
+
+  @property
+  def _checkpointer(self) -> ocp.training.Checkpointer:
+    if self._orbax is None:
+      registry = ocp.handlers.local_registry()
+      registry.add(ocp.handlers.JsonHandler, checkpointable_name=_DATA_STATE)
+      context = ocp.Context()
+      context.checkpointables.registry = registry
+      save_every, max_to_keep = self._policies
+      self._orbax = ocp.training.Checkpointer(
+          self.directory, context=context,
+          save_decision_policy=ocp.training.save_decision_policies.FixedIntervalPolicy(save_every),
+          preservation_policy=ocp.training.preservation_policies.LatestN(max_to_keep),
+          cleanup_tmp_directories=True)
+    return self._orbax
 
   def __enter__(self) -> "RunCheckpointer":
     return self
@@ -126,6 +144,8 @@ class RunCheckpointer:
     # the policy first: _steps() waits for a save in flight, which a skipped step must not do
     if not (force or self._checkpointer.should_save(step)) or step in self._steps():
       return False
+    _check_writable(self.workdir)
+    _write_json(self.config_path, self._config)
     response = self._checkpointer.save_checkpointables_async(
         step, {_STATE: state, _DATA_STATE: encoded}, force=force)
     if response is None:
@@ -168,26 +188,67 @@ class RunCheckpointer:
     try:
       saved = self._checkpointer.checkpointables_metadata(step).metadata[_STATE]
     except Exception as e:  # orbax raises many kinds; all mean the step directory is unreadable
-      raise CheckpointError(f"cannot read the checkpoint {path}: {e}") from e
+      raise CorruptCheckpointError(f"the checkpoint {path} is corrupt or incomplete: {_first_line(e)}") from e
     _check_same_leaves(path, saved, abstract)
     try:
       loaded = self._checkpointer.load_checkpointables(step, {_STATE: abstract, _DATA_STATE: None})
+      data_state = _decode(loaded[_DATA_STATE])
     except Exception as e:
-      raise CheckpointError(f"cannot restore the checkpoint {path}: {e}") from e
-    return loaded[_STATE], _decode(loaded[_DATA_STATE])
+      raise CorruptCheckpointError(f"the checkpoint {path} is corrupt or incomplete: {_first_line(e)}") from e
+    return loaded[_STATE], data_state
+
+  def restore_latest_readable(self, abstract_state: MetaTrainState) -> tuple[MetaTrainState, dict] | None:
+    """`restore` of the newest checkpoint that reads back, None when there is none.
+
+    Each newer one that is corrupt or incomplete is renamed to `<step>.corrupt` (kept for inspection; a later save
+    of that step writes a fresh checkpoint) with a warning naming it.
+    """
+    for step in reversed(self._steps()):
+      try:
+        return self.restore(abstract_state, step)
+      except CorruptCheckpointError as e:
+        path = self.directory / str(step)
+        aside = path.with_name(f"{step}.corrupt")
+        if aside.exists():
+          aside = path.with_name(f"{step}.corrupt.{os.getpid()}")
+        os.replace(path, aside)
+        self._checkpointer.reload()
+        logging.warning("%s; skipped it (kept as %s) and resuming from an older checkpoint", e, aside.name)
+    return None
 
   def wait(self) -> None:
     """Blocks until a save in flight is committed (re-raising its error, if any)."""
-    self._checkpointer.wait()
+    if self._orbax is not None:
+      self._orbax.wait()
 
   def close(self) -> None:
     """Waits for a save in flight and releases orbax's resources."""
-    self._checkpointer.close()
+    if self._orbax is not None:
+      self._orbax.close()
 
   def _steps(self) -> list[int]:
+    if self._orbax is None and not self.directory.is_dir():
+      return []
     # orbax lists a step as soon as its save starts: wait so that only committed steps count
     self.wait()
     return [c.step for c in self._checkpointer.checkpoints]
+
+
+def _check_can_create(workdir: pathlib.Path) -> None:
+  """CheckpointError unless `workdir` is a writable directory, or could be created as one; creates nothing."""
+  existing = workdir
+  while not existing.exists():
+    existing = existing.parent
+  if not existing.is_dir():
+    raise CheckpointError(f"the run directory {workdir} cannot be created: {existing} is not a directory")
+  if not os.access(existing, os.W_OK | os.X_OK):
+    raise CheckpointError(f"the run directory {workdir} cannot be created or written: {existing} is not writable")
+
+
+def _first_line(error: Exception, limit: int = 200) -> str:
+  """The first line of an error's message, at most `limit` characters (orbax's messages run to kilobytes)."""
+  text = (str(error).strip().splitlines() or [type(error).__name__])[0]
+  return text if len(text) <= limit else text[:limit] + "…"
 
 
 def _check_writable(workdir: pathlib.Path) -> None:
@@ -304,7 +365,7 @@ def _check_same_leaves(path: pathlib.Path, saved: Any, abstract: Any) -> None:
     elif saved[key] != wanted[key]:
       diffs.append(f"  {key}: checkpoint {show(saved[key])}, state {show(wanted[key])}")
   if diffs:
-    more = [f"  ... and {len(diffs) - _MAX_LISTED} more"] if len(diffs) > _MAX_LISTED else []
-    raise CheckpointError(
-        f"the checkpoint {path} does not fit the state to restore into ({len(diffs)} leaves differ; was it "
-        f"written with another model, tasks or optimiser?):\n" + "\n".join(diffs[:_MAX_LISTED] + more))
+    raise CorruptCheckpointError(
+        f"the checkpoint {path} is corrupt or incomplete (or from another version of msp): {len(diffs)} of its "
+        f"leaves do not fit the run's state "
+        f"(first: {diffs[0].strip()})")

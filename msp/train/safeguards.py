@@ -1,4 +1,5 @@
-"""Safeguards around the outer step: λ bounds, skipping bad meta-gradients, and a host-side λ runaway warning.
+"""Safeguards around the outer step: λ bounds, skipping bad meta-gradients, a host-side λ runaway warning, and the
+checks that stop a run which diverged (non-finite state, or nothing but skipped steps) before it is saved.
 
 The channel floor (no layer loses its last `min_channels` channels) lives in the prox itself
 (`msp.sparsity.block_soft_threshold(min_alive=...)`).
@@ -11,6 +12,33 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import logging
+
+from msp.train.config import ConfigError
+
+# The parts of a MetaTrainState whose finiteness the step reports, in the order of its `finite` metric.
+STATE_PARTS = ("parameters", "BatchNorm statistics", "λ and the budget", "optimiser state")
+
+
+class DivergedError(ConfigError):
+  """Training produced a state that must not be saved (non-finite), or stopped learning (every step skipped)."""
+
+
+def all_finite(tree) -> jax.Array:
+  """Scalar bool: every floating-point leaf of `tree` is free of NaN and ±inf (integer leaves count as finite)."""
+  flags = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree) if jnp.issubdtype(jnp.asarray(x).dtype,
+                                                                                          jnp.floating)]
+  return jnp.all(jnp.stack(flags)) if flags else jnp.asarray(True)
+
+
+def finite_parts(state) -> jax.Array:
+  """(len(STATE_PARTS),) bool: which parts of a MetaTrainState are finite."""
+  return jnp.stack([all_finite(state.params), all_finite(state.batch_stats), all_finite((state.rho, state.budget)),
+                    all_finite((state.opt_state, state.rho_opt_state))])
+
+
+def nonfinite_names(finite: np.ndarray) -> list[str]:
+  """The STATE_PARTS whose flag in `finite` (from `finite_parts`) is False."""
+  return [name for name, ok in zip(STATE_PARTS, np.asarray(finite)) if not ok]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -9,7 +9,7 @@ from jax.sharding import Mesh, PartitionSpec as P
 from msp.meta import MetaBatch, MetaObjective, lambdas_from_rho, sum_over_episodes
 from msp.parallel import DATA_AXIS
 from msp.sparsity import CostModel, block_soft_threshold, floor_engaged, sparsity_stats
-from msp.train.safeguards import Safeguards
+from msp.train.safeguards import Safeguards, finite_parts
 from msp.train.state import MetaTrainState
 
 GRAD_NORM_DECAY = 0.9  # running average of accepted meta-gradient norms, for outlier detection
@@ -29,7 +29,8 @@ def make_meta_train_step(objective: MetaObjective, mesh: Mesh, outer_lr: Callabl
   outer_lr(step)·λ with the channel floor (and the budget's cap) → μ and σ by the budget's controllers (budget mode)
   → ρ clipped again against the new σ.
   Metrics: loss (objective), task_loss (T,) (mean over the episodes containing the task), lambda (L,), mu,
-  grad_norm, skipped, lambda_at_bound (L,), floor_engaged (L,), `sparsity_stats`, and flops_kept when a
+  grad_norm, skipped, lambda_at_bound (L,), floor_engaged (L,), finite (4,) (`safeguards.finite_parts` of the new
+  state), `sparsity_stats`, and flops_kept when a
   `cost_model` is given.
   """
   spec, budget = objective.spec, objective.budget
@@ -91,6 +92,7 @@ def make_meta_train_step(objective: MetaObjective, mesh: Mesh, outer_lr: Callabl
         "skipped": skip,
         "lambda_at_bound": at_bound,
         "floor_engaged": engaged,
+        "finite": finite_parts(new_state),
         **sparsity_stats(new_state.params, spec),
     }
     if cost_model is not None:

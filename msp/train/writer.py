@@ -2,13 +2,26 @@
 
 TensorBoard events are written with tensorboardX, which needs no TensorFlow. Vector metrics (one value per
 sparsified layer or per task) are split into one scalar per entry, named `<metric>/<entry name>`.
+
+A resumed run recomputes the steps after its checkpoint, so `MetricWriter(..., resume_step=N)` first removes every
+record and event of a step after N from both logs: each step is logged once however often a run is resumed.
 """
+import glob
 import json
 import os
-from typing import Mapping, Sequence
+import socket
+import struct
+import time
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 from tensorboardX import SummaryWriter
+from tensorboardX.proto import event_pb2
+from tensorboardX.record_writer import RecordWriter, masked_crc32c
+from tensorboardX.summary import hparams
+
+_EVENTS_GLOB = "events.out.tfevents.*"
+_REWRITE_TMP = "rewrite.tmp"  # no "tfevents" in the name: TensorBoard ignores it while it is written
 
 
 def flatten_scalars(record: Mapping[str, object], names: Mapping[str, Sequence[str]] | None = None,
@@ -27,18 +40,36 @@ def flatten_scalars(record: Mapping[str, object], names: Mapping[str, Sequence[s
   return flat
 
 
+def config_hparams(config: Mapping[str, Any], prefix: str = "") -> dict[str, float | str | bool]:
+  """A nested config → {"a.b": value} for TensorBoard's hparams: numbers, strings and booleans as they are,
+  anything else (tuples, None) as its repr."""
+  flat = {}
+  for key, value in config.items():
+    name = f"{prefix}{key}"
+    if isinstance(value, Mapping):
+      flat.update(config_hparams(value, name + "."))
+    else:
+      flat[name] = value if isinstance(value, (bool, int, float, str)) else repr(value)
+  return flat
+
+
 class MetricWriter:
   """Appends scalar records to `<workdir>/metrics.jsonl` and to TensorBoard events under `<workdir>/tensorboard`.
 
-  names: entry names for vector metrics, e.g. {"lambda": layer names, "task_loss": task names}. A resumed run
-  appends to the same files; records carry their outer step, so a reader can keep the last record per step.
+  names: entry names for vector metrics, e.g. {"lambda": layer names, "task_loss": task names}.
+  resume_step: the step the run resumes from; records and events of later steps are removed first (None: a new
+  log, or keep everything).
   """
 
-  def __init__(self, workdir: str, names: Mapping[str, Sequence[str]] | None = None):
+  def __init__(self, workdir: str, names: Mapping[str, Sequence[str]] | None = None, resume_step: int | None = None):
     self.names = dict(names or {})
     self.path = os.path.join(workdir, "metrics.jsonl")
+    self.tensorboard_dir = os.path.join(workdir, "tensorboard")
+    if resume_step is not None:
+      truncate_jsonl(self.path, resume_step)
+      truncate_events(self.tensorboard_dir, resume_step)
     self._jsonl = open(self.path, "a", encoding="utf-8")
-    self._tensorboard = SummaryWriter(os.path.join(workdir, "tensorboard"))
+    self._tensorboard = SummaryWriter(self.tensorboard_dir)
 
   def write(self, step: int, record: Mapping[str, object]) -> dict[str, float]:
     """Writes one record at outer step `step`; returns the flat scalars written."""
@@ -49,16 +80,102 @@ class MetricWriter:
       self._tensorboard.add_scalar(tag, value, int(step))
     return flat
 
+  def write_hparams(self, config: Mapping[str, Any], metrics: Sequence[str]) -> None:
+    """The run's config as TensorBoard hparams (the HPARAMS tab), with `metrics` (scalar tags) as its metrics."""
+    writer = self._tensorboard._get_file_writer()  # pylint: disable=protected-access
+    for summary in hparams(config_hparams(config), {m: None for m in metrics}):
+      writer.add_summary(summary)
+
   def close(self) -> None:
     self._jsonl.close()
     self._tensorboard.close()
 
 
 def read_jsonl(path: str) -> list[dict]:
-  """The records of a metrics.jsonl, keeping the last record written for each step, in step order."""
+  """The records of a metrics.jsonl, one per step in step order; records of the same step (training metrics and
+  evaluation) are merged, later keys winning."""
   by_step = {}
   with open(path, encoding="utf-8") as f:
     for line in f:
       record = json.loads(line)
-      by_step[record["step"]] = record
+      by_step.setdefault(record["step"], {}).update(record)
   return [by_step[s] for s in sorted(by_step)]
+
+
+def truncate_jsonl(path: str, last_step: int) -> None:
+  """Drops the records of steps after `last_step` from a metrics.jsonl (rewritten through a rename), and a last
+  line left half-written by a killed process."""
+  if not os.path.exists(path):
+    return
+  kept = []
+  with open(path, encoding="utf-8") as f:
+    for line in f:
+      try:
+        record = json.loads(line)
+      except ValueError:
+        continue
+      if record["step"] <= last_step:
+        kept.append(line if line.endswith("\n") else line + "\n")
+  tmp = path + ".tmp"
+  with open(tmp, "w", encoding="utf-8") as f:
+    f.writelines(kept)
+  os.replace(tmp, path)
+
+
+def read_events(path: str) -> list[event_pb2.Event]:
+  """The events of one TensorBoard event file (TFRecord framing); a truncated or damaged tail is dropped."""
+  events = []
+  with open(path, "rb") as f:
+    data = f.read()
+  offset = 0
+  while offset + 12 <= len(data):
+    header = data[offset:offset + 8]
+    (length,) = struct.unpack("Q", header)
+    end = offset + 12 + length + 4
+    if struct.unpack("I", data[offset + 8:offset + 12])[0] != masked_crc32c(header) or end > len(data):
+      break
+    payload = data[offset + 12:end - 4]
+    if struct.unpack("I", data[end - 4:end])[0] != masked_crc32c(payload):
+      break
+    events.append(event_pb2.Event.FromString(payload))
+    offset = end
+  return events
+
+
+def truncate_events(directory: str, last_step: int) -> None:
+  """Rewrites the TensorBoard event files of `directory` into one without the events of steps after `last_step`.
+
+  The kept events go to a temporary file, the old files are removed and the temporary one is renamed after the
+  oldest event; a process killed on the way leaves the temporary file, which the next call reads again (exact
+  duplicates dropped)."""
+  tmp = os.path.join(directory, _REWRITE_TMP)
+  files = sorted(glob.glob(os.path.join(directory, _EVENTS_GLOB)))
+  sources = ([tmp] if os.path.exists(tmp) else []) + files
+  if not sources:
+    return
+  kept, seen, dropped, first_time = [], set(), False, time.time()
+  for path in sources:
+    for event in read_events(path):
+      serialized = event.SerializeToString()
+      first_time = min(first_time, event.wall_time)
+      if event.HasField("file_version") or serialized in seen:
+        continue
+      if event.step > last_step:
+        dropped = True
+        continue
+      seen.add(serialized)
+      kept.append(serialized)
+  if not dropped and len(sources) == 1 and sources[0] != tmp:
+    return
+  writer = RecordWriter(tmp + ".new")
+  writer.write(event_pb2.Event(wall_time=time.time(), file_version="brain.Event:2").SerializeToString())
+  for serialized in kept:
+    writer.write(serialized)
+  writer.flush()
+  writer.close()
+  os.replace(tmp + ".new", tmp)
+  for path in files:
+    os.remove(path)
+  # named by its oldest event: TensorBoard reads files in name order, and a step older than one already read would
+  # make it discard the newer ones (it takes that for a restart)
+  os.replace(tmp, os.path.join(directory, f"events.out.tfevents.{int(first_time)}.{socket.gethostname()}.msp"))
