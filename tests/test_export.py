@@ -349,3 +349,18 @@ def test_export_script_on_a_run_checkpoint(tmp_path):
 
   refused = _export_script(f"--checkpoint={workdir}/checkpoints/3", f"--workdir={workdir}", f"--out={out}")
   assert refused.returncode == 2 and "give either" in refused.stderr
+
+
+@pytest.mark.slow
+def test_export_script_needs_no_dataset(tmp_path):
+  """A trained run exports after its dataset directory is deleted, and the export does not build it again."""
+  data_dir, workdir, out = tmp_path / "tfds", str(tmp_path / "run"), str(tmp_path / "export")
+  trained = subprocess.run([sys.executable, "experiments/meta_train.py",
+                            "--config=experiments/configs/synthetic.py:budget,tiny", f"--workdir={workdir}",
+                            f"--config.data.data_dir={data_dir}"], cwd=ROOT, capture_output=True, text=True,
+                           timeout=900, env={**os.environ, "PYTHONPATH": ROOT})
+  assert trained.returncode == 0, trained.stderr[-3000:]
+  shutil.rmtree(data_dir)
+  result = _export_script(f"--workdir={workdir}", f"--out={out}", "--repeats=1", "--warmup=0", "--batch_sizes=1")
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert load_spec(out)["source"]["step"] == 4 and not data_dir.exists()
