@@ -1,7 +1,10 @@
 """Physical pruning is exact and removes exactly the dead channels; the export runs with jax alone."""
 import functools
+import importlib.metadata
 import json
 import os
+import pathlib
+import shutil
 import subprocess
 import sys
 
@@ -13,6 +16,7 @@ from flax import traverse_util
 
 from experiments.configs import synthetic
 from msp.export import load, load_spec
+from msp.export.loader import INFERENCE_FILE, REQUIREMENTS
 from msp.export.artifact import restore, serialize_inference, spec_dict, write_artifact
 from msp.export.prune import (ExportError, channel_spaces, check_exact, kept_channels, max_abs_differences,
                               plan_pruning, prune)
@@ -262,6 +266,50 @@ def test_artifact_runs_with_jax_alone_at_any_batch_size_and_restores_as_flax(tmp
   np.testing.assert_allclose(load(out)(images)["attr"], dense["attr"], rtol=0, atol=TOLERANCE)
 
 
+_ISOLATED_LOAD_SCRIPT = """
+import sys
+import numpy as np
+import msp.export
+outputs = msp.export.load(sys.argv[1])(np.zeros((2, int(sys.argv[2]), int(sys.argv[2]), 3), np.float32))
+assert {task: output.shape[0] for task, output in outputs.items()} == {"seg": 2, "attr": 2}
+site = sys.argv[3] + "/"
+files = [getattr(module, "__file__", None) or "" for module in list(sys.modules.values())]
+print(" ".join(sorted({file.removeprefix(site).split("/")[0] for file in files if file.startswith(site)})))
+"""
+
+
+def test_the_loader_needs_exactly_its_stated_requirements(tmp_path):
+  """`msp.export.load` runs in an interpreter that can import only the standard library, the loader's two modules
+  and the distributions of `REQUIREMENTS` (at requirements.lock's versions), and imports from every one of them."""
+  with open(os.path.join(ROOT, "requirements.lock"), encoding="utf-8") as f:
+    lock = dict(line.strip().split("==") for line in f if "==" in line and not line.startswith("#"))
+  site = tmp_path / "site"
+  (site / "msp" / "export").mkdir(parents=True)
+  for module in ("__init__.py", "export/__init__.py", "export/loader.py"):
+    shutil.copy(os.path.join(ROOT, "msp", module), site / "msp" / module)
+  owner = {"msp": "msp"}  # top-level entry of `site` → the distribution that installed it
+  for requirement in REQUIREMENTS:
+    name, version = requirement.split("==")
+    assert lock.get(name) == version, f"{requirement}: requirements.lock pins {name}=={lock.get(name)}"
+    distribution = importlib.metadata.distribution(name)
+    for top in {pathlib.PurePath(file).parts[0] for file in distribution.files} - {".."}:
+      owner[top] = name
+      (site / top).symlink_to(distribution.locate_file(top))
+  export = tmp_path / "export"
+  export.mkdir()
+  (export / INFERENCE_FILE).write_bytes(serialize_inference(_net("basic"), _variables("basic"), SIZE))
+
+  env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "JAX_"))}
+  # -S: no site-packages, so the interpreter sees the standard library and `site` alone
+  result = subprocess.run([sys.executable, "-S", "-s", "-c", _ISOLATED_LOAD_SCRIPT, str(export), str(SIZE),
+                           str(site)], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                          env={**env, "PYTHONPATH": str(site)})
+  assert result.returncode == 0, result.stderr[-3000:]
+  imported = {owner[top] for top in result.stdout.split()} - {"msp"}
+  stated = {requirement.split("==")[0] for requirement in REQUIREMENTS}
+  assert imported == stated, f"imported from {sorted(imported)}, stated {sorted(stated)}"
+
+
 def _export_script(*args):
   return subprocess.run([sys.executable, "experiments/export.py", *args], cwd=ROOT, capture_output=True, text=True,
                         timeout=900, env={**os.environ, "PYTHONPATH": ROOT})
@@ -301,3 +349,18 @@ def test_export_script_on_a_run_checkpoint(tmp_path):
 
   refused = _export_script(f"--checkpoint={workdir}/checkpoints/3", f"--workdir={workdir}", f"--out={out}")
   assert refused.returncode == 2 and "give either" in refused.stderr
+
+
+@pytest.mark.slow
+def test_export_script_needs_no_dataset(tmp_path):
+  """A trained run exports after its dataset directory is deleted, and the export does not build it again."""
+  data_dir, workdir, out = tmp_path / "tfds", str(tmp_path / "run"), str(tmp_path / "export")
+  trained = subprocess.run([sys.executable, "experiments/meta_train.py",
+                            "--config=experiments/configs/synthetic.py:budget,tiny", f"--workdir={workdir}",
+                            f"--config.data.data_dir={data_dir}"], cwd=ROOT, capture_output=True, text=True,
+                           timeout=900, env={**os.environ, "PYTHONPATH": ROOT})
+  assert trained.returncode == 0, trained.stderr[-3000:]
+  shutil.rmtree(data_dir)
+  result = _export_script(f"--workdir={workdir}", f"--out={out}", "--repeats=1", "--warmup=0", "--batch_sizes=1")
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert load_spec(out)["source"]["step"] == 4 and not data_dir.exists()

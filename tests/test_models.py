@@ -94,3 +94,52 @@ def test_batchnorm_hides_a_uniform_shrinkage_of_all_but_the_last_layer():
   scale = np.max(np.abs(base))
   assert max(changes[:-1]) < 1e-3 * scale, changes
   assert changes[-1] > 0.1 * scale, changes
+
+
+# The variables of experiments/configs/synthetic.py:budget,tiny's network, as the models built them before blocks
+# stopped being created outside `ResNet.__call__`: checkpoints, sparsity regexes and the torchvision importer use
+# these paths.
+_TINY_CONVS = ("stage0_conv1", *(f"stage{s}_block0/{conv}" for s in (1, 2) for conv in ("conv1", "conv2", "shortcut")))
+_TINY_PARAMS = sorted(
+    [f"backbone/{conv}/{leaf}" for conv in _TINY_CONVS for leaf in ("conv/kernel", "norm/bias", "norm/scale")]
+    + [f"head_{task}/{layer}/{leaf}" for task, layers in (("checkered_floor", ("conv", "hidden", "out")),
+                                                          ("depth", ("conv", "out")),
+                                                          ("segmentation", ("conv", "out")))
+       for layer in layers for leaf in ("bias", "kernel")])
+_TINY_BATCH_STATS = sorted(f"backbone/{conv}/norm/{leaf}" for conv in _TINY_CONVS for leaf in ("mean", "var"))
+# task → (shape, mean, std) of the outputs for init key 0 on uniform images of key 1 (measured before the change)
+_TINY_OUTPUTS = {"segmentation": ((2, 32, 32, 6), 0.03864636272192001, 0.20845744013786316),
+                 "depth": ((2, 32, 32, 1), -0.05436333268880844, 0.08091665804386139),
+                 "checkered_floor": ((2, 1), -0.038481876254081726, 0.009807051159441471)}
+
+
+def test_tabulate_works_and_keeps_variable_paths_and_outputs():
+  from flax import traverse_util
+  import flax.linen as nn
+  from experiments.configs import synthetic
+  from msp.models import build_model
+  from msp.tasks import build_tasks
+  config = synthetic.get_config("budget,tiny")
+  model = build_model(config.model, build_tasks(config.tasks, config.seen_tasks))
+  images = jax.random.uniform(jax.random.key(1), (2, 32, 32, 3))
+  table = nn.tabulate(model, jax.random.key(0), depth=2)(images, train=False)
+  assert "BasicBlock" in table and "ConvNorm" in table and "DenseHead" in table
+  outputs, variables = jax.jit(lambda: model.init_with_output(jax.random.key(0), images, train=False))()
+  paths = lambda tree: sorted("/".join(path) for path in traverse_util.flatten_dict(tree))
+  assert paths(variables["params"]) == _TINY_PARAMS
+  assert paths(variables["batch_stats"]) == _TINY_BATCH_STATS
+  for task, output in outputs.items():
+    shape, mean, std = _TINY_OUTPUTS[task]
+    assert output.shape == shape
+    np.testing.assert_allclose([jnp.mean(output), jnp.std(output)], [mean, std], rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("preset", ["resnet50_deep_dilated", "resnet50_torchvision_dilated"])
+def test_tabulate_lists_every_block_of_the_paper_backbones(preset):
+  import flax.linen as nn
+  from msp.models.presets import BACKBONES
+  backbone = ResNet(**BACKBONES[preset])
+  table = nn.tabulate(backbone, jax.random.key(0), depth=1, console_kwargs={"width": 400})(
+      jnp.zeros((1, 64, 64, 3)), train=False)
+  blocks = [f"stage{s + 1}_block{b}" for s, depth in enumerate(backbone.depths) for b in range(depth)]
+  assert all(block in table for block in blocks) and table.count("BottleneckBlock") == len(blocks)

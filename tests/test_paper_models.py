@@ -54,7 +54,7 @@ def test_resnet50_counts_match_an_independent_count(preset, stem, kernels, weigh
 
 
 def test_torchvision_variant_keeps_the_previous_dilation_in_a_stage_first_block():
-  dilations = lambda b: {name: fields["dilation"] for name, _, fields, _ in ResNet(**b)._blocks()}
+  dilations = lambda b: {name: fields["dilation"] for name, _, fields in ResNet(**b)._blocks()}
   torchvision = dilations(BACKBONES["resnet50_torchvision_dilated"])
   authors = dilations(BACKBONES["resnet50_deep_dilated"])
   assert [torchvision[f"stage3_block{b}"] for b in range(6)] == [1, 2, 2, 2, 2, 2]

@@ -183,3 +183,57 @@ def test_aspp_head_equals_torch_deeplab_head():
   print(f"ASPP head: max |flax - torch| = {np.max(np.abs(out - expected)):.3g}, "
         f"max |torch| = {np.max(np.abs(expected)):.3g}")
   np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)
+
+
+def _init_from_config(path, backbone=SMALL):
+  """synthetic.py:budget,tiny with the torchvision-style `backbone` and `model.init_from=path`."""
+  from experiments.configs import synthetic
+  config = synthetic.get_config("budget,tiny")
+  config.model.backbone = {field: getattr(backbone, field) for field in (
+      "block", "stem", "stem_width", "depths", "widths", "strides", "dilations", "dilate_first_block")}
+  config.model.init_from = path
+  return config
+
+
+def test_init_from_replaces_the_backbone_of_the_initial_state(tmp_path):
+  from msp.train.setup import build_meta_learner
+  state_dict = _fake_state_dict(np.random.default_rng(0))
+  np.savez(tmp_path / "weights.npz", **state_dict)
+  learner = build_meta_learner(_init_from_config(str(tmp_path / "weights.npz")))
+  state = learner.init_state(jax.random.key(0))
+  expected = backbone_variables(state_dict, SMALL)
+  jax.tree.map(np.testing.assert_array_equal, state.params["backbone"], expected["params"])
+  jax.tree.map(np.testing.assert_array_equal, state.batch_stats["backbone"], expected["batch_stats"])
+  fresh = build_meta_learner(_init_from_config(None)).init_state(jax.random.key(0))
+  heads = lambda params: {name: value for name, value in params.items() if name != "backbone"}
+  jax.tree.map(np.testing.assert_array_equal, heads(state.params), heads(fresh.params))
+
+
+@pytest.mark.parametrize("name,make,backbone", [
+    ("missing.npz", None, SMALL),
+    ("garbage.npz", lambda path: path.write_bytes(b"not a state dict"), SMALL),
+    ("wider.npz", lambda path: np.savez(path, **_fake_state_dict(np.random.default_rng(0),
+                                                                 SMALL.clone(widths=(2, 6)))), SMALL),
+    ("resnet.npz", lambda path: np.savez(path, **_fake_state_dict(np.random.default_rng(0))),
+     SMALL.clone(stem="deep"))])
+def test_init_from_that_does_not_fit_is_a_one_line_config_error(tmp_path, name, make, backbone):
+  from msp.train import ConfigError
+  from msp.train.setup import build_meta_learner
+  path = tmp_path / name
+  if make is not None:
+    make(path)
+  learner = build_meta_learner(_init_from_config(str(path), backbone))
+  with pytest.raises(ConfigError, match=f"^model.init_from='{path}': [^\n]+$"):
+    learner.init_state(jax.random.key(0))  # fails before it compiles
+
+
+def test_paper_torchvision_config_starts_from_a_torchvision_resnet50(tmp_path):
+  """The `paper_torchvision` network (ResNet-50 at 256², shapes only) takes a full torchvision state dict."""
+  from experiments.configs import nyuv2
+  from msp.train.setup import build_meta_learner
+  config = nyuv2.get_config("budget,paper_torchvision")
+  config.model.init_from = str(tmp_path / "resnet50.npz")
+  np.savez(config.model.init_from, **_fake_state_dict(
+      np.random.default_rng(0), ResNet(**BACKBONES["resnet50_torchvision_dilated"]), classes=1000))
+  state = jax.eval_shape(build_meta_learner(config).init_state, jax.random.key(0))
+  assert state.params["backbone"]["stage4_block2"]["conv3"]["conv"]["kernel"].shape == (1, 1, 512, 2048)

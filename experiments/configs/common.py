@@ -64,7 +64,8 @@ def chosen(arg: str, modifiers: Sequence[str], choices: Sequence[str], default: 
 
 
 def experiment_defaults(arg: str) -> ml_collections.ConfigDict:
-  """`method_defaults()` plus the run (seed, steps, logging, checkpoints, devices), `eval` and `adapt` sections."""
+  """`method_defaults()` plus the run (seed, steps, logging, checkpoints, devices), `model.init_from`, and the `eval`
+  and `adapt` sections."""
   c = method_defaults()
   c.variant = arg
   c.seed = 0
@@ -77,6 +78,13 @@ def experiment_defaults(arg: str) -> ml_collections.ConfigDict:
   c.eval_every = 0
   c.profile_steps = 0  # trace this many steps (from the second step of a process) into WORKDIR/profile
   c.num_devices = ml_collections.FieldReference(None, field_type=int)
+
+  # The dataset config adds the network (backbone, heads, dtype) to this section. `init_from`: a torchvision
+  # ResNet state dict (.npz, or .pth with torch) whose weights and BatchNorm statistics replace the backbone's
+  # initial ones (msp.models.torchvision_import), e.g. ImageNet weights with the `paper_torchvision` modifier;
+  # None: random initialisation. Only the initial state: a resumed run restores its checkpoint.
+  c.model = ml_collections.ConfigDict()
+  c.model.init_from = ml_collections.FieldReference(None, field_type=str)
 
   c.eval = ml_collections.ConfigDict()
   c.eval.batch_size = 64
@@ -182,7 +190,6 @@ def real_data_model(c: ml_collections.ConfigDict) -> None:
   c.steps = 20000
   c.log_every = 50
   c.checkpoint_every = 1000
-  c.model = ml_collections.ConfigDict()
   c.model.backbone = dict(block="basic", stem="deep", stem_width=64, depths=(2, 2, 2, 2), widths=(64, 128, 256, 512),
                           strides=(1, 2, 1, 1), dilations=(1, 1, 2, 4), activation="relu")
   c.model.head_width = 128

@@ -40,7 +40,6 @@ def get_config(arg: str = "budget") -> ml_collections.ConfigDict:
   c.data.augment = dict(enabled=False)  # rendered at the model's size; see nyuv2.py for the augmenting pipeline
   c.image_size = 64
 
-  c.model = ml_collections.ConfigDict()
   c.model.backbone = dict(block="basic", stem="simple", stem_width=16, depths=(1, 1, 1), widths=(16, 32, 64),
                           strides=(2, 2, 2), dilations=(1, 1, 1), activation="relu")
   c.model.head_width = 32

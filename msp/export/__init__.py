@@ -3,7 +3,8 @@
 prune.py     which channels to keep (per channel space) and slicing them out of every coupled tensor
 artifact.py  the export directory: jax.export function, orbax checkpoint, spec.json
 report.py    parameters, FLOPs and measured latency, dense against pruned
-loader.py    `load(dir)`: runs an export with jax alone (this package imports nothing else eagerly)
+loader.py    `load(dir)`: runs an export with jax alone (this package imports nothing else eagerly);
+             `REQUIREMENTS`: the pinned packages that a deployment installs for it
 
 Example (experiments/export.py does all of it from a run's checkpoint):
   plan = prune.plan_pruning(model, variables["params"], multiple_of=8)

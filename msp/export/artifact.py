@@ -2,7 +2,8 @@
 
 Files (names in `msp.export.loader`):
   inference.jax_exported  `jax.export` serialization of images (b, H, W, 3) float32 in [0, 1] → {task: output},
-                          b symbolic, weights inside; `msp.export.load(dir)` runs it with jax alone.
+                          b symbolic, weights inside; `msp.export.load(dir)` runs it with jax alone
+                          (the packages of spec.json's `requirements`).
   checkpoint/             orbax checkpoint of {"params", "batch_stats"} of the pruned network.
   spec.json               the pruned architecture and what it was made from:
     model          the config's `model` section with the pruned `backbone.conv_widths` ([conv path, width] pairs),
@@ -13,7 +14,8 @@ Files (names in `msp.export.loader`):
     kept_channels  conv path → the dense network's indices of its kept output channels;
     dense_widths   conv path → its output channels in the dense network;
     platforms      the platforms the function was lowered for;
-    source         where the dense network came from (e.g. workdir and step).
+    source         where the dense network came from (e.g. workdir and step);
+    requirements   the pinned packages that `msp.export.load` needs (`msp.export.loader.REQUIREMENTS`).
 """
 import json
 import os
@@ -24,7 +26,7 @@ import jax.numpy as jnp
 import ml_collections
 from orbax.checkpoint import v1 as ocp
 
-from msp.export.loader import CHECKPOINT_DIR, INFERENCE_FILE, SPEC_FILE, load_spec
+from msp.export.loader import CHECKPOINT_DIR, INFERENCE_FILE, REQUIREMENTS, SPEC_FILE, load_spec
 from msp.export.prune import PrunePlan
 from msp.models import MultiTaskNet, build_model
 
@@ -62,6 +64,7 @@ def spec_dict(model: MultiTaskNet, model_config: dict, plan: PrunePlan, image_si
       "dense_widths": plan.dense,
       "platforms": list(platforms),
       "source": source,
+      "requirements": list(REQUIREMENTS),
   }
 
 

@@ -1,7 +1,8 @@
 """Runs an exported network with jax alone: no Flax, no msp training code.
 
 This module imports only the standard library, numpy and jax, so that a deployment needs none of msp's other
-dependencies; keep it that way (tests/test_export.py checks it in a fresh interpreter).
+dependencies; keep it that way. What `load` needs installed is `REQUIREMENTS` (tests/test_export.py runs it in an
+interpreter that can import nothing else and checks that it imports each of them).
 """
 import json
 import os
@@ -15,6 +16,12 @@ import numpy as np
 INFERENCE_FILE = "inference.jax_exported"  # jax.export serialization of images → {task: output}
 SPEC_FILE = "spec.json"  # architecture, kept channels, input and outputs
 CHECKPOINT_DIR = "checkpoint"  # orbax checkpoint of the pruned {"params", "batch_stats"}
+
+# The distributions `load` imports outside the standard library, pinned as requirements.lock pins them: jax and
+# what importing jax imports (jaxlib, numpy, ml_dtypes, opt_einsum, scipy; `pip install jax` brings these), and
+# flatbuffers, which `jax.export.deserialize` needs but jax does not install.
+REQUIREMENTS = ("jax==0.10.2", "jaxlib==0.10.2", "numpy==2.4.6", "ml_dtypes==0.6.0", "opt_einsum==3.4.0",
+                "scipy==1.17.1", "flatbuffers==25.12.19")
 
 
 def load_spec(path: str) -> dict:

@@ -36,7 +36,15 @@ class Block(nn.Module):
   def has_shortcut(self, in_channels: int) -> bool:
     if self.projection is not None:
       return self.projection
-    return self.strides != 1 or in_channels != self.width * self.expansion
+    return self.needs_projection(self.width, self.strides, in_channels)
+
+  @classmethod
+  def needs_projection(cls, width: int, strides: int, in_channels: int) -> bool:
+    """Whether a block of this kind needs a projection shortcut: its stride or channel count changes the shape.
+
+    A class method, so that `ResNet` decides without creating a block outside of its `__call__` (an unbound block
+    made there breaks Flax's module interception, e.g. `nn.tabulate`)."""
+    return strides != 1 or in_channels != width * cls.expansion
 
   def residual(self, x: jax.Array, y: jax.Array, train: bool) -> jax.Array:
     """activation(y + shortcut(x)); the shortcut is a strided 1×1 ConvNorm (`shortcut`) when the shape changes."""
@@ -44,20 +52,22 @@ class Block(nn.Module):
       x = self.conv(y.shape[-1], 1, self.strides, 1, False, "shortcut")(x, train)
     return get_activation(self.activation)(y + x)
 
-  def channel_sources(self, name: str, stream: tuple[str, ...], in_channels: int,
+  @classmethod
+  def channel_sources(cls, name: str, stream: tuple[str, ...], projection: bool,
                       ) -> tuple[dict[str, tuple[str, ...]], tuple[str, ...]]:
     """Which convs produce each conv's input channels, and the block's output channels.
 
     stream: the convs whose outputs are summed into this block's input (a channel is non-zero when it is alive in
-    any of them). Returns ({conv path: its input's producers}, the output's producers).
+    any of them); projection: whether the block has a `shortcut` conv. Returns ({conv path: its input's
+    producers}, the output's producers).
     """
     sources, previous = {}, stream
-    for conv in self.branch:
+    for conv in cls.branch:
       sources[f"{name}/{conv}"] = previous
       previous = (f"{name}/{conv}",)
-    if not self.residual_connection:
+    if not cls.residual_connection:
       return sources, previous
-    if self.has_shortcut(in_channels):
+    if projection:
       sources[f"{name}/shortcut"] = stream
       return sources, previous + (f"{name}/shortcut",)
     return sources, tuple(dict.fromkeys(previous + stream))
@@ -129,7 +139,7 @@ class ResNet(nn.Module):
     if unknown:
       raise ValueError(f"conv_widths names convs that the backbone does not have: {unknown}")
     x = self._stem(x.astype(self.dtype), train)
-    for name, block_cls, fields, _ in self._blocks():
+    for name, block_cls, fields in self._blocks():
       x = block_cls(**fields, name=name)(x, train)
     return x
 
@@ -144,13 +154,13 @@ class ResNet(nn.Module):
     sources, stream = {}, ()
     for conv in self.stem_convs():
       sources[conv], stream = stream, (conv,)
-    for name, block_cls, fields, in_channels in self._blocks():
-      block_sources, stream = block_cls(**fields, parent=None).channel_sources(name, stream, in_channels)
+    for name, block_cls, fields in self._blocks():
+      block_sources, stream = block_cls.channel_sources(name, stream, fields["projection"])
       sources.update(block_sources)
     return sources, stream
 
   def _blocks(self):
-    """Yields (name, block class, its fields, its dense input channels) of every block in order.
+    """Yields (name, block class, its fields) of every block in order.
 
     The shortcut (`projection`) follows the dense widths, so that a pruned network keeps the dense one's shortcuts.
     """
@@ -164,9 +174,9 @@ class ResNet(nn.Module):
         fields = dict(width=width, strides=stride if b == 0 else 1,
                       dilation=previous_dilation if b == 0 and not self.dilate_first_block else dilation,
                       activation=self.activation, dtype=self.dtype)
-        projection = block_cls(**fields, parent=None).has_shortcut(channels)
+        projection = block_cls.needs_projection(width, fields["strides"], channels)
         widths = tuple((path.split("/", 1)[1], w) for path, w in self.conv_widths if path.startswith(f"{name}/"))
-        yield name, block_cls, dict(fields, projection=projection, conv_widths=widths), channels
+        yield name, block_cls, dict(fields, projection=projection, conv_widths=widths)
         channels = width * block_cls.expansion
       previous_dilation = dilation
 

@@ -24,6 +24,7 @@ import numpy as np
 from msp.models.resnet import ResNet
 
 IGNORED = ("fc.weight", "fc.bias")
+_MAX_LISTED = 5  # names listed per kind of mismatch (another architecture's state dict misses hundreds)
 
 
 def torchvision_names(conv: str) -> tuple[str, str]:
@@ -37,6 +38,12 @@ def torchvision_names(conv: str) -> tuple[str, str]:
   if layer == "shortcut":
     return f"{prefix}.downsample.0", f"{prefix}.downsample.1"
   return f"{prefix}.{layer}", f"{prefix}.bn{layer.removeprefix('conv')}"
+
+
+def _listed(names: list[str]) -> str:
+  """The first `_MAX_LISTED` of `names`, and how many there are when that is more."""
+  more = f" and {len(names) - _MAX_LISTED} more" if len(names) > _MAX_LISTED else ""
+  return f"{names[:_MAX_LISTED]}{more}"
 
 
 def backbone_variables(state_dict: Mapping[str, Any], backbone: ResNet) -> dict:
@@ -59,7 +66,8 @@ def backbone_variables(state_dict: Mapping[str, Any], backbone: ResNet) -> dict:
   unused = sorted(set(state_dict) - set(entries.values()) - set(IGNORED)
                   - {name for name in state_dict if name.endswith(".num_batches_tracked")})
   if missing or unused:
-    raise ValueError(f"the state dict does not fit the backbone: missing {missing}, unused {unused}")
+    raise ValueError(f"the state dict does not fit the backbone: missing {_listed(missing)}, unused "
+                     f"{_listed(unused)}")
   variables = {"params": {}, "batch_stats": {}}
   for (collection, conv, *leaf_path), name in entries.items():
     value = np.asarray(state_dict[name], np.float32)
@@ -78,8 +86,12 @@ def backbone_variables(state_dict: Mapping[str, Any], backbone: ResNet) -> dict:
 
 def import_backbone(variables: dict, state_dict: Mapping[str, Any], backbone: ResNet) -> dict:
   """`variables` ({"params", "batch_stats"} of a `MultiTaskNet`) with the backbone's taken from `state_dict`."""
-  imported = backbone_variables(state_dict, backbone)
-  return {**variables, **{collection: {**variables[collection], "backbone": imported[collection]}
+  return replace_backbone(variables, backbone_variables(state_dict, backbone))
+
+
+def replace_backbone(variables: dict, backbone: dict) -> dict:
+  """`variables` ({"params", "batch_stats"} of a `MultiTaskNet`) with `backbone`'s (`backbone_variables`)."""
+  return {**variables, **{collection: {**variables[collection], "backbone": backbone[collection]}
                           for collection in ("params", "batch_stats")}}
 
 

@@ -35,7 +35,8 @@ from msp.train.state import MetaTrainState
 # or meaning (model, tasks, data, sparsity, meta-objective, optimisers, budget, safeguards, seed) and must match.
 MAY_DIFFER_ON_RESUME = ("steps", "log_every", "checkpoint_every", "keep_checkpoints", "eval_every", "profile_steps",
                         "safeguards.max_skipped_steps", "num_devices", "meta.remat", "meta.episode_loop",
-                        "data.data_dir", "data.num_threads", "data.prefetch", "data.eval_split", "eval", "adapt")
+                        "data.data_dir", "data.num_threads", "data.prefetch", "data.eval_split", "eval", "adapt",
+                        "model.init_from")
 
 # Task options that only change how a task is scored (its metric), never the state: `tasks.<name>.<option>`.
 METRIC_OPTIONS = ("tolerance", "thresholds", "matching", "max_dist", "thin", "zero_division", "median_resolution")

@@ -1,5 +1,7 @@
 """From a validated config to the objects a run needs: tasks, model, groups, objective, state, jitted step."""
 import dataclasses
+import pickle
+import zipfile
 from typing import Callable
 
 import jax
@@ -10,10 +12,12 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from msp.meta import MetaBatch, MetaObjective, MultiTaskLoss, init_rho
 from msp.models import MultiTaskNet, build_model
+from msp.models.resnet import ResNet
+from msp.models.torchvision_import import backbone_variables, load_state_dict, replace_backbone
 from msp.parallel import DATA_AXIS, make_mesh, replicate
 from msp.sparsity import Budget, CostModel, GroupSpec
 from msp.tasks import Task, build_tasks
-from msp.train.config import validate_config
+from msp.train.config import ConfigError, validate_config
 from msp.train.safeguards import Safeguards
 from msp.train.state import MetaTrainState
 from msp.train.step import make_meta_train_step
@@ -44,12 +48,20 @@ class MetaLearner:
   def init_state(self, rng: jax.Array) -> MetaTrainState:
     """A fresh state: initial variables for images of `config.image_size`, ρ = log(lambda_init), replicated.
 
+    With `model.init_from` (a torchvision ResNet state dict), the backbone's parameters and BatchNorm statistics are
+    that state dict's; the heads are initialised from `rng` either way. ConfigError (one line, naming the path) when
+    it cannot be read or does not fit the backbone.
     Every state of a learner shares its optimisers (static fields), so restored states reuse the compiled step.
     """
     cfg = self.config
     size = cfg.image_size
+    # read first, so that a bad file fails before anything compiles
+    imported = None if cfg.model.get("init_from") is None else torchvision_backbone(cfg.model.init_from,
+                                                                                   self.model.backbone)
     init = jax.jit(lambda key: self.model.init(key, jnp.zeros((1, size, size, 3), jnp.float32), train=False))
     variables = init(rng)
+    if imported is not None:
+      variables = replace_backbone(variables, imported)
     rho = init_rho(self.spec.num_layers, cfg.sparsity.lambda_mode, cfg.sparsity.lambda_init)
     state = MetaTrainState.create(params=variables["params"], batch_stats=variables["batch_stats"], rho=rho,
                                   tx=self.tx, rho_tx=self.rho_tx)
@@ -77,6 +89,16 @@ class MetaLearner:
 
     return state, MetaBatch(support=batch(m.support_size), query=batch(m.query_size),
                             task_mask=spec((len(self.tasks),), jnp.float32))
+
+
+def torchvision_backbone(path: str, backbone: ResNet) -> dict:
+  """{"params", "batch_stats"} of `backbone` from the torchvision state dict at `path` (`model.init_from`; see
+  `msp.models.torchvision_import`); ConfigError naming the key and the path when the file cannot be read or does not
+  fit `backbone` (e.g. a stem other than "torchvision", another architecture)."""
+  try:
+    return backbone_variables(load_state_dict(path), backbone)
+  except (OSError, ImportError, ValueError, RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile) as e:
+    raise ConfigError(f"model.init_from={path!r}: {' '.join(str(e).split())}") from e
 
 
 def build_meta_learner(config: ml_collections.ConfigDict) -> MetaLearner:
