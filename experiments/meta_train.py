@@ -5,7 +5,7 @@ python experiments/meta_train.py --config=experiments/configs/synthetic.py:budge
 
 Writes DIR/config.json, DIR/checkpoints/<step>/, DIR/metrics.jsonl and TensorBoard events in DIR/tensorboard.
 """
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
 from experiments import common
@@ -23,4 +23,4 @@ def main(argv):
 
 if __name__ == "__main__":
   flags.mark_flags_as_required(["config", "workdir"])
-  app.run(main)
+  common.run(main)
