@@ -1,14 +1,13 @@
 r"""Adapts a meta-trained run to its unseen tasks (new heads, sparsity pattern fixed) and evaluates all tasks.
 
-python experiments/adapt_unseen.py --workdir=runs/budget
-python experiments/adapt_unseen.py --workdir=runs/budget --config=experiments/configs/synthetic.py:budget \
-    --config.adapt.train=heads_and_backbone --config.adapt.tasks=edges
+python experiments/adapt_unseen.py --workdir=runs/budget [--step=N]
+python experiments/adapt_unseen.py --workdir=runs/budget --config.adapt.train=heads_and_backbone
 
 Writes DIR/adapt/<train>_step<N>.json and .md and prints the table.
 """
 import os
 
-from absl import app, flags
+from absl import flags
 
 from experiments import common
 from experiments.adaptation import adapt_unseen
@@ -16,7 +15,9 @@ from msp.train.evaluation import results_table, write_results
 from experiments.train import open_run
 
 _CONFIG = common.define_optional_config()
+flags.adopt_module_key_flags(common)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory of a meta_train.py run.")
+_STEP = flags.DEFINE_integer("step", None, "Checkpoint step to adapt (default: the latest).")
 
 
 def main(argv):
@@ -24,7 +25,7 @@ def main(argv):
   with common.clear_errors():
     run = open_run(common.run_config(_CONFIG, _WORKDIR.value), _WORKDIR.value)
     try:
-      step, state = run.trained_state()
+      step, state = run.trained_state(_STEP.value)
       out = adapt_unseen(run, state)
       table = results_table({"unseen (adapted)": out["unseen"]}, out["tasks"]) + "\n\n" + results_table(
           {"seen": out["seen"]}, run.learner.tasks)
@@ -40,4 +41,4 @@ def main(argv):
 
 if __name__ == "__main__":
   flags.mark_flags_as_required(["workdir"])
-  app.run(main)
+  common.run(main, workdir_of=lambda: _WORKDIR.value)

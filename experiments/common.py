@@ -1,19 +1,106 @@
-"""What the experiment scripts share: reading a run's config, and one clear line for a user's mistake."""
+"""What the experiment scripts share: parsing their flags, reading a run's config, the compile cache, and one clear
+line for a user's mistake."""
 import contextlib
+import functools
+import os
+import re
 import sys
+from typing import Callable, NoReturn
 
-from absl import app, logging
+import jax
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 from msp.train import ConfigError
+from msp.train.checkpoint import _may_differ
 from experiments.train import load_config
+
+# `--config=RUN_CONFIG:WORKDIR` is WORKDIR/config.json: what the scripts that read a finished run use without --config.
+RUN_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "run.py")
+# XLA programs compiled once are reused by later processes; $JAX_COMPILATION_CACHE_DIR replaces this directory.
+DEFAULT_CACHE_DIR = os.path.join("~", ".cache", "msp", "jax")
+
+
+def fail(message: str) -> NoReturn:
+  """Ends the script with `error: message` as one line on stderr (a multi-line message is joined), exit status 2."""
+  print("error: " + " ".join(line.strip() for line in str(message).splitlines() if line.strip()), file=sys.stderr)
+  sys.exit(2)
+
+
+def run(main: Callable, workdir_of: Callable[[], str] | None = None) -> None:
+  """`app.run(main)`, with every flag error (unknown flag or config key, missing or broken config file, bad value)
+  ending as one line through `fail`.
+
+  `workdir_of` (scripts that read a finished run) returns the run directory the parsed flags name: without --config
+  the config is that run's config.json, and --config.KEY=VALUE overrides apply to it; either way only keys a
+  resumed run may change (checkpoint.MAY_DIFFER_ON_RESUME) may be overridden.
+  """
+  app.run(main, flags_parser=functools.partial(_parse_flags, workdir_of=workdir_of))
+
+
+def _parse_flags(argv: list[str], workdir_of: Callable[[], str] | None) -> list[str]:
+  try:
+    if workdir_of is not None and not any(re.match(r"-{1,2}config(=|$)", arg) for arg in argv[1:]):
+      flags.FLAGS(argv, known_only=True)  # only to learn the workdir; the overrides are parsed below
+      workdir = workdir_of()
+      load_config(workdir)  # its own error, before config_flags would wrap it in a traceback
+      # config_flags reads the overrides from sys.argv
+      argv = sys.argv = [argv[0], f"--config={RUN_CONFIG}:{workdir}", *argv[1:]]
+    remaining = flags.FLAGS(argv)
+    config = flags.FLAGS["config"].value if "config" in flags.FLAGS else None
+    if config is not None:
+      config.get("seed")  # a config file that failed to load raises its OSError on first access
+    if workdir_of is not None:
+      refused = [key for key in config_flags.get_override_values(flags.FLAGS["config"]) if not _may_differ(key)]
+      if refused:
+        fail(f"--config.{refused[0]}: the run's checkpoints depend on it, so it cannot be overridden here (only "
+             f"logging, evaluation and adaptation keys can: eval.*, adapt.*, ...)")
+    return remaining
+  except ConfigError as e:
+    fail(str(e))
+  except (AttributeError, KeyError) as e:  # an override of a key the config lacks
+    fail(_unknown_key_message(str(e), argv))
+  except OSError as e:
+    path = _config_arg(argv).split(":", 1)[0]
+    fail(f"--config={path}: no such file" if not os.path.exists(path) else f"--config={path}: {e}")
+  except flags.Error as e:
+    fail(_flag_error_message(str(e)))
+
+
+def _config_arg(argv: list[str]) -> str:
+  """The value of --config in `argv` (`--config=X` or `--config X`)."""
+  for i, arg in enumerate(argv):
+    if match := re.match(r"-{1,2}config(=|$)", arg):
+      return arg[match.end():] if match[1] else (argv[i + 1] if i + 1 < len(argv) else "")
+  return ""
+
+
+def _unknown_key_message(error: str, argv: list[str]) -> str:
+  """`--config.a.b: the config has no key 'b'; did you mean 'c'?` from ConfigDict's KeyError text."""
+  suggestion = re.search(r'Did you mean "([^"]+)" instead of "([^"]+)"', error)
+  key = suggestion[2] if suggestion else re.search(r"\w+", error)[0]
+  given = [arg.split("=", 1)[0] for arg in argv if arg.startswith("--config.")]
+  where = next((arg for arg in given if key in arg.split(".")), "--config")
+  return f"{where}: the config has no key {key!r}" + (f"; did you mean {suggestion[1]!r}?" if suggestion else "")
+
+
+def _flag_error_message(error: str) -> str:
+  """absl's message, where a config file raised while loading: the flag and the exception's own last line."""
+  if "Traceback" not in error:
+    return error
+  flag = error.split(": Error whilst parsing config file", 1)[0].removeprefix("flag ")
+  last = [line for line in error.splitlines() if line.strip()][-1].strip()
+  return f"{flag}: {re.sub(r'^[A-Za-z]*Error: ', '', last)}"
 
 
 def start(argv) -> None:
-  """Refuses stray arguments and keeps the console to warnings (orbax logs every checkpoint step at INFO)."""
+  """Refuses stray arguments, keeps the console to warnings (orbax logs every checkpoint step at INFO) and turns on
+  the persistent compile cache (DEFAULT_CACHE_DIR unless $JAX_COMPILATION_CACHE_DIR names one)."""
   if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    fail(f"unexpected arguments: {argv[1:]}")
   logging.set_verbosity(logging.WARNING)
+  if not jax.config.jax_compilation_cache_dir:
+    jax.config.update("jax_compilation_cache_dir", os.path.expanduser(DEFAULT_CACHE_DIR))
 
 
 @contextlib.contextmanager
@@ -22,16 +109,18 @@ def clear_errors():
   try:
     yield
   except ConfigError as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
+    fail(str(e))
 
 
 def define_optional_config():
   """--config for scripts that read a finished run: default the run's own config.json."""
   return config_flags.DEFINE_config_file(
-      "config", None, "Run configuration (file[:variant]); default: WORKDIR/config.json. Keys outside those the "
-      "checkpoint depends on (eval.*, adapt.*) may be overridden.", lock_config=True)
+      "config", None, "Run configuration (file[:variant]); default: WORKDIR/config.json. --config.KEY=VALUE "
+      "overrides keys outside those the checkpoint depends on (eval.*, adapt.*, ...).", lock_config=True)
 
 
 def run_config(config_flag, workdir: str):
-  return config_flag.value if config_flag.value is not None else load_config(workdir)
+  """--config (which `run` defaults to the run's config.json) once `workdir` is known to hold a run (ConfigError
+  otherwise): opening a run must not create one."""
+  load_config(workdir)
+  return config_flag.value

@@ -6,14 +6,15 @@ Writes DIR/eval/<split>_step<N>.json and .md and prints the table.
 """
 import os
 
-from absl import app, flags
+from absl import flags
 
 from experiments import common
-from experiments.evaluation import evaluate_seen
+from experiments.evaluation import check_split, evaluate_seen
 from msp.train.evaluation import describe_protocol, results_table, sparsity_summary, write_results
 from experiments.train import open_run
 
 _CONFIG = common.define_optional_config()
+flags.adopt_module_key_flags(common)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory of a meta_train.py run.")
 _STEP = flags.DEFINE_integer("step", None, "Checkpoint step to evaluate (default: the latest).")
 _SPLIT = flags.DEFINE_string("split", None, "Split to evaluate (default: config.data.eval_split).")
@@ -22,10 +23,12 @@ _SPLIT = flags.DEFINE_string("split", None, "Split to evaluate (default: config.
 def main(argv):
   common.start(argv)
   with common.clear_errors():
-    run = open_run(common.run_config(_CONFIG, _WORKDIR.value), _WORKDIR.value)
+    config = common.run_config(_CONFIG, _WORKDIR.value)
+    split = _SPLIT.value or config.data.eval_split
+    check_split(config, split)
+    run = open_run(config, _WORKDIR.value)
     try:
       step, state = run.trained_state(_STEP.value)
-      split = _SPLIT.value or run.config.data.eval_split
       results = evaluate_seen(run, state, split)
       summary = sparsity_summary(run.learner, state)
       protocol = describe_protocol(run.config)
@@ -43,4 +46,4 @@ def main(argv):
 
 if __name__ == "__main__":
   flags.mark_flags_as_required(["workdir"])
-  app.run(main)
+  common.run(main, workdir_of=lambda: _WORKDIR.value)

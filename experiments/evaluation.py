@@ -4,9 +4,11 @@ import math
 from typing import Any
 
 import numpy as np
+from absl import logging
 
-from data_pipelines.datasets import Prefix
+from data_pipelines.datasets import Prefix, open_dataset
 from data_pipelines.episodes import batch_sampler, eval_dataset
+from msp.train.config import ConfigError
 from msp.train.evaluation import Results, evaluate, protocol_variables
 from msp.train.state import MetaTrainState
 
@@ -58,3 +60,18 @@ def evaluate_seen(run, state: MetaTrainState, split: str | None = None, progress
   targets = run.dataset.targets(c.tasks, c.seen_tasks)
   batches, num_batches = eval_batches(run.dataset.source(split or c.data.eval_split), targets, c)
   return evaluate(run.learner.model.apply, variables, run.learner.tasks, batches, num_batches, progress)
+
+
+def check_split(config, split: str) -> None:
+  """ConfigError naming `split` and the dataset's splits unless the data of `config` has it (checked before a run is
+  opened, so that a wrong --split writes nothing)."""
+  verbosity = logging.get_verbosity()
+  logging.set_verbosity(logging.ERROR)  # TFDS warns of a custom builder config: the error is to be the only line
+  try:
+    splits = open_dataset(config.data, config.image_size).builder.info.splits
+  except ValueError as e:  # an unknown data.name
+    raise ConfigError(str(e)) from e
+  finally:
+    logging.set_verbosity(verbosity)
+  if split not in splits:
+    raise ConfigError(f"--split={split!r} is not a split of {config.data.name}; choose one of {sorted(splits)}")

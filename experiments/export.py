@@ -1,19 +1,21 @@
 r"""Exports the physically pruned network of a meta-trained run and reports what pruning bought.
 
 python experiments/export.py --checkpoint=runs/quickstart/checkpoints/600 --out=runs/quickstart/export
-python experiments/export.py --workdir=runs/quickstart [--step=N] --out=DIR [--multiple_of=8] [--adapted]
+python experiments/export.py --workdir=runs/quickstart [--step=N] --out=DIR [--overwrite] [--multiple_of=8] [--adapted]
 
 Removes the backbone's dead channels (msp/export/prune.py) and checks on random images that every task's output
-equals the masked dense network's (max abs difference ≤ --tolerance, else exit status 2 before anything is
-written); writes DIR/{inference.jax_exported, checkpoint/, spec.json} (msp/export/artifact.py;
-`msp.export.load(DIR)` runs it) and checks the written function the same way; measures both networks' latency on
-this machine and writes and prints DIR/report.{json,md}.
+equals the masked dense network's (max abs difference ≤ --tolerance, else exit status 2); writes
+DIR/{inference.jax_exported, checkpoint/, spec.json} (msp/export/artifact.py; `msp.export.load(DIR)` runs it) and
+checks the written function the same way; measures both networks' latency on this machine and writes and prints
+DIR/report.{json,md}. Everything is written to a sibling directory first and renamed to DIR at the end, so a failed
+export leaves DIR as it was; a non-empty DIR is replaced only with --overwrite.
 """
 import os
 import pathlib
+import shutil
 
 import jax
-from absl import app, flags
+from absl import flags
 
 from experiments import common, reporting
 from msp.export import load
@@ -26,10 +28,12 @@ from msp.train.evaluation import write_results
 from experiments.train import open_run
 
 _CONFIG = common.define_optional_config()
+flags.adopt_module_key_flags(common)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory of a meta_train.py run (or give --checkpoint).")
 _STEP = flags.DEFINE_integer("step", None, "Checkpoint step of --workdir to export (default: the latest).")
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "A checkpoint directory WORKDIR/checkpoints/STEP.")
-_OUT = flags.DEFINE_string("out", None, "Directory for the export and its report.")
+_OUT = flags.DEFINE_string("out", None, "Directory for the export and its report (new or empty, or see --overwrite).")
+_OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace --out if it holds files (of an earlier export).")
 _MULTIPLE_OF = flags.DEFINE_integer("multiple_of", 1, "Round kept channel counts up to a multiple of this.")
 _ADAPTED = flags.DEFINE_bool("adapted", False, "Export the variables after the run's inner loop on the evaluation "
                              "support batch (what evaluate.py scores) instead of the meta-trained initialisation.")
@@ -55,9 +59,28 @@ def run_and_step() -> tuple[str, int | None]:
   return str(path.parent.parent), int(path.name)
 
 
+def check_out(out: str, overwrite: bool) -> None:
+  """ConfigError unless `out` is new, an empty directory, or (with `overwrite`) a directory to replace."""
+  if os.path.lexists(out) and not os.path.isdir(out):
+    raise ConfigError(f"--out={out!r} exists and is not a directory")
+  if os.path.isdir(out) and os.listdir(out) and not overwrite:
+    raise ConfigError(f"--out={out!r} is not empty; give --overwrite to replace it, or another directory")
+
+
 def main(argv):
   common.start(argv)
+  out = os.path.abspath(_OUT.value)
+  staging = os.path.join(os.path.dirname(out), f".{os.path.basename(out)}.partial-{os.getpid()}")
+  try:
+    export(out, staging)
+  finally:
+    shutil.rmtree(staging, ignore_errors=True)  # gone after a successful export; a failed one leaves no trace
+
+
+def export(out: str, staging: str) -> None:
+  """Exports and reports into `staging`, then renames it to `out` (module docstring)."""
   with common.clear_errors():
+    check_out(out, _OVERWRITE.value)
     workdir, step = run_and_step()
     run = open_run(common.run_config(_CONFIG, workdir), workdir)
     try:
@@ -79,9 +102,9 @@ def main(argv):
       source = {"workdir": os.path.abspath(workdir), "step": step,
                 "variables": "adapted" if _ADAPTED.value else "meta-trained", "multiple_of": _MULTIPLE_OF.value}
       spec = spec_dict(pruned_model, run.config.model.to_dict(), plan, size, platforms, source)
-      write_artifact(_OUT.value, spec, pruned_variables,
+      write_artifact(staging, spec, pruned_variables,
                      serialize_inference(pruned_model, pruned_variables, size, platforms))
-      exported_differences = max_abs_differences(dense_outputs, load(_OUT.value)(images))
+      exported_differences = max_abs_differences(dense_outputs, load(staging)(images))
       check_exact(exported_differences, _TOLERANCE.value)
     except ExportError as e:
       raise ConfigError(str(e)) from e
@@ -96,10 +119,13 @@ def main(argv):
       source=source)
   provenance = reporting.provenance()
   table = reporting.provenance_line(provenance) + "\n\n" + report_markdown(report)
-  write_results(_OUT.value, "report", {"provenance": provenance, **report}, table)
-  print(f"exported {workdir} step {step} ({source['variables']}) to {_OUT.value}\n\n{table}")
+  write_results(staging, "report", {"provenance": provenance, **report}, table)
+  if os.path.isdir(out) and os.listdir(out):
+    shutil.rmtree(out)  # check_out allowed this only with --overwrite
+  os.replace(staging, out)
+  print(f"exported {workdir} step {step} ({source['variables']}) to {out}\n\n{table}")
 
 
 if __name__ == "__main__":
   flags.mark_flags_as_required(["out"])
-  app.run(main)
+  common.run(main, workdir_of=lambda: run_and_step()[0])

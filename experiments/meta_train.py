@@ -9,7 +9,7 @@ number; the same command resumes it.
 """
 import sys
 
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
 from experiments import common
@@ -31,4 +31,4 @@ def main(argv):
 
 if __name__ == "__main__":
   flags.mark_flags_as_required(["config", "workdir"])
-  app.run(main)
+  common.run(main)

@@ -34,9 +34,10 @@ def _config(data_dir, variant="budget", **overrides):
   return config
 
 
-def _script(name, *args):
+def _script(name, *args, env=None):
+  """Runs experiments/NAME.py with `args` in the repository root (environment `env`, default this process's)."""
   return subprocess.run([sys.executable, f"experiments/{name}.py", *args], cwd=ROOT, capture_output=True, text=True,
-                        timeout=900, env={**os.environ, "PYTHONPATH": ROOT})
+                        timeout=900, env={**(os.environ if env is None else env), "PYTHONPATH": ROOT})
 
 
 @pytest.fixture(scope="module")

@@ -1,10 +1,13 @@
 """Validation of a run's config, once, at start: every error names the offending key."""
 import math
 
+import jax
 import ml_collections
 
 from msp.meta import EPISODE_LOOPS, LAMBDA_MODES, META_GRADIENT_MODES
 from msp.meta.episodes import TASK_SAMPLING
+from msp.models.resnet import BLOCKS
+from msp.train.adaptation import TRAINABLE
 from msp.sparsity.budget import CONSTRAINTS
 from msp.sparsity import BUDGET_TARGETS, COST_KINDS, GROUPINGS, WEIGHTINGS
 
@@ -50,6 +53,30 @@ def _finite_numbers(node, prefix: str = "") -> None:
     _finite_numbers(value, name)
 
 
+def _model(config) -> None:
+  """The model keys whose wrong values would otherwise fail deep inside Flax (a zero width divides by zero)."""
+  _choice(config, "model.backbone.block", BLOCKS)
+  widths = tuple(_get(config, "model.backbone.widths"))
+  if not widths or any(not isinstance(w, int) or w < 1 for w in widths):
+    raise ConfigError(f"config.model.backbone.widths={widths!r} must be integers ≥ 1")
+  if "head_width" in config.model:
+    _integer(config, "model.head_width", 1)
+  for kind, width in config.model.get("head_widths", {}).items():
+    if not isinstance(width, int) or width < 1:
+      raise ConfigError(f"config.model.head_widths.{kind}={width!r} must be an integer ≥ 1")
+
+
+def _adapt(config) -> None:
+  """The adaptation section (adapt_unseen.py), checked with the rest so that a bad value fails before training."""
+  _integer(config, "adapt.steps", 0)
+  _integer(config, "adapt.batch_size", 1)
+  _positive(config, "adapt.lr")
+  _choice(config, "adapt.train", TRAINABLE)
+  fraction = _get(config, "adapt.train_fraction")
+  if not isinstance(fraction, (int, float)) or not 0 < fraction <= 1:
+    raise ConfigError(f"config.adapt.train_fraction={fraction!r} must lie in (0, 1]")
+
+
 def validate_config(config: ml_collections.ConfigDict) -> None:
   """Raises ConfigError naming the first bad key; returns None when the config is usable."""
   _finite_numbers(config)
@@ -59,10 +86,17 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
       _integer(config, key, minimum)
   for key in ("meta.inner_steps", "meta.episodes", "meta.support_size", "meta.query_size", "image_size"):
     _integer(config, key, 1)
+  if config.get("num_devices") is not None:
+    _integer(config, "num_devices", 1)
+    if config.num_devices > jax.device_count():
+      raise ConfigError(f"config.num_devices={config.num_devices}, but {jax.device_count()} device(s) are available")
+  _model(config)
   if "eval" in config:
     for key in ("eval.batch_size", "eval.support_size"):
       _integer(config, key, 1)
     _integer(config, "eval.calibration_size", 0)
+  if "adapt" in config:
+    _adapt(config)
   for key in ("meta.inner_lr", "optim.lr", "sparsity.lambda_init"):
     _positive(config, key)
   for key in ("optim.rho_lr", "optim.weight_decay"):
