@@ -198,46 +198,53 @@ def train(config: ml_collections.ConfigDict, workdir: str, progress: bool = True
   """
   run = open_run(config, workdir)
   try:
-    latest = run.checkpointer.latest_step()
-    if latest is not None and latest > config.steps:
-      raise CheckpointError(f"{run.checkpointer.directory} already holds step {latest}, past config.steps="
-                            f"{config.steps}: a shorter run would relabel and delete its checkpoints (use "
-                            f"evaluate.py --step for an earlier one, or another workdir)")
-    best = BestCheckpoint(run) if config.eval_every else None
-    restored = run.checkpointer.restore_latest_readable(run.fresh_state())
-    state = restored[0] if restored else run.fresh_state()
-    start = int(state.step)
-    batches = meta_batches(run.config, run.dataset, start)
-    os.makedirs(workdir, exist_ok=True)
-    names = {"lambda": run.learner.spec.names, "lambda_at_bound": run.learner.spec.names,
-             "floor_engaged": run.learner.spec.names, "alive_channels": run.learner.spec.names,
-             "group_sparsity": run.learner.spec.names, "task_loss": config.seen_tasks}
-    profile = (os.path.join(os.path.abspath(workdir), "profile"), config.profile_steps) if config.get(
-        "profile_steps") else None
-    with stop_requests() as stopped:
-      writer = MetricWriter(workdir, names, resume_step=start)
-      if start == 0:
-        writer.write_hparams(config.to_dict(), ["loss", "group_sparsity_total"])
-
-      def on_step(step: int, state: MetaTrainState) -> None:
-        run.checkpointer.save(step, state, {"next_index": step})
-        if best is not None and step % config.eval_every == 0:
-          split = config.eval.select_split
-          results = evaluate_seen(run, state, split, progress=False)
-          writer.write(step, {f"{split}/{task}/{metric}": value for task, scores in results.items()
-                              for metric, value in scores.items()})
-          best.update(step, state, results)
-
-      try:
-        state, history = meta_train(run.learner, state, batches, config.steps, config.log_every,
-                                    on_log=writer.write, progress=progress, start_step=start, on_step=on_step,
-                                    should_stop=lambda: stopped() is not None, profile=profile)
-      finally:
-        writer.close()
-      step = int(state.step)
-      run.checkpointer.save(step, state, {"next_index": step}, force=True)
-      if stopped() is not None and step < config.steps:
-        raise Preempted(stopped(), step, config.steps, getattr(signal, stopped()))
-    return state, history
+    return _train(run, config, workdir, progress)
+  except OSError as e:  # the logs could not be written: a full disk, a lost mount, permissions
+    raise CheckpointError(f"cannot write to the run directory {workdir}: {e}") from e
   finally:
     run.close()
+
+
+def _train(run: Run, config: ml_collections.ConfigDict, workdir: str, progress: bool) -> tuple[MetaTrainState, list]:
+  """`train` on an open run."""
+  latest = run.checkpointer.latest_step()
+  if latest is not None and latest > config.steps:
+    raise CheckpointError(f"{run.checkpointer.directory} already holds step {latest}, past config.steps="
+                          f"{config.steps}: a shorter run would relabel and delete its checkpoints (use "
+                          f"evaluate.py --step for an earlier one, or another workdir)")
+  best = BestCheckpoint(run) if config.eval_every else None
+  restored = run.checkpointer.restore_latest_readable(run.fresh_state())
+  state = restored[0] if restored else run.fresh_state()
+  start = int(state.step)
+  batches = meta_batches(run.config, run.dataset, start)
+  os.makedirs(workdir, exist_ok=True)
+  names = {"lambda": run.learner.spec.names, "lambda_at_bound": run.learner.spec.names,
+           "floor_engaged": run.learner.spec.names, "alive_channels": run.learner.spec.names,
+           "group_sparsity": run.learner.spec.names, "task_loss": config.seen_tasks}
+  profile = (os.path.join(os.path.abspath(workdir), "profile"), config.profile_steps) if config.get(
+      "profile_steps") else None
+  with stop_requests() as stopped:
+    writer = MetricWriter(workdir, names, resume_step=start)
+    if start == 0:
+      writer.write_hparams(config.to_dict(), ["loss", "group_sparsity_total"])
+
+    def on_step(step: int, state: MetaTrainState) -> None:
+      run.checkpointer.save(step, state, {"next_index": step})
+      if best is not None and step % config.eval_every == 0:
+        split = config.eval.select_split
+        results = evaluate_seen(run, state, split, progress=False)
+        writer.write(step, {f"{split}/{task}/{metric}": value for task, scores in results.items()
+                            for metric, value in scores.items()})
+        best.update(step, state, results)
+
+    try:
+      state, history = meta_train(run.learner, state, batches, config.steps, config.log_every,
+                                  on_log=writer.write, progress=progress, start_step=start, on_step=on_step,
+                                  should_stop=lambda: stopped() is not None, profile=profile)
+    finally:
+      writer.close()
+    step = int(state.step)
+    run.checkpointer.save(step, state, {"next_index": step}, force=True)
+    if stopped() is not None and step < config.steps:
+      raise Preempted(stopped(), step, config.steps, getattr(signal, stopped()))
+  return state, history

@@ -17,6 +17,7 @@ import base64
 import json
 import os
 import pathlib
+import re
 from typing import Any
 
 import jax
@@ -147,8 +148,11 @@ class RunCheckpointer:
       return False
     _check_writable(self.workdir)
     _write_json(self.config_path, self._config)
-    response = self._checkpointer.save_checkpointables_async(
-        step, {_STATE: state, _DATA_STATE: encoded}, force=force)
+    try:
+      response = self._checkpointer.save_checkpointables_async(
+          step, {_STATE: state, _DATA_STATE: encoded}, force=force)
+    except Exception as e:  # an OSError (disk full, permissions) arrives wrapped in orbax's errors
+      raise CheckpointError(f"cannot write the checkpoint of step {step} in {self.directory}: {_first_line(e)}") from e
     if response is None:
       return False
     if force:
@@ -220,7 +224,10 @@ class RunCheckpointer:
   def wait(self) -> None:
     """Blocks until a save in flight is committed (re-raising its error, if any)."""
     if self._orbax is not None:
-      self._orbax.wait()
+      try:
+        self._orbax.wait()
+      except Exception as e:  # the background write failed: disk full, permissions, ...
+        raise CheckpointError(f"cannot write a checkpoint in {self.directory}: {_first_line(e)}") from e
 
   def close(self) -> None:
     """Waits for a save in flight and releases orbax's resources."""
@@ -246,10 +253,22 @@ def _check_can_create(workdir: pathlib.Path) -> None:
     raise CheckpointError(f"the run directory {workdir} cannot be created or written: {existing} is not writable")
 
 
+_OS_ERROR = re.compile(r"(?:\[OS error |\[Errno |os_error_code=')(\d+)")
+
+
 def _first_line(error: Exception, limit: int = 200) -> str:
-  """The first line of an error's message, at most `limit` characters (orbax's messages run to kilobytes)."""
+  """The first line of an error's message, at most `limit` characters (orbax's messages run to kilobytes), led by
+  the operating system's reason where the error or one it was raised from names one (a full disk, ...)."""
   text = (str(error).strip().splitlines() or [type(error).__name__])[0]
-  return text if len(text) <= limit else text[:limit] + "…"
+  text = text if len(text) <= limit else text[:limit] + "…"
+  cause = error
+  while cause is not None:
+    if isinstance(cause, OSError) and cause.errno:
+      return f"{os.strerror(cause.errno)} ({text})"
+    if match := _OS_ERROR.search(str(cause)):
+      return f"{os.strerror(int(match[1]))} ({text})"
+    cause = cause.__cause__ or cause.__context__
+  return text
 
 
 def _check_writable(workdir: pathlib.Path) -> None:
