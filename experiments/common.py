@@ -12,7 +12,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from msp.train import ConfigError
-from msp.train.checkpoint import _may_differ
+from msp.train.checkpoint import may_differ_on_resume
 from experiments.train import load_config
 
 # `--config=RUN_CONFIG:WORKDIR` is WORKDIR/config.json: what the scripts that read a finished run use without --config.
@@ -51,7 +51,7 @@ def _parse_flags(argv: list[str], workdir_of: Callable[[], str] | None) -> list[
     if config is not None:
       config.get("seed")  # a config file that failed to load raises its OSError on first access
     if workdir_of is not None:
-      refused = [key for key in config_flags.get_override_values(flags.FLAGS["config"]) if not _may_differ(key)]
+      refused = [key for key in config_flags.get_override_values(flags.FLAGS["config"]) if not may_differ_on_resume(key)]
       if refused:
         fail(f"--config.{refused[0]}: the run's checkpoints depend on it, so it cannot be overridden here (only "
              f"logging, evaluation and adaptation keys can: eval.*, adapt.*, ...)")
