@@ -15,9 +15,10 @@ import time
 
 import jax
 import numpy as np
-from absl import app, flags
+from absl import flags
 from scipy import ndimage
 
+from msp import cli
 from benchmarks.common import machine
 from msp.tasks import metrics
 
@@ -89,4 +90,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

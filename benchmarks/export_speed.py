@@ -22,8 +22,9 @@ import os
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import app, flags
+from absl import flags
 
+from msp import cli
 from msp.export.prune import channel_spaces, plan_pruning, prune
 from msp.export.report import count_params, forward_latencies, machine
 from msp.models import MultiTaskNet, ResNet
@@ -114,4 +115,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

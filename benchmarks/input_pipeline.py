@@ -22,9 +22,10 @@ import time
 
 import jax
 import ml_collections
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
+from msp import cli
 from benchmarks.common import machine, median_seconds
 from data_pipelines import episodes, transforms
 from data_pipelines.datasets import open_dataset
@@ -120,4 +121,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

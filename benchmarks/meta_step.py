@@ -10,9 +10,10 @@ import itertools
 
 import jax
 import numpy as np
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
+from msp import cli
 from benchmarks.common import machine, median_seconds
 from data_pipelines.teacher_student import TeacherStudent
 from msp.parallel import shard_episodes
@@ -78,4 +79,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -17,9 +17,10 @@ import time
 
 import jax
 import jax.numpy as jnp
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
+from msp import cli
 from benchmarks.common import machine, median_seconds
 from msp.train import build_meta_learner
 
@@ -83,4 +84,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -27,7 +27,9 @@ import tempfile
 import time
 
 import numpy as np
-from absl import app, flags
+from absl import flags
+
+from msp import cli  # absl only: the torch role imports no jax
 
 _ROUNDS = flags.DEFINE_integer("rounds", 20, "Timed rounds (one step of each implementation per round).")
 _MODES = flags.DEFINE_list("modes", ["second_order", "first_order"], "Meta-gradient modes.")
@@ -359,4 +361,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -4,13 +4,14 @@ The layout (data_pipelines/episodes.py): image uint8 (H, W, 3), PNG; segmentatio
 depth float32 (H, W) metres, 0 = invalid; normals float32 (H, W, 3) unit, camera frame, zero = invalid; edges
 uint8 (H, W) {0, 1}.
 """
-import argparse
 import dataclasses
 import os
 from typing import Callable, Sequence, TypeVar
 
 import numpy as np
 import tensorflow_datasets as tfds
+
+from msp import cli
 
 MAPS = ("segmentation", "depth", "normals", "edges")
 _MAP_FEATURES = {
@@ -75,13 +76,13 @@ def prepare(builder_class: type[Builder], data_dir: str, config, manual_dir: str
   return builder
 
 
-def run_build_command(parser: argparse.ArgumentParser, build: Callable[..., Builder], *args, **overrides) -> None:
+def run_build_command(build: Callable[..., Builder], *args, **overrides) -> None:
   """The end of a `python -m data_pipelines.<dataset>` command: builds, then prints where the dataset is and its
   split sizes; a broken download (FileNotFoundError, ValueError naming the file) ends the command with that one
   line and exit status 2."""
   try:
     builder = build(*args, **overrides)
   except (FileNotFoundError, ValueError) as error:
-    parser.exit(2, f"error: {error}\n")
+    cli.fail(error)
   print(f"{builder.name}/{builder.builder_config.name} is in {builder.data_dir}: "
         + ", ".join(f"{name} {split.num_examples}" for name, split in builder.info.splits.items()))

@@ -5,14 +5,16 @@ import functools
 import os
 import re
 import sys
-from typing import Callable, NoReturn
+from typing import Callable
 
 import jax
-from absl import app, flags, logging
+from absl import flags, logging
 from ml_collections import config_flags
 
+from msp import cli
+from msp.cli import fail
 from msp.train import ConfigError
-from msp.train.checkpoint import _may_differ
+from msp.train.checkpoint import may_differ_on_resume
 from experiments.train import load_config
 
 # `--config=RUN_CONFIG:WORKDIR` is WORKDIR/config.json: what the scripts that read a finished run use without --config.
@@ -21,25 +23,19 @@ RUN_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs",
 DEFAULT_CACHE_DIR = os.path.join("~", ".cache", "msp", "jax")
 
 
-def fail(message: str) -> NoReturn:
-  """Ends the script with `error: message` as one line on stderr (a multi-line message is joined), exit status 2."""
-  print("error: " + " ".join(line.strip() for line in str(message).splitlines() if line.strip()), file=sys.stderr)
-  sys.exit(2)
-
-
 def run(main: Callable, workdir_of: Callable[[], str] | None = None) -> None:
-  """`app.run(main)`, with every flag error (unknown flag or config key, missing or broken config file, bad value)
+  """`msp.cli.run(main)`, with every flag error (unknown flag or config key, missing or broken config file, bad value)
   ending as one line through `fail`.
 
   `workdir_of` (scripts that read a finished run) returns the run directory the parsed flags name: without --config
   the config is that run's config.json, and --config.KEY=VALUE overrides apply to it; either way only keys a
   resumed run may change (checkpoint.MAY_DIFFER_ON_RESUME) may be overridden.
   """
-  app.run(main, flags_parser=functools.partial(_parse_flags, workdir_of=workdir_of))
+  cli.run(main, flags_parser=functools.partial(_parse_flags, workdir_of=workdir_of))
 
 
 def _parse_flags(argv: list[str], workdir_of: Callable[[], str] | None) -> list[str]:
-  try:
+  with _one_line_errors(argv):
     if workdir_of is not None and not any(re.match(r"-{1,2}config(=|$)", arg) for arg in argv[1:]):
       flags.FLAGS(argv, known_only=True)  # only to learn the workdir; the overrides are parsed below
       workdir = workdir_of()
@@ -47,15 +43,23 @@ def _parse_flags(argv: list[str], workdir_of: Callable[[], str] | None) -> list[
       # config_flags reads the overrides from sys.argv
       argv = sys.argv = [argv[0], f"--config={RUN_CONFIG}:{workdir}", *argv[1:]]
     remaining = flags.FLAGS(argv)
-    config = flags.FLAGS["config"].value if "config" in flags.FLAGS else None
+    config = flags.FLAGS["config"].value if _is_config_file_flag() else None
     if config is not None:
       config.get("seed")  # a config file that failed to load raises its OSError on first access
     if workdir_of is not None:
-      refused = [key for key in config_flags.get_override_values(flags.FLAGS["config"]) if not _may_differ(key)]
+      refused = [key for key in config_flags.get_override_values(flags.FLAGS["config"])
+                 if not may_differ_on_resume(key)]
       if refused:
         fail(f"--config.{refused[0]}: the run's checkpoints depend on it, so it cannot be overridden here (only "
              f"logging, evaluation and adaptation keys can: eval.*, adapt.*, ...)")
     return remaining
+
+
+@contextlib.contextmanager
+def _one_line_errors(argv: list[str]):
+  """A bad flag, config file, config key or value in `argv` ends the script through `fail`."""
+  try:
+    yield
   except ConfigError as e:
     fail(str(e))
   except (AttributeError, KeyError) as e:  # an override of a key the config lacks
@@ -64,7 +68,26 @@ def _parse_flags(argv: list[str], workdir_of: Callable[[], str] | None) -> list[
     path = _config_arg(argv).split(":", 1)[0]
     fail(f"--config={path}: no such file" if not os.path.exists(path) else f"--config={path}: {e}")
   except flags.Error as e:
-    fail(_flag_error_message(str(e)))
+    fail(cli.flag_error_message(str(e)))
+
+
+def define_config(default: str, help_text: str, lock_config: bool = True):
+  """--config with a default config file. config_flags loads a default at once, applying the command line's
+  --config.KEY=VALUE overrides, so that their errors (an unknown key, a bad value) end the script here, as one
+  line."""
+  with _one_line_errors(sys.argv):
+    return config_flags.DEFINE_config_file("config", default, help_text, lock_config=lock_config)
+
+
+def _is_config_file_flag() -> bool:
+  """Whether the script's --config is a config file (config_flags), not a plain flag of that name."""
+  if "config" not in flags.FLAGS:
+    return False
+  try:
+    config_flags.get_config_filename(flags.FLAGS["config"])  # TypeError for any other flag
+  except TypeError:
+    return False
+  return True
 
 
 def _config_arg(argv: list[str]) -> str:
@@ -84,20 +107,10 @@ def _unknown_key_message(error: str, argv: list[str]) -> str:
   return f"{where}: the config has no key {key!r}" + (f"; did you mean {suggestion[1]!r}?" if suggestion else "")
 
 
-def _flag_error_message(error: str) -> str:
-  """absl's message, where a config file raised while loading: the flag and the exception's own last line."""
-  if "Traceback" not in error:
-    return error
-  flag = error.split(": Error whilst parsing config file", 1)[0].removeprefix("flag ")
-  last = [line for line in error.splitlines() if line.strip()][-1].strip()
-  return f"{flag}: {re.sub(r'^[A-Za-z]*Error: ', '', last)}"
-
-
 def start(argv) -> None:
   """Refuses stray arguments, keeps the console to warnings (orbax logs every checkpoint step at INFO) and turns on
   the persistent compile cache (DEFAULT_CACHE_DIR unless $JAX_COMPILATION_CACHE_DIR names one)."""
-  if len(argv) > 1:
-    fail(f"unexpected arguments: {argv[1:]}")
+  cli.start(argv)
   logging.set_verbosity(logging.WARNING)
   if not jax.config.jax_compilation_cache_dir:
     jax.config.update("jax_compilation_cache_dir", os.path.expanduser(DEFAULT_CACHE_DIR))

@@ -14,9 +14,9 @@ import json
 import os
 
 import numpy as np
-from absl import app, flags
+from absl import flags
 
-from experiments import plots, reporting
+from experiments import common, plots, reporting
 from experiments.configs import teacher_student
 from experiments.teacher_student import adapted_test_mse, train
 
@@ -97,13 +97,14 @@ def summarize(out: str, started: dict | None = None) -> None:
 
 
 def main(argv):
-  del argv
+  common.start(argv)
   started = reporting.provenance()
+  for flag, given, known in (("variants", _VARIANTS.value, VARIANTS), ("regimes", _REGIMES.value, REGIMES)):
+    if unknown := [name for name in given if name not in known]:
+      common.fail(f"--{flag}: {unknown[0]!r} is not one of {list(known)}")
   os.makedirs(_OUT.value, exist_ok=True)
   if not _SUMMARIZE.value:
     for regime, variant in itertools.product(_REGIMES.value, _VARIANTS.value):
-      if variant not in VARIANTS or regime not in REGIMES:
-        raise app.UsageError(f"unknown variant {variant!r} or regime {regime!r}")
       result = {**run(variant, regime, _STEPS.value), "provenance": reporting.provenance()}
       with open(os.path.join(_OUT.value, slug(regime, variant) + ".json"), "w") as f:
         json.dump(result, f)
@@ -113,4 +114,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  common.run(main)

@@ -7,15 +7,13 @@ scores the seen tasks by the evaluation protocol (`msp.train.evaluation`), adapt
 edge-detection task, and prints one table against the untrained network put through the same protocol.
 `experiments/quickstart_seeds.py` runs the same for several seeds.
 """
-from absl import app, flags
-from ml_collections import config_flags
+from absl import flags
 
 from experiments import common
 from experiments.quickstart_job import quickstart
 from msp.train.evaluation import write_results
 
-_CONFIG = config_flags.DEFINE_config_file("config", "experiments/configs/synthetic.py:budget",
-                                          "Run configuration: file[:variant].", lock_config=True)
+_CONFIG = common.define_config("experiments/configs/synthetic.py:budget", "Run configuration: file[:variant].")
 _WORKDIR = flags.DEFINE_string("workdir", "runs/quickstart", "Directory for checkpoints, logs and results.")
 
 
@@ -28,4 +26,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  common.run(main)

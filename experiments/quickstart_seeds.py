@@ -12,15 +12,14 @@ table) and results.json. Runtime on 2 CPU cores: about 7 min per seed.
 import os
 
 import numpy as np
-from absl import app, flags
-from ml_collections import config_flags
+from absl import flags
 
 from experiments import common, reporting
 from experiments.quickstart_job import COLUMNS, quickstart
 from msp.train.evaluation import conventions, describe_protocol, shown_metrics
 
-_CONFIG = config_flags.DEFINE_config_file("config", "experiments/configs/synthetic.py:budget",
-                                          "Run configuration: file[:variant]; its seed is replaced.", lock_config=False)
+_CONFIG = common.define_config("experiments/configs/synthetic.py:budget",
+                               "Run configuration: file[:variant]; its seed is replaced.", lock_config=False)
 _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds to run.")
 _ROOT = flags.DEFINE_string("root", "runs/quickstart_seeds", "Folder of the per-seed workdirs.")
 _OUT = flags.DEFINE_string("out", os.path.join(reporting.REPORTS_ROOT, "quickstart_seeds"), "Report folder.")
@@ -86,4 +85,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  common.run(main)

@@ -6,14 +6,14 @@ python experiments/synthetic_preview.py --out=runs/reports/synthetic_preview.png
 The dataset is opened as training does (`data_pipelines.datasets.open_dataset`): from --data_dir, else $TFDS_DATA_DIR,
 else ~/tensorflow_datasets, rendered there first if it is not built yet. Only --out is written.
 """
-import argparse
 import os
 
 import ml_collections
+from absl import flags
 
 from data_pipelines import datasets
 from data_pipelines.synthetic_scenes.builder import SyntheticScenes
-from experiments import plots
+from experiments import common, plots
 
 
 def preview(out: str, num: int = 4, split: str = "train", config: str = "res64", data_dir: str | None = None,
@@ -31,24 +31,25 @@ def preview(out: str, num: int = 4, split: str = "train", config: str = "res64",
   return plots.synthetic_preview(examples, class_names, out)
 
 
-def main(argv: list[str] | None = None) -> None:
-  """The command line (module docstring); argparse like the dataset's build command, so importing this module
-  defines no global flags."""
-  parser = argparse.ArgumentParser(prog="python experiments/synthetic_preview.py",
-                                   description=__doc__.split("\n\n")[0])
-  parser.add_argument("--out", default="runs/reports/synthetic_preview.png", help="PNG to write (folder created)")
-  parser.add_argument("--num", type=int, default=4, help="examples to draw: the first NUM of the split")
-  parser.add_argument("--split", default="train", choices=["train", "validation", "test"])
-  parser.add_argument("--config", default="res64", choices=sorted(SyntheticScenes.builder_configs))
-  parser.add_argument("--data_dir", default=None, help="tfds data directory (default: $TFDS_DATA_DIR or "
-                      "~/tensorflow_datasets)")
-  args = parser.parse_args(argv)
+def define_flags() -> None:
+  """The command line's flags (module docstring); defined only when run, since the tests import this module."""
+  flags.DEFINE_string("out", "runs/reports/synthetic_preview.png", "PNG to write (folder created)")
+  flags.DEFINE_integer("num", 4, "examples to draw: the first NUM of the split")
+  flags.DEFINE_enum("split", "train", ["train", "validation", "test"], "split to draw from")
+  flags.DEFINE_enum("config", "res64", sorted(SyntheticScenes.builder_configs), "the dataset's builder config")
+  flags.DEFINE_string("data_dir", None, "tfds data directory (default: $TFDS_DATA_DIR or ~/tensorflow_datasets)")
+
+
+def main(argv: list[str]) -> None:
+  common.start(argv)
+  f = flags.FLAGS
   try:
-    preview(args.out, args.num, args.split, args.config, args.data_dir)
+    preview(f.out, f.num, f.split, f.config, f.data_dir)
   except ValueError as e:
-    parser.error(str(e))  # one line on stderr, exit status 2
-  print(f"wrote {args.out}")
+    common.fail(e)
+  print(f"wrote {f.out}")
 
 
 if __name__ == "__main__":
-  main()
+  define_flags()
+  common.run(main)

@@ -7,18 +7,16 @@ import itertools
 import jax
 import ml_collections
 import numpy as np
-from absl import app
-from ml_collections import config_flags
+from absl import flags
 
 from data_pipelines.teacher_student import TeacherStudent
+from experiments import common
 from msp.train import build_meta_learner
 from msp.train.evaluation import protocol_variables
 from msp.train.loop import meta_train
 from msp.train.setup import MetaLearner
 from msp.train.state import MetaTrainState
 
-_CONFIG = config_flags.DEFINE_config_file("config", "experiments/configs/teacher_student.py",
-                                          "Run configuration (file[:variant]).")
 CALIBRATION_EXAMPLES = 256
 TEST_EXAMPLES = 512
 
@@ -55,11 +53,12 @@ def adapted_test_mse(learner: MetaLearner, state: MetaTrainState, data: TeacherS
 
 
 def main(argv):
-  del argv
-  config = _CONFIG.value
-  learner, data, state, history = train(config)
-  initial = learner.init_state(jax.random.key(config.seed))  # the state train() started from (deterministic)
-  before, after = (adapted_test_mse(learner, s, data, config.seed) for s in (initial, state))
+  common.start(argv)
+  config = flags.FLAGS["config"].value
+  with common.clear_errors():
+    learner, data, state, history = train(config)
+    initial = learner.init_state(jax.random.key(config.seed))  # the state train() started from (deterministic)
+    before, after = (adapted_test_mse(learner, s, data, config.seed) for s in (initial, state))
   last, m = history[-1], config.meta
 
   print(f"\nMeta-sparsity on teacher–student data: {config.steps} outer steps, mode={m.mode}, K={m.inner_steps}, "
@@ -82,4 +81,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  # defined only when run: lambda_report.py and the tests import this module
+  common.define_config("experiments/configs/teacher_student.py", "Run configuration (file[:variant]).")
+  common.run(main)

@@ -13,7 +13,7 @@ import json
 import os
 
 import numpy as np
-from absl import app, flags
+from absl import flags
 
 from experiments import common, plots, reporting
 from experiments.configs import synthetic
@@ -89,7 +89,8 @@ def main(argv):
       plot(json.load(f)["variants"], os.path.join(_OUT.value, "lambda_trajectories.png"))
     return
   started = reporting.provenance()
-  rows = [run_variant(v, os.path.join(_ROOT.value, v), _STEPS.value) for v in _VARIANTS.value]
+  with common.clear_errors():
+    rows = [run_variant(v, os.path.join(_ROOT.value, v), _STEPS.value) for v in _VARIANTS.value]
   table = (f"synthetic scenes, test split; {rows[0]['protocol']}\n\n" + report(rows) + "\n\n" +
            rows[0]["conventions"])
   reporting.write_report(_OUT.value, table, {"variants": rows}, started)
@@ -98,4 +99,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  common.run(main)

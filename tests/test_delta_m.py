@@ -1,9 +1,14 @@
 """Δm on a case worked by hand, its conventions, the results-file format and the command line."""
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 
-from msp.tasks.delta_m import delta_m, load_results, main
+from msp.tasks.delta_m import command, delta_m, load_results
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # segmentation: miou +10 %, pixel_acc −5 % (both higher is better) → task mean +2.5 %
 # depth: abs_err 0.50 → 0.45 is 10 % lower, and lower is better → +10 %
@@ -36,8 +41,8 @@ def test_command_reads_evaluate_json_and_merges_baselines(tmp_path, capsys):
   (tmp_path / "run.json").write_text(json.dumps({"step": 5, "split": "test", "results": RESULTS, "sparsity": {}}))
   (tmp_path / "seg.json").write_text(json.dumps({"results": {"segmentation": BASELINE["segmentation"]}}))
   (tmp_path / "depth.json").write_text(json.dumps({"depth": BASELINE["depth"]}))
-  d = main([f"--results={tmp_path / 'run.json'}", f"--baseline={tmp_path / 'seg.json'},{tmp_path / 'depth.json'}",
-            f"--output={tmp_path / 'out.json'}"])
+  d = command(str(tmp_path / "run.json"), f"{tmp_path / 'seg.json'},{tmp_path / 'depth.json'}",
+              output=str(tmp_path / "out.json"))
   assert d.value == pytest.approx(6.25)
   printed = capsys.readouterr().out
   assert "Δm = +6.25 % (convention task_mean" in printed and "| depth | abs_err ↓ | 0.5 | 0.45 | +10.00 |" in printed
@@ -77,5 +82,27 @@ def test_adaptation_results_are_read(tmp_path):
       {"step": 5, "train": "heads", "unseen": {"edges": {"ods_f": 0.6}}, "seen": {"depth": {"abs_err": 0.4}}}))
   (tmp_path / "seen_only.json").write_text(json.dumps({"unseen": {"edges": {"ods_f": 0.5}}, "seen": None}))
   assert load_results([str(tmp_path / "adapt.json")]) == {"edges": {"ods_f": 0.6}, "depth": {"abs_err": 0.4}}
-  d = main([f"--results={tmp_path / 'adapt.json'}", f"--baseline={tmp_path / 'seen_only.json'}"])
+  d = command(str(tmp_path / "adapt.json"), str(tmp_path / "seen_only.json"))
   assert d.value == pytest.approx(20.0)
+
+
+def test_command_line_writes_the_output_and_refuses_bad_input_in_one_line(tmp_path):
+  (tmp_path / "run.json").write_text(json.dumps({"results": RESULTS}))
+  (tmp_path / "base.json").write_text(json.dumps(BASELINE))
+
+  def delta_m_command(*args):
+    return subprocess.run([sys.executable, "-m", "msp.tasks.delta_m", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300, env={**os.environ, "PYTHONPATH": ROOT})
+
+  done = delta_m_command(f"--results={tmp_path / 'run.json'}", f"--baseline={tmp_path / 'base.json'}",
+                         "--convention=metric_mean", f"--output={tmp_path / 'out.json'}")
+  assert done.returncode == 0, done.stderr[-2000:]
+  assert "convention metric_mean" in done.stdout
+  assert json.loads((tmp_path / "out.json").read_text())["convention"] == "metric_mean"
+  for args, message in [([f"--results={tmp_path / 'run.json'}"], "Flag --baseline must have a value"),
+                        ([f"--results={tmp_path / 'run.json'}", f"--baseline={tmp_path / 'nope.json'}"],
+                         "No such file or directory")]:
+    refused = delta_m_command(*args)
+    lines = refused.stderr.strip().splitlines()
+    assert refused.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], \
+        refused.stderr[-2000:]

@@ -1,30 +1,45 @@
 """Builds nyuv2: python -m data_pipelines.nyuv2 --data_dir=DIR --manual_dir=DIR [--config=nyud_mt]
 [--resolution=HxW] [--validation_fraction=F] [--seed=S]."""
-import argparse
+from absl import flags
 
 from data_pipelines import builders
 from data_pipelines.nyuv2.builder import NyuV2, build
+from msp import cli
 
 
-def _resolution(text: str) -> tuple[int, int]:
-  height, width = text.lower().split("x")
-  return int(height), int(width)
+class _ResolutionParser(flags.ArgumentParser):
+  """`HxW` → (H, W)."""
+
+  def parse(self, argument):
+    if isinstance(argument, tuple) or argument is None:
+      return argument
+    try:
+      height, width = argument.lower().split("x")
+      return int(height), int(width)
+    except ValueError:
+      raise ValueError(f"expected HxW, e.g. 240x320, got {argument!r}") from None
+
+  def flag_type(self):
+    return "HxW"
 
 
-def main():
-  """Parses the flags, builds the dataset if needed and prints where it is."""
-  parser = argparse.ArgumentParser(prog="python -m data_pipelines.nyuv2", description=__doc__)
-  parser.add_argument("--data_dir", default="~/tensorflow_datasets", help="tfds data directory")
-  parser.add_argument("--manual_dir", required=True, help="directory holding the manual download")
-  parser.add_argument("--config", default="nyud_mt", choices=sorted(NyuV2.builder_configs))
-  parser.add_argument("--resolution", type=_resolution, help="stored HxW, e.g. 240x320 (default: the download's)")
-  parser.add_argument("--validation_fraction", type=float, help="share of the training images held out (0.1)")
-  parser.add_argument("--seed", type=int, help="picks the validation images (0)")
-  args = parser.parse_args()
-  overrides = {key: getattr(args, key) for key in ("resolution", "validation_fraction", "seed")
-               if getattr(args, key) is not None}
-  builders.run_build_command(parser, build, args.data_dir, args.config, args.manual_dir, **overrides)
+_DATA_DIR = flags.DEFINE_string("data_dir", "~/tensorflow_datasets", "tfds data directory")
+_MANUAL_DIR = flags.DEFINE_string("manual_dir", None, "directory holding the manual download")
+_CONFIG = flags.DEFINE_enum("config", "nyud_mt", sorted(NyuV2.builder_configs), "the builder config")
+_RESOLUTION = flags.DEFINE(_ResolutionParser(), "resolution", None,
+                           "stored HxW, e.g. 240x320 (default: the download's)")
+_VALIDATION_FRACTION = flags.DEFINE_float("validation_fraction", None,
+                                          "share of the training images held out (0.1)")
+_SEED = flags.DEFINE_integer("seed", None, "picks the validation images (0)")
+
+
+def main(argv):
+  """Builds the dataset if needed and prints where it is."""
+  cli.start(argv)
+  overrides = {flag.name: flag.value for flag in (_RESOLUTION, _VALIDATION_FRACTION, _SEED) if flag.value is not None}
+  builders.run_build_command(build, _DATA_DIR.value, _CONFIG.value, _MANUAL_DIR.value, **overrides)
 
 
 if __name__ == "__main__":
-  main()
+  flags.mark_flag_as_required("manual_dir")
+  cli.run(main)

@@ -1,18 +1,19 @@
 """Builds synthetic_scenes: python -m data_pipelines.synthetic_scenes --data_dir=DIR [--config=res64]."""
-import argparse
+from absl import flags
 
 from data_pipelines import builders
 from data_pipelines.synthetic_scenes.builder import SyntheticScenes, build
+from msp import cli
+
+_DATA_DIR = flags.DEFINE_string("data_dir", "~/tensorflow_datasets", "tfds data directory")
+_CONFIG = flags.DEFINE_enum("config", "res64", sorted(SyntheticScenes.builder_configs), "the builder config")
 
 
-def main():
-  """Parses --data_dir and --config, builds the dataset if needed and prints where it is."""
-  parser = argparse.ArgumentParser(prog="python -m data_pipelines.synthetic_scenes", description=__doc__)
-  parser.add_argument("--data_dir", default="~/tensorflow_datasets", help="tfds data directory")
-  parser.add_argument("--config", default="res64", choices=sorted(SyntheticScenes.builder_configs))
-  args = parser.parse_args()
-  builders.run_build_command(parser, build, args.data_dir, args.config)
+def main(argv):
+  """Builds the dataset if needed and prints where it is."""
+  cli.start(argv)
+  builders.run_build_command(build, _DATA_DIR.value, _CONFIG.value)
 
 
 if __name__ == "__main__":
-  main()
+  cli.run(main)

@@ -13,9 +13,10 @@ import collections
 import jax
 import jax.numpy as jnp
 import ml_collections
-from absl import app
+from absl import flags
 from ml_collections import config_flags
 
+from msp import cli
 from msp.models.factory import build_model
 from msp.sparsity import CostModel, GroupSpec
 from msp.tasks import build_tasks
@@ -71,7 +72,16 @@ def summary_table(config: ml_collections.ConfigDict, params=None) -> str:
   return "\n".join(lines)
 
 
+def _main(argv):
+  cli.start(argv)
+  try:
+    table = summary_table(flags.FLAGS["config"].value)
+  except OSError as e:  # the config file could not be loaded (config_flags reports it on first use)
+    cli.fail(e)
+  print(table)
+
+
 if __name__ == "__main__":
-  _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config, e.g. experiments/configs/nyuv2.py:"
-                                            "budget,paper.")
-  app.run(lambda argv: print(summary_table(_CONFIG.value)))
+  config_flags.DEFINE_config_file("config", None, "Experiment config, e.g. experiments/configs/nyuv2.py:budget,paper.")
+  flags.mark_flag_as_required("config")
+  cli.run(_main)

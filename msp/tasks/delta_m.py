@@ -21,12 +21,14 @@ Results files are what experiments/evaluate.py writes ({"results": {task: {metri
 experiments/adapt_unseen.py writes ({"unseen": {...}, "seen": {...}}: both parts are read), or bare
 {task: {metric: value}} maps; several files (one single-task run each) are merged by task.
 """
-import argparse
 import dataclasses
 import json
 import math
 from typing import Mapping, Sequence
 
+from absl import flags
+
+from msp import cli
 from msp.tasks import metrics
 
 CONVENTIONS = ("task_mean", "metric_mean")
@@ -148,30 +150,46 @@ def report(delta: DeltaM, results: Results, baseline: Results) -> str:
                              f"{delta.metric_set}: {which})")
 
 
-def main(argv: Sequence[str] | None = None) -> DeltaM:
-  """The command line (see the module docstring); prints the report and returns the DeltaM."""
-  parser = argparse.ArgumentParser(prog="python -m msp.tasks.delta_m", description=__doc__.split("\n\n")[0])
-  parser.add_argument("--results", required=True, help="results JSON of the run to assess")
-  parser.add_argument("--baseline", required=True, help="baseline results JSON file(s), comma-separated")
-  parser.add_argument("--convention", default="task_mean", choices=CONVENTIONS)
-  parser.add_argument("--metric_set", default="libmtl", choices=METRIC_SETS,
-                      help="libmtl: each task's metrics as LibMTL compares them; all: every shared metric")
-  parser.add_argument("--metrics", help="comma-separated task:metric pairs to compare (replaces --metric_set)")
-  parser.add_argument("--output", help="also write Δm and its parts to this JSON file")
-  args = parser.parse_args(argv)
-  baseline_paths = args.baseline.split(",")
-  results, baseline = load_results([args.results]), load_results(baseline_paths)
-  chosen = None if args.metrics is None else [tuple(item.split(":", 1)) for item in args.metrics.split(",")]
-  delta = delta_m(results, baseline, args.convention, chosen, metric_set=args.metric_set)
-  print(report(delta, results, baseline))
-  if args.output:
-    with open(args.output, "w", encoding="utf-8") as f:
+def command(results: str, baseline: str, convention: str = "task_mean", metric_set: str = "libmtl",
+            metrics_to_compare: str | None = None, output: str | None = None) -> DeltaM:
+  """What the command line does (module docstring), from its flags' values: prints the report, writes `output` if
+  given and returns the DeltaM. `baseline` is comma-separated files, `metrics_to_compare` comma-separated
+  task:metric pairs (the --metrics flag)."""
+  baseline_paths = baseline.split(",")
+  run_results, baseline_results = load_results([results]), load_results(baseline_paths)
+  chosen = (None if metrics_to_compare is None
+            else [tuple(item.split(":", 1)) for item in metrics_to_compare.split(",")])
+  delta = delta_m(run_results, baseline_results, convention, chosen, metric_set=metric_set)
+  print(report(delta, run_results, baseline_results))
+  if output:
+    with open(output, "w", encoding="utf-8") as f:
       json.dump({"delta_m": delta.value, "convention": delta.convention, "metric_set": delta.metric_set,
-                 "results": args.results,
-                 "baseline": baseline_paths, "per_task": delta.per_task,
+                 "results": results, "baseline": baseline_paths, "per_task": delta.per_task,
                  "per_metric": {f"{task}:{name}": v for (task, name), v in delta.per_metric.items()}}, f, indent=1)
   return delta
 
 
+def _define_flags() -> None:
+  """The command line's flags; defined only when the module runs as `python -m msp.tasks.delta_m` (absl flags are
+  process-global, and this module is a library too)."""
+  flags.DEFINE_string("results", None, "results JSON of the run to assess", required=True)
+  flags.DEFINE_string("baseline", None, "baseline results JSON file(s), comma-separated", required=True)
+  flags.DEFINE_enum("convention", "task_mean", CONVENTIONS, "task_mean: LibMTL's; metric_mean: a flat mean")
+  flags.DEFINE_enum("metric_set", "libmtl", METRIC_SETS,
+                    "libmtl: each task's metrics as LibMTL compares them; all: every shared metric")
+  flags.DEFINE_string("metrics", None, "comma-separated task:metric pairs to compare (replaces --metric_set)")
+  flags.DEFINE_string("output", None, "also write Δm and its parts to this JSON file")
+
+
+def main(argv: Sequence[str]) -> None:
+  cli.start(argv)
+  f = flags.FLAGS
+  try:
+    command(f.results, f.baseline, f.convention, f.metric_set, f.metrics, f.output)
+  except (OSError, ValueError) as e:  # a missing or unreadable file, results that cannot be compared
+    cli.fail(e)
+
+
 if __name__ == "__main__":
-  main()
+  _define_flags()
+  cli.run(main)

@@ -293,7 +293,7 @@ def _check_compatible(config_path: pathlib.Path, new: dict) -> None:
   same = lambda a, b: json.dumps(a) == json.dumps(b)  # NaN == NaN here, as in the file
   diffs = [f"  {key}: {old.get(key, missing)!r} → {new.get(key, missing)!r}"
            for key in sorted(old.keys() | new.keys())
-           if not same(old.get(key, missing), new.get(key, missing)) and not _may_differ(key)]
+           if not same(old.get(key, missing), new.get(key, missing)) and not may_differ_on_resume(key)]
   if diffs:
     raise CheckpointError(
         f"the config differs from the one this run was started with ({config_path}) in keys that define the "
@@ -301,7 +301,7 @@ def _check_compatible(config_path: pathlib.Path, new: dict) -> None:
         "\nUse another workdir, or restore these values.")
 
 
-def _may_differ(key: str) -> bool:
+def may_differ_on_resume(key: str) -> bool:
   parts = key.split(".")
   if len(parts) == 3 and parts[0] == "tasks" and parts[2] in METRIC_OPTIONS:
     return True
