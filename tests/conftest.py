@@ -19,3 +19,9 @@ def x64():
   jax.config.update("jax_enable_x64", True)
   yield
   jax.config.update("jax_enable_x64", previous)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+  """A tfds data directory per test module (the tiny configs render synthetic_scenes into it on first use)."""
+  return str(tmp_path_factory.mktemp("tfds"))

@@ -18,15 +18,11 @@ from experiments.train import open_run
 from msp.train import ConfigError
 from msp.train.checkpoint import may_differ_on_resume
 from msp.train.config import validate_config
+from tests.run_fixtures import tiny_config
 from tests.test_experiments import _script
 
 C = "--config=experiments/configs/synthetic.py:budget,tiny"
 slow = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-  return str(tmp_path_factory.mktemp("tfds"))
 
 
 @pytest.fixture(scope="module")
@@ -51,15 +47,7 @@ def config_only_run(data_dir, tmp_path_factory):
 
 def _tiny(data_dir, **overrides) -> ml_collections.ConfigDict:
   """The config `C` gives, with `overrides` (dotted keys) set as --config.KEY=VALUE would set them."""
-  config = synthetic.get_config("budget,tiny")
-  config.data.data_dir = data_dir
-  for key, value in overrides.items():
-    *parents, name = key.split(".")
-    node = config
-    for parent in parents:
-      node = node[parent]
-    node[name] = value
-  return config
+  return tiny_config(data_dir, **overrides)
 
 
 def _tree(*directories):

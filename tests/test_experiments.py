@@ -13,25 +13,15 @@ from msp.train import ConfigError, build_meta_learner
 from msp.train.checkpoint import CheckpointError
 from experiments.train import open_run, train
 from msp.train.writer import read_jsonl
+from tests.run_fixtures import with_overrides
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-  return str(tmp_path_factory.mktemp("tfds"))
 
 
 def _config(data_dir, variant="budget", **overrides):
   config = synthetic.get_config(f"{variant},tiny")
   config.data.data_dir = data_dir
-  for key, value in overrides.items():
-    node = config
-    *parents, leaf = key.split(".")
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
-  return config
+  return with_overrides(config, **overrides)
 
 
 def _script(name, *args, env=None):

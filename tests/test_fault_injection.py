@@ -19,11 +19,6 @@ RUN = dict(steps=STEPS, checkpoint_every=1, keep_checkpoints=STEPS, log_every=1)
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-  return str(tmp_path_factory.mktemp("tfds"))
-
-
-@pytest.fixture(scope="module")
 def reference(data_dir, tmp_path_factory):
   """(config, workdir) of the uninterrupted run, through the script."""
   workdir = str(tmp_path_factory.mktemp("reference") / "run")

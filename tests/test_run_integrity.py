@@ -23,11 +23,6 @@ STEPS = 6
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-  return str(tmp_path_factory.mktemp("tfds"))
-
-
-@pytest.fixture(scope="module")
 def reference(data_dir, tmp_path_factory):
   """(config, workdir): 6 uninterrupted steps, a checkpoint after every step, all kept."""
   config = rf.tiny_config(data_dir, steps=STEPS, checkpoint_every=1, keep_checkpoints=STEPS, log_every=1)
@@ -61,7 +56,8 @@ def _damage(step_dir: str, how: str) -> None:
     raise ValueError(how)
 
 
-@pytest.mark.parametrize("how", ["truncated data file", "garbage manifest", "deleted metadata"])
+@pytest.mark.parametrize("how", ["truncated data file", pytest.param("garbage manifest", marks=pytest.mark.slow),
+                                 pytest.param("deleted metadata", marks=pytest.mark.slow)])
 def test_a_corrupt_latest_checkpoint_is_set_aside_and_the_run_resumes_from_the_one_before(reference, tmp_path,
                                                                                            how, caplog):
   config, workdir = reference
@@ -138,12 +134,25 @@ def test_failing_and_reading_commands_write_nothing(reference, data_dir, tmp_pat
   assert rf.snapshot(workdir) == before
 
 
-def test_keep_checkpoints_best_checkpoint_rates_and_hparams(data_dir, tmp_path):
-  config = rf.tiny_config(data_dir, steps=6, checkpoint_every=1, keep_checkpoints=2, eval_every=2, log_every=2)
+def test_keep_checkpoints_rates_and_hparams(data_dir, tmp_path):
+  config = rf.tiny_config(data_dir, steps=6, checkpoint_every=1, keep_checkpoints=2, log_every=2)
   workdir = str(tmp_path / "run")
   _, history = train(config, workdir, progress=False)
   assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["5", "6"]
-  scores = {r["step"]: r["validation/segmentation/miou"] for r in read_jsonl(os.path.join(workdir, "metrics.jsonl"))}
+  for record in history:
+    assert record["steps_per_s"] > 0 and record["examples_per_s"] == pytest.approx(
+        record["steps_per_s"] * config.meta.episodes * (config.meta.support_size + config.meta.query_size))
+  assert history[-1]["wall_time_s"] > history[0]["wall_time_s"] > 0
+  assert "_hparams_/experiment" in {tag for tag, _, _ in rf.tensorboard_values(workdir)}
+
+
+@pytest.mark.slow
+def test_eval_every_logs_validation_scores_and_keeps_the_best_checkpoint(data_dir, tmp_path):
+  config = rf.tiny_config(data_dir, steps=6, checkpoint_every=1, keep_checkpoints=1, eval_every=2, log_every=2)
+  workdir = str(tmp_path / "run")
+  train(config, workdir, progress=False)
+  scores = {r["step"]: r["validation/segmentation/miou"] for r in read_jsonl(os.path.join(workdir, "metrics.jsonl"))
+            if "validation/segmentation/miou" in r}
   assert sorted(scores) == [2, 4, 6]
   best_step = max(scores, key=scores.get)
   with open(os.path.join(workdir, "checkpoints_best", "best.json")) as f:
@@ -153,11 +162,8 @@ def test_keep_checkpoints_best_checkpoint_rates_and_hparams(data_dir, tmp_path):
   run = open_run(config, workdir)
   assert run.trained_state(best_step)[0] == best_step  # found in checkpoints_best/
   run.close()
-  for record in history:
-    assert record["steps_per_s"] > 0 and record["examples_per_s"] == pytest.approx(
-        record["steps_per_s"] * config.meta.episodes * (config.meta.support_size + config.meta.query_size))
-  assert history[-1]["wall_time_s"] > history[0]["wall_time_s"] > 0
-  assert "_hparams_/experiment" in {tag for tag, _, _ in rf.tensorboard_values(workdir)}
+  assert ("validation/segmentation/miou", best_step, pytest.approx(scores[best_step])) in [
+      (tag, step, value) for tag, step, value in rf.tensorboard_values(workdir)]
 
 
 def test_profile_steps_writes_a_trace(data_dir, tmp_path):
