@@ -62,9 +62,9 @@ def evaluate_seen(run, state: MetaTrainState, split: str | None = None, progress
   return evaluate(run.learner.model.apply, variables, run.learner.tasks, batches, num_batches, progress)
 
 
-def check_split(config, split: str) -> None:
-  """ConfigError naming `split` and the dataset's splits unless the data of `config` has it (checked before a run is
-  opened, so that a wrong --split writes nothing)."""
+def check_split(config, split: str, name: str = "--split") -> None:
+  """ConfigError naming `split` (given as `name`, a flag or config key) and the dataset's splits unless the data of
+  `config` has it (checked before a run is opened or trained, so that a wrong split writes nothing)."""
   verbosity = logging.get_verbosity()
   logging.set_verbosity(logging.ERROR)  # TFDS warns of a custom builder config: the error is to be the only line
   try:
@@ -74,4 +74,4 @@ def check_split(config, split: str) -> None:
   finally:
     logging.set_verbosity(verbosity)
   if split not in splits:
-    raise ConfigError(f"--split={split!r} is not a split of {config.data.name}; choose one of {sorted(splits)}")
+    raise ConfigError(f"{name}={split!r} is not a split of {config.data.name}; choose one of {sorted(splits)}")

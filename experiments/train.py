@@ -22,7 +22,7 @@ import ml_collections
 
 from data_pipelines.datasets import DATASETS, Dataset, open_dataset
 from data_pipelines.episodes import MetaBatchSampler, meta_batch_dataset
-from experiments.evaluation import evaluate_seen
+from experiments.evaluation import check_split, evaluate_seen
 from msp.train.checkpoint import CheckpointError, RunCheckpointer
 from msp.train.config import ConfigError
 from msp.train.evaluation import Results, shown_metrics
@@ -212,6 +212,9 @@ def _train(run: Run, config: ml_collections.ConfigDict, workdir: str, progress: 
     raise CheckpointError(f"{run.checkpointer.directory} already holds step {latest}, past config.steps="
                           f"{config.steps}: a shorter run would relabel and delete its checkpoints (use "
                           f"evaluate.py --step for an earlier one, or another workdir)")
+  check_split(config, config.data.train_split, "config.data.train_split")
+  if config.eval_every:
+    check_split(config, config.eval.select_split, "config.eval.select_split")
   best = BestCheckpoint(run) if config.eval_every else None
   restored = run.checkpointer.restore_latest_readable(run.fresh_state())
   state = restored[0] if restored else run.fresh_state()

@@ -18,7 +18,7 @@ def _vdot(a, b):
   return sum(jnp.vdot(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
 
 
-@pytest.mark.parametrize("inner_steps", [1, 3])
+@pytest.mark.parametrize("inner_steps", [1, pytest.param(3, marks=pytest.mark.slow)])
 def test_second_order_matches_central_differences(x64, inner_steps):
   objective, params, stats, rho, mb = tiny_problem(inner_steps=inner_steps)
   sparsity = adapted_group_sparsity(objective, params, rho, stats, mb)
@@ -162,6 +162,7 @@ def test_reference_mode_rho_gradient_is_lambda_times_penalty(x64):
   assert np.all(np.asarray(g_rho) > 0)
 
 
+@pytest.mark.slow  # remat runs the inner loop as a scan, which XLA:CPU compiles and runs slowly
 def test_remat_changes_memory_not_results():
   results, temp_bytes = {}, {}
   for remat in (False, True):

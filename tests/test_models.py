@@ -113,6 +113,7 @@ _TINY_OUTPUTS = {"segmentation": ((2, 32, 32, 6), 0.03864636272192001, 0.2084574
                  "checkered_floor": ((2, 1), -0.038481876254081726, 0.009807051159441471)}
 
 
+@pytest.mark.slow
 def test_tabulate_works_and_keeps_variable_paths_and_outputs():
   from flax import traverse_util
   import flax.linen as nn

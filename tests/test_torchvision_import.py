@@ -195,6 +195,7 @@ def _init_from_config(path, backbone=SMALL):
   return config
 
 
+@pytest.mark.slow
 def test_init_from_replaces_the_backbone_of_the_initial_state(tmp_path):
   from msp.train.setup import build_meta_learner
   state_dict = _fake_state_dict(np.random.default_rng(0))

@@ -14,6 +14,7 @@ A step directory that cannot be read back (a truncated file, a damaged manifest)
 resumes from the newest readable one.
 """
 import base64
+import contextlib
 import json
 import os
 import pathlib
@@ -190,16 +191,18 @@ class RunCheckpointer:
       raise CheckpointError(f"no checkpoint of step {step} in {self.directory}; there are {steps}")
     path = self.directory / str(step)
     abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), abstract_state)
-    try:
-      saved = self._checkpointer.checkpointables_metadata(step).metadata[_STATE]
-    except Exception as e:  # orbax raises many kinds; all mean the step directory is unreadable
-      raise CorruptCheckpointError(f"the checkpoint {path} is corrupt or incomplete: {_first_line(e)}") from e
-    _check_same_leaves(path, saved, abstract)
-    try:
-      loaded = self._checkpointer.load_checkpointables(step, {_STATE: abstract, _DATA_STATE: None})
-      data_state = _decode(loaded[_DATA_STATE])
-    except Exception as e:
-      raise CorruptCheckpointError(f"the checkpoint {path} is corrupt or incomplete: {_first_line(e)}") from e
+    with _orbax_silenced():  # orbax logs each unreadable file with a traceback; the error below says it in a line
+      try:
+        saved = self._checkpointer.checkpointables_metadata(step).metadata[_STATE]
+      except Exception as e:  # orbax raises many kinds; all mean the step directory is unreadable
+        raise CorruptCheckpointError(f"the checkpoint {path} is corrupt or incomplete: {_first_line(e)}") from e
+      _check_same_leaves(path, saved, abstract)
+      try:
+        loaded = self._checkpointer.load_checkpointables(step, {_STATE: abstract, _DATA_STATE: None})
+        data_state = _decode(loaded[_DATA_STATE])
+        jax.block_until_ready(loaded[_STATE])
+      except Exception as e:
+        raise CorruptCheckpointError(f"the checkpoint {path} is corrupt or incomplete: {_first_line(e)}") from e
     return loaded[_STATE], data_state
 
   def restore_latest_readable(self, abstract_state: MetaTrainState) -> tuple[MetaTrainState, dict] | None:
@@ -240,6 +243,17 @@ class RunCheckpointer:
     # orbax lists a step as soon as its save starts: wait so that only committed steps count
     self.wait()
     return [c.step for c in self._checkpointer.checkpoints]
+
+
+@contextlib.contextmanager
+def _orbax_silenced():
+  """Only fatal absl log records while reading a checkpoint (orbax logs warnings and errors of its own)."""
+  verbosity = logging.get_verbosity()
+  logging.set_verbosity(logging.FATAL)
+  try:
+    yield
+  finally:
+    logging.set_verbosity(verbosity)
 
 
 def _check_can_create(workdir: pathlib.Path) -> None:
