@@ -5,6 +5,7 @@ A command defines its flags in its own module (the one run as `__main__`; never 
 absl flags are process-global), and ends with `cli.run(main)`; `main(argv)` calls `cli.start(argv)` first.
 experiments/common.py builds the scripts' config-file handling on these.
 """
+import os
 import re
 import sys
 from typing import Callable, NoReturn, Sequence
@@ -13,9 +14,15 @@ from absl import app, flags
 
 
 def fail(message) -> NoReturn:
-  """Ends the command with `error: message` as one line on stderr (a multi-line message is joined), exit status 2."""
+  """Ends the command with `error: message` as one line on stderr (a multi-line message is joined), exit status 2.
+
+  The process ends at once (os._exit, after flushing): orbax's background threads may still be reading a damaged
+  checkpoint, and an interpreter shutdown would let them print tracebacks after the line. Callers release what they
+  hold (runs, checkpointers, log writers) before an error reaches here, in their `finally` blocks."""
   print("error: " + " ".join(line.strip() for line in str(message).splitlines() if line.strip()), file=sys.stderr)
-  sys.exit(2)
+  sys.stdout.flush()
+  sys.stderr.flush()
+  os._exit(2)  # pylint: disable=protected-access
 
 
 def flag_error_message(error: str) -> str:

@@ -138,3 +138,18 @@ def test_a_full_disk_ends_the_run_in_one_line_and_it_resumes_once_there_is_room(
   assert process.returncode == 2 and last.startswith("error: cannot write") and "File too large" in last, last
   _finish(command, workdir)
   _assert_same_run(config, workdir, reference_dir)
+
+
+@pytest.mark.slow
+def test_evaluating_a_damaged_checkpoint_prints_one_line_every_time(reference, tmp_path):
+  """orbax keeps reading in background threads after the error; their tracebacks at interpreter shutdown used to
+  follow the line in about one run of four."""
+  config, reference_dir = reference
+  workdir = rf.copy_run(reference_dir, str(tmp_path / "run"))
+  with open(os.path.join(workdir, "checkpoints", str(STEPS), "state", "manifest.ocdbt"), "wb") as f:
+    f.write(b"garbage" * 10)
+  for _ in range(4):
+    out = subprocess.run([os.sys.executable, "experiments/evaluate.py", f"--workdir={workdir}"], cwd=rf.ROOT,
+                         capture_output=True, text=True, env={**os.environ, "PYTHONPATH": rf.ROOT}, timeout=900)
+    assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr[-2000:]
+    assert f"checkpoints/{STEPS} is corrupt or incomplete" in out.stderr
