@@ -1,5 +1,7 @@
 """RunCheckpointer: bitwise save/restore of the whole state and the data state, pruning, and refusing to resume."""
 import os
+import sys
+import types
 
 import grain
 import jax
@@ -259,3 +261,18 @@ def test_metric_options_of_tasks_may_change_but_their_kind_may_not(run, tmp_path
   config.tasks[task].kind = "depth"
   with pytest.raises(CheckpointError, match=f"tasks.{task}.kind"):
     RunCheckpointer(tmp_path, config, save_every=1)
+
+
+def test_reading_a_checkpoint_filters_only_the_closed_event_loop_reports(run, tmp_path, monkeypatch):
+  """orbax's reader threads report RuntimeError('Event loop is closed') through sys.unraisablehook after a damaged
+  read; from the first read on those are dropped, every other unraisable exception still reaches the previous hook."""
+  seen = []
+  monkeypatch.setattr(sys, "unraisablehook", seen.append)
+  learner, host, _ = run
+  with RunCheckpointer(tmp_path, _config(), save_every=1) as ckpt:
+    ckpt.save(2, _fresh(learner, host), {"step": 2})
+    ckpt.restore(learner.init_state(jax.random.key(1)))
+  errors = [RuntimeError("Event loop is closed"), RuntimeError("something else"), ValueError("Event loop is closed")]
+  for error in errors:
+    sys.unraisablehook(types.SimpleNamespace(exc_value=error))
+  assert [u.exc_value for u in seen] == errors[1:]

@@ -19,6 +19,7 @@ import json
 import os
 import pathlib
 import re
+import sys
 from typing import Any
 
 import jax
@@ -247,13 +248,30 @@ class RunCheckpointer:
 
 @contextlib.contextmanager
 def _orbax_silenced():
-  """Only fatal absl log records while reading a checkpoint (orbax logs warnings and errors of its own)."""
+  """Only fatal absl log records while reading a checkpoint (orbax logs warnings and errors of its own), and from
+  then on no report of orbax's event loop being closed under its background reads.
+
+  After a damaged file, orbax's reader threads keep calling into an event loop that has been closed; each such
+  call is reported through `sys.unraisablehook` as a traceback (at any moment, also before msp's one-line error).
+  The exception is ignored by Python in any case; the hook stays filtered because those threads outlive the read.
+  """
+  if not getattr(sys.unraisablehook, "ignores_closed_event_loop", False):
+    sys.unraisablehook = _ignoring_closed_event_loop(sys.unraisablehook)
   verbosity = logging.get_verbosity()
   logging.set_verbosity(logging.FATAL)
   try:
     yield
   finally:
     logging.set_verbosity(verbosity)
+
+
+def _ignoring_closed_event_loop(hook):
+  """`hook` (a `sys.unraisablehook`) except for RuntimeError('Event loop is closed')."""
+  def filtered(unraisable):
+    if not (isinstance(unraisable.exc_value, RuntimeError) and str(unraisable.exc_value) == "Event loop is closed"):
+      hook(unraisable)
+  filtered.ignores_closed_event_loop = True
+  return filtered
 
 
 def _check_can_create(workdir: pathlib.Path) -> None:
