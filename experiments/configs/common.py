@@ -17,7 +17,7 @@ def method_defaults() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.sparsity = ml_collections.ConfigDict(dict(
       enabled=True, include=DEFAULT_INCLUDE, grouping="out_channel", weighting="sqrt_group_size",
-      lambda_mode="per_layer", lambda_init=1e-2, learn_lambda=True))
+      lambda_mode="per_layer", lambda_init=1e-2, learn_lambda=True, freeze_pattern=False))
   c.safeguards = ml_collections.ConfigDict(dict(
       lambda_min=1e-8, lambda_max=10.0, min_channels=1, outlier_factor=10.0, outlier_warmup=10,
       runaway_factor=100.0, runaway_window=100, max_skipped_steps=20))
@@ -86,6 +86,20 @@ def experiment_defaults(arg: str) -> ml_collections.ConfigDict:
   c.model = ml_collections.ConfigDict()
   c.model.init_from = ml_collections.FieldReference(None, field_type=str)
 
+  # A run may start from another run's trained network instead of a fresh one (fine-tuning, magnitude pruning):
+  # `from_run` its workdir, `step` its checkpoint (None: the best by eval.select_metric when it kept one, else the
+  # latest). Only params and BatchNorm statistics are taken; optimiser, λ and budget start fresh.
+  c.init = ml_collections.ConfigDict()
+  c.init.from_run = ml_collections.FieldReference(None, field_type=str)
+  c.init.step = ml_collections.FieldReference(None, field_type=int)
+
+  # The protocol every method's structure goes through before it is compared (experiments/finetune.py): its zero
+  # pattern held fixed (sparsity.freeze_pattern), dense multi-task training of the surviving channels on the seen
+  # tasks for `steps` at `lr` (the run's optimiser, constant schedule), scored on eval.select_split every
+  # `eval_every` steps; the best checkpoint is the result. The same for every method, so no method gets more
+  # training than another.
+  c.finetune = ml_collections.ConfigDict(dict(steps=300, lr=0.02, eval_every=50))
+
   c.eval = ml_collections.ConfigDict()
   c.eval.batch_size = 64
   c.eval.max_examples = ml_collections.FieldReference(None, field_type=int)  # None: the whole split
@@ -143,6 +157,7 @@ def tiny_model(c: ml_collections.ConfigDict) -> None:
   c.eval.calibration_size = 16
   c.adapt.steps = 2
   c.adapt.batch_size = 4
+  c.finetune.update(steps=2, eval_every=1)
 
 
 # Model modifiers every dataset config accepts: the paper's network with either backbone (docs/method.md §13).

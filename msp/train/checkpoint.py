@@ -34,12 +34,13 @@ from msp.train.state import MetaTrainState
 
 # Config keys (a section covers its sub-keys) that may change when a run is resumed: run length, logging and
 # checkpointing, placement and input-pipeline performance, implementation choices that compute the same values,
-# and what happens after meta-training (evaluation, adaptation). Every other key defines the state's structure
+# where the initial state came from (a resumed run restores its checkpoint), and what happens after meta-training
+# (evaluation, adaptation, fine-tuning). Every other key defines the state's structure
 # or meaning (model, tasks, data, sparsity, meta-objective, optimisers, budget, safeguards, seed) and must match.
 MAY_DIFFER_ON_RESUME = ("steps", "log_every", "checkpoint_every", "keep_checkpoints", "eval_every", "profile_steps",
                         "safeguards.max_skipped_steps", "num_devices", "meta.remat", "meta.episode_loop",
                         "data.data_dir", "data.num_threads", "data.prefetch", "data.eval_split", "eval", "adapt",
-                        "model.init_from")
+                        "model.init_from", "init", "finetune")
 
 # Task options that only change how a task is scored (its metric), never the state: `tasks.<name>.<option>`.
 METRIC_OPTIONS = ("tolerance", "thresholds", "matching", "max_dist", "thin", "zero_division", "median_resolution")
