@@ -65,6 +65,19 @@ class Run:
   def fresh_state(self) -> MetaTrainState:
     return self.learner.init_state(jax.random.key(self.config.seed))
 
+  def initial_state(self) -> MetaTrainState:
+    """The state a new run starts from: fresh, or with `init.from_run` the params and BatchNorm statistics of that
+    run's checkpoint `init.step` (`trained_network`) in a fresh state (optimisers, λ and budget start anew).
+
+    Raises ConfigError when that run's network differs from this run's (another model or other seen tasks)."""
+    fresh = self.fresh_state()
+    source = self.config.get("init", {}).get("from_run")
+    if not source:
+      return fresh
+    _, trained = trained_network(source, self.config.init.step)
+    check_same_network(trained, fresh, f"config.init.from_run={source!r}")
+    return fresh.replace(params=trained.params, batch_stats=trained.batch_stats)
+
   def state(self, step: int | None = None) -> tuple[MetaTrainState, dict]:
     """(state, data_state) of checkpoint `step` (None: the latest), or a fresh state and {} without checkpoints."""
     fresh = self.fresh_state()
@@ -103,6 +116,34 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
     raise CheckpointError(f"{path} does not exist: is {workdir!r} the workdir of a meta_train.py run?")
   with open(path, encoding="utf-8") as f:
     return ml_collections.ConfigDict(json.load(f))
+
+
+def check_same_network(source: MetaTrainState, target: MetaTrainState, what: str) -> None:
+  """ConfigError naming `what` unless the two states' params and BatchNorm statistics have the same tree, shapes
+  and dtypes (the network of one run can start another)."""
+  shapes = lambda state: jax.tree.map(lambda x: (x.shape, x.dtype), (state.params, state.batch_stats))
+  if shapes(source) != shapes(target):
+    raise ConfigError(f"{what}: that run's network differs from this run's (model, tasks or heads)")
+
+
+def best_step(workdir: str) -> int | None:
+  """The step of the run's best checkpoint by eval.select_metric (WORKDIR/checkpoints_best/best.json), None when it
+  kept none (it was trained without eval_every)."""
+  path = os.path.join(workdir, BEST, "best.json")
+  if not os.path.exists(path):
+    return None
+  with open(path, encoding="utf-8") as f:
+    return int(json.load(f)["step"])
+
+
+def trained_network(workdir: str, step: int | None = None) -> tuple[int, MetaTrainState]:
+  """(step, state) of the finished run in `workdir` (`Run.trained_state`): checkpoint `step`, or (None) its best
+  checkpoint when it kept one, else its latest. Raises CheckpointError as `trained_state` does."""
+  run = open_run(load_config(workdir), workdir)
+  try:
+    return run.trained_state(best_step(workdir) if step is None else step)
+  finally:
+    run.close()
 
 
 def open_run(config: ml_collections.ConfigDict, workdir: str) -> Run:
@@ -217,7 +258,7 @@ def _train(run: Run, config: ml_collections.ConfigDict, workdir: str, progress: 
     check_split(config, config.eval.select_split, "config.eval.select_split")
   best = BestCheckpoint(run) if config.eval_every else None
   restored = run.checkpointer.restore_latest_readable(run.fresh_state())
-  state = restored[0] if restored else run.fresh_state()
+  state = restored[0] if restored else run.initial_state()
   start = int(state.step)
   batches = meta_batches(run.config, run.dataset, start)
   os.makedirs(workdir, exist_ok=True)

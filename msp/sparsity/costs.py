@@ -9,7 +9,7 @@ The budget's fractions (`flops_kept`, `channel_costs`) are of the backbone; `cou
 that read the backbone's features (`Head.feature_layers`) lose the input channels the backbone loses.
 """
 import dataclasses
-from typing import NamedTuple
+from typing import NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -92,12 +92,12 @@ class CostModel:
     """FLOPs of one forward pass of the dense backbone at batch 1."""
     return float(sum(c.flops_per_pair * c.in_channels * c.out_channels for c in self.convs))
 
-  def _alive_masks(self, params) -> dict[str, jax.Array]:
-    """conv name → (O,) bool mask of its alive output channels (all alive for convs outside the spec, and for
-    every conv when `params` is None: the dense network)."""
+  def _alive_masks(self, alive: Sequence[jax.Array] | None) -> dict[str, jax.Array]:
+    """conv name → (O,) bool mask of its alive output channels: `alive` (per spec layer) for the spec's convs, all
+    for the others, and for every conv when `alive` is None (the dense network)."""
     masks = {c.name: jnp.ones(c.out_channels, bool) for c in self.convs}
-    if params is not None:
-      masks.update({layer.name: alive for layer, alive in zip(self.spec.layers, self.spec.alive(params))})
+    if alive is not None:
+      masks.update({layer.name: jnp.asarray(a, bool) for layer, a in zip(self.spec.layers, alive)})
     return masks
 
   @staticmethod
@@ -109,7 +109,11 @@ class CostModel:
 
   def flops_kept(self, params) -> jax.Array:
     """Fraction (scalar in [0, 1]) of the dense backbone's FLOPs that a pruned network keeps."""
-    masks = self._alive_masks(params)
+    return self.flops_kept_by_alive(self.spec.alive(params))
+
+  def flops_kept_by_alive(self, alive: Sequence[jax.Array]) -> jax.Array:
+    """`flops_kept` of the network whose spec layers keep the channels `alive` (per layer, (G_ℓ,) bool)."""
+    masks = self._alive_masks(alive)
     total = 0.0
     for c in self.convs:
       total = total + c.flops_per_pair * self._alive_inputs(c, masks) * jnp.sum(masks[c.name])
@@ -122,7 +126,7 @@ class CostModel:
     A backbone conv has weights·(alive in)·(alive out) + 2·(alive out) BatchNorm parameters; a head has its dense
     parameter count less the feature layers' weights of dead input channels. Host-side; sum for totals.
     """
-    masks = self._alive_masks(params)
+    masks = self._alive_masks(None if params is None else self.spec.alive(params))
     result = {}
     for c in self.convs:
       alive_in, alive_out = float(self._alive_inputs(c, masks)), float(jnp.sum(masks[c.name]))

@@ -111,6 +111,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   _choice(config, "budget.target_kind", BUDGET_TARGETS)
   _choice(config, "budget.cost", COST_KINDS)
   _choice(config, "budget.constraint", CONSTRAINTS)
+  if config.sparsity.get("freeze_pattern") and config.meta.mode != "joint":
+    raise ConfigError(f"config.sparsity.freeze_pattern=True needs meta.mode='joint', not {config.meta.mode!r}: an "
+                      "inner loop would train the frozen channels")
   target = _get(config, "budget.target")
   if not 0 < target < 1:
     raise ConfigError(f"config.budget.target={target!r} must lie strictly between 0 and 1")

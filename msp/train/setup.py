@@ -126,7 +126,8 @@ def build_meta_learner(config: ml_collections.ConfigDict) -> MetaLearner:
   mesh = make_mesh(config.get("num_devices"))
   outer_lr = optax.constant_schedule(config.optim.lr)
   step = make_meta_train_step(objective, mesh, outer_lr, safeguards=safeguards, learn_lambda=sp.learn_lambda,
-                              episode_loop=m.episode_loop, cost_model=cost_model)
+                              episode_loop=m.episode_loop, cost_model=cost_model,
+                              freeze_pattern=sp.get("freeze_pattern", False))
   return MetaLearner(config=config, tasks=tasks, model=model, spec=spec, objective=objective, mesh=mesh,
                      outer_lr=outer_lr, train_step=step, safeguards=safeguards, cost_model=cost_model,
                      tx=OPTIMIZERS[config.optim.name](outer_lr, config.optim.weight_decay),

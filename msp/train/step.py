@@ -18,14 +18,15 @@ GRAD_NORM_DECAY = 0.9  # running average of accepted meta-gradient norms, for ou
 def make_meta_train_step(objective: MetaObjective, mesh: Mesh, outer_lr: Callable[[jax.Array], jax.Array], *,
                          safeguards: Safeguards = Safeguards(), learn_lambda: bool = True,
                          episode_loop: str = "unroll", cost_model: CostModel | None = None,
-                         ) -> Callable[[MetaTrainState, MetaBatch], tuple]:
+                         freeze_pattern: bool = False) -> Callable[[MetaTrainState, MetaBatch], tuple]:
   """Returns jitted `meta_train_step(state, meta_batch) -> (state, metrics)`.
 
   meta_batch: leading axis E (episodes), sharded over the mesh axis `data`; state replicated. Each device runs
   its E/D episodes and the sums are all-reduced, so the result equals a one-device run up to summation order.
   The input state's buffers are donated (reused for the output): do not use them after the call.
   Order: meta-gradient → skip if non-finite or an outlier (the state then only counts the step) → θ, φ by the
-  outer optimiser → ρ by its optimiser, clipped so that λ = exp(ρ + σ) is within the bounds → outer prox at threshold
+  outer optimiser (with `freeze_pattern`, the groups that were zero are zeroed again: a pruned structure is
+  trained as it is) → ρ by its optimiser, clipped so that λ = exp(ρ + σ) is within the bounds → outer prox at threshold
   outer_lr(step)·λ with the channel floor (and the budget's cap) → μ and σ by the budget's controllers (budget mode)
   → ρ clipped again against the new σ.
   Metrics: loss (objective), task_loss (T,) (mean over the episodes containing the task), lambda (L,), mu,
@@ -55,6 +56,8 @@ def make_meta_train_step(objective: MetaObjective, mesh: Mesh, outer_lr: Callabl
 
     updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
+    if freeze_pattern:
+      params = spec.scale_groups(params, spec.alive(state.params))
     rho, rho_opt_state = state.rho, state.rho_opt_state
     if budget is not None:
       # The budget sets the level of λ through σ; the meta-gradient only moves λ between layers.

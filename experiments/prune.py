@@ -1,0 +1,32 @@
+r"""Prunes a finished dense run by channel norm to a FLOPs target: the magnitude-pruning baseline (experiments/pruning.py).
+
+python experiments/prune.py --from=runs/dense_mtl --workdir=runs/magnitude \
+    [--config.prune.flops_kept=0.25] [--config.prune.scope=global] [--step=N]
+
+Writes checkpoint N (default: the dense run's best, else its latest) of a new run in --workdir; then evaluate.py,
+adapt_unseen.py, export.py and finetune.py take --workdir like any run.
+"""
+from absl import flags
+
+from experiments import common
+from experiments.pruning import prune_run
+
+_CONFIG = common.define_optional_config()
+flags.adopt_module_key_flags(common)
+_FROM = flags.DEFINE_string("from", None, "Directory of the finished dense run to prune.")
+_WORKDIR = flags.DEFINE_string("workdir", None, "New directory for the pruned run.")
+_STEP = flags.DEFINE_integer("step", None, "Checkpoint of --from to prune (default: the best, else the latest).")
+
+
+def main(argv):
+  common.start(argv)
+  with common.clear_errors():
+    config = common.run_config(_CONFIG, _FROM.value)
+    step, reached = prune_run(_FROM.value, _WORKDIR.value, config, _STEP.value)
+    print(f"pruned step {step} of {_FROM.value} to {reached:.1%} of the backbone's FLOPs ({config.prune.scope}); "
+          f"written to {_WORKDIR.value}")
+
+
+if __name__ == "__main__":
+  flags.mark_flags_as_required(["from", "workdir"])
+  common.run(main, workdir_of=lambda: _FROM.value)

@@ -1,0 +1,48 @@
+"""Magnitude pruning of a finished dense run into a run of its own (the structured-pruning baseline's network).
+
+The pruned network is written as a checkpoint of a new workdir, at the step the dense run had reached, so that
+evaluate.py, adapt_unseen.py, export.py and finetune.py take it like any other run.
+"""
+import copy
+import os
+
+import ml_collections
+
+from experiments.train import check_same_network, load_config, open_run, trained_network
+from msp.sparsity import magnitude_prune
+from msp.train.checkpoint import CheckpointError
+
+
+def pruned_config(config: ml_collections.ConfigDict, source: str, step: int | None) -> ml_collections.ConfigDict:
+  """`config` (the dense run's, with a `prune` section) recording where the pruned network came from."""
+  c = copy.deepcopy(config)
+  c.init.from_run = os.path.abspath(source)
+  c.init.step = step
+  return c
+
+
+def prune_run(source: str, workdir: str, config: ml_collections.ConfigDict | None = None,
+              step: int | None = None) -> tuple[int, float]:
+  """Prunes the network of the run in `source` (checkpoint `step`; None: its best, else its latest) by channel
+  norm to `config.prune.flops_kept` of the backbone's FLOPs with `config.prune.scope` (`msp.sparsity.magnitude`),
+  keeping `config.safeguards.min_channels` per layer, and saves it in the new run `workdir`.
+
+  config: the pruned run's (default: the source's config.json); its network must be the source's.
+  Returns (the step saved, the fraction of the backbone's FLOPs kept). Raises CheckpointError when `workdir` already
+  holds a run, ConfigError when the networks differ or a prune value is bad.
+  """
+  config = load_config(source) if config is None else config
+  if os.path.exists(os.path.join(workdir, "config.json")):
+    raise CheckpointError(f"{workdir} already holds a run: prune into a new workdir")
+  step, trained = trained_network(source, step)
+  run = open_run(pruned_config(config, source, step), workdir)
+  try:
+    check_same_network(trained, run.fresh_state(), f"--from={source}")
+    p = run.config.prune
+    params, reached = magnitude_prune(trained.params, run.learner.spec, run.learner.cost_model, p.flops_kept,
+                                      p.scope, run.config.safeguards.min_channels)
+    run.checkpointer.save(step, trained.replace(params=params), {"next_index": step}, force=True)
+    run.checkpointer.wait()
+  finally:
+    run.close()
+  return step, reached
