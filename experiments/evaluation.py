@@ -1,6 +1,7 @@
 """The evaluation protocol (`msp.train.evaluation`) applied to a run in a workdir: its fixed support batch and
 calibration images drawn from the run's training split, and its evaluation split in batches."""
 import math
+import os
 from typing import Any
 
 import numpy as np
@@ -9,7 +10,8 @@ from absl import logging
 from data_pipelines.datasets import Prefix, open_dataset
 from data_pipelines.episodes import batch_sampler, eval_dataset
 from msp.train.config import ConfigError
-from msp.train.evaluation import Results, evaluate, protocol_variables
+from msp.train.evaluation import (Results, describe_protocol, evaluate, protocol_variables, results_table,
+                                   sparsity_summary, write_results)
 from msp.train.state import MetaTrainState
 
 # The evaluation's support batch is drawn with this offset on the run's seed, apart from the meta-batches.
@@ -60,6 +62,22 @@ def evaluate_seen(run, state: MetaTrainState, split: str | None = None, progress
   targets = run.dataset.targets(c.tasks, c.seen_tasks)
   batches, num_batches = eval_batches(run.dataset.source(split or c.data.eval_split), targets, c)
   return evaluate(run.learner.model.apply, variables, run.learner.tasks, batches, num_batches, progress)
+
+
+def evaluate_and_write(run, step: int | None = None, split: str | None = None, progress: bool = True
+                       ) -> tuple[dict, list[str], str]:
+  """Scores checkpoint `step` (None: the latest) of `run` (a `experiments.train.Run`) with `evaluate_seen` on `split`
+  (default config.data.eval_split) and writes WORKDIR/eval/<split>_step<N>.{json,md}. Returns (what the json holds:
+  step, split, protocol, results, sparsity summary; the paths written; the markdown table)."""
+  split = split or run.config.data.eval_split
+  step, state = run.trained_state(step)
+  results = evaluate_seen(run, state, split, progress)
+  summary = sparsity_summary(run.learner, state)
+  protocol = describe_protocol(run.config)
+  table = (f"{split} split, {protocol}\n\n" + results_table({f"step {step}": results}, run.learner.tasks) +
+           "\n\n" + summary["table"])
+  record = {"step": step, "split": split, "protocol": protocol, "results": results, "sparsity": summary}
+  return record, write_results(os.path.join(run.workdir, "eval"), f"{split}_step{step}", record, table), table
 
 
 def check_split(config, split: str, name: str = "--split") -> None:

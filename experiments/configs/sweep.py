@@ -1,0 +1,62 @@
+r"""Does learned sparsity pay? Every method and baseline × cost target × seed on one dataset (experiments/sweep.py).
+
+Command:   python experiments/sweep.py --config=experiments/configs/sweep.py[:DATASET[,tiny]] --workdir=runs/sweep \
+               [--shard=i/n] [--dry_run]
+           then  python experiments/tables.py --runs='runs/sweep/*/seed*' \
+               --baseline='runs/sweep/single_task*/seed*' --out=runs/sweep/tables
+DATASET:   synthetic (the default), nyuv2 or celebamask_hq (give --config.data_dir, and --config.manual_dir for the
+           first build); `tiny` runs every method's `tiny` variant for 2 seeds (the tests' sweep, a few minutes).
+Hardware:  2 CPU cores for synthetic scenes; real data wants an accelerator.
+Runtime:   synthetic on 2 CPU cores: each of the 60 runs trains 600 outer steps (0.45 s each, single-task runs less),
+           fine-tunes 300, and is evaluated, adapted and exported: about 8 h in all; --shard splits it over processes
+           or machines, and a rerun skips what is finished.
+Expected:  the README's "Does learned sparsity pay?" section gives the measured front.
+
+Every run is `experiments/configs/<DATASET>.py:<method>[,tiny]` with `--config.seed=<seed>` (magnitude runs prune the
+same seed's dense_mtl run) and goes through the same stages: train → evaluate → adapt (unseen tasks) → finetune
+(the comparison protocol) → evaluate and adapt the fine-tuned run → export it (latency).
+"""
+import importlib
+
+import ml_collections
+
+# Cost targets (fractions of the backbone's FLOPs kept) at which the pruning methods are compared.
+FLOPS_TARGETS = (0.25, 0.5)
+FIXED_LAMBDAS = (0.01, 0.02, 0.05, 0.1)
+DATASETS = ("synthetic", "nyuv2", "celebamask_hq")
+
+
+def methods(seen_tasks, flops_targets=FLOPS_TARGETS, lambdas=FIXED_LAMBDAS) -> tuple[str, ...]:
+  """The variant args of a full comparison: the single-task references, the dense and meta-learned networks, and
+  every pruning method at every target."""
+  return (*(f"single_task,task={t}" for t in seen_tasks), "dense_mtl", "maml", "meta_sparsity",
+          *(f"budget,flops={f}" for f in flops_targets), *(f"thin_dense,flops={f}" for f in flops_targets),
+          *(f"magnitude,flops={f},scope={s}" for f in flops_targets for s in ("uniform", "global")),
+          *(f"fixed_lambda,lambda={v}" for v in lambdas))
+
+
+def get_config(arg: str = "synthetic") -> ml_collections.ConfigDict:
+  """arg: DATASET, optionally followed by `,tiny`."""
+  dataset, *modifiers = arg.split(",")
+  if dataset not in DATASETS or any(m != "tiny" for m in modifiers):
+    raise ValueError(f"unknown sweep {arg!r} of sweep.py; choose one of {DATASETS}, optionally followed by ,tiny")
+  tiny = "tiny" in modifiers
+  dataset_config = importlib.import_module(f"experiments.configs.{dataset}").get_config("dense_mtl")
+  c = ml_collections.ConfigDict()
+  c.dataset = dataset
+  c.tiny = tiny
+  c.seeds = (0, 1) if tiny else (0, 1, 2)
+  c.methods = (methods(dataset_config.seen_tasks[:1], flops_targets=(0.5,), lambdas=(0.05,)) if tiny else
+               methods(dataset_config.seen_tasks))
+  # Set for every run when not None (None: each config's own).
+  c.data_dir = ml_collections.FieldReference(None, field_type=str)
+  c.manual_dir = ml_collections.FieldReference(None, field_type=str)
+  c.steps = ml_collections.FieldReference(None, field_type=int)
+  c.finetune_steps = ml_collections.FieldReference(None, field_type=int)
+  c.adapt = True  # adapt every run to the unseen tasks (single-task references excepted)
+  c.export = True  # export every fine-tuned run and measure its latency
+  # What a stage is expected to take (seconds) before this sweep has measured it: the plan's first ETA.
+  c.expected_seconds = dict(train_step=0.02 if tiny else 0.45, finetune_step=0.02 if tiny else 0.3,
+                            prune=10.0, evaluate=15.0 if tiny else 30.0, adapt=15.0 if tiny else 60.0,
+                            export=15.0 if tiny else 30.0, startup=12.0)
+  return c

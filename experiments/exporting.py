@@ -1,0 +1,103 @@
+"""Export of a run's physically pruned network with its report (what experiments/export.py runs)."""
+import dataclasses
+import os
+import shutil
+
+import jax
+import ml_collections
+
+from experiments import reporting
+from experiments.evaluation import adapted_to_seen_tasks
+from experiments.train import open_run
+from msp.export import load
+from msp.export.artifact import serialize_inference, spec_dict, write_artifact
+from msp.export.prune import ExportError, check_exact, max_abs_differences, plan_pruning, prune
+from msp.export.report import build_report, forward_latencies, machine, network_costs, report_markdown
+from msp.train import ConfigError
+from msp.train.evaluation import write_results
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportOptions:
+  """multiple_of: kept channel counts rounded up to it; adapted: export the variables after the run's inner loop on
+  the evaluation support batch; tolerance: largest max abs difference between dense and pruned outputs;
+  check_batch: random images of the exactness check; batch_sizes, repeats (median reported), warmup: the latency
+  measurement; platforms: lowering platforms of the exported function (empty: this machine's)."""
+  multiple_of: int = 1
+  adapted: bool = False
+  tolerance: float = 1e-5
+  check_batch: int = 4
+  batch_sizes: tuple[int, ...] = (1, 8)
+  repeats: int = 20
+  warmup: int = 3
+  platforms: tuple[str, ...] = ()
+
+
+def check_out(out: str, overwrite: bool) -> None:
+  """ConfigError unless `out` is new, an empty directory, or (with `overwrite`) a directory to replace."""
+  if os.path.lexists(out) and not os.path.isdir(out):
+    raise ConfigError(f"--out={out!r} exists and is not a directory")
+  if os.path.isdir(out) and os.listdir(out) and not overwrite:
+    raise ConfigError(f"--out={out!r} is not empty; give --overwrite to replace it, or another directory")
+
+
+def export_run(workdir: str, step: int | None, out: str, config: ml_collections.ConfigDict,
+               options: ExportOptions = ExportOptions(), overwrite: bool = False) -> tuple[str, int, str]:
+  """Exports checkpoint `step` (None: the latest) of the run in `workdir` (with `config`) to `out`:
+  OUT/{inference.jax_exported, checkpoint/, spec.json, report.json, report.md} (experiments/export.py's docstring).
+
+  Everything is written to a sibling directory first and renamed to `out` at the end, so a failed export leaves
+  `out` as it was. Returns (out as an absolute path, the step exported, the report in markdown). Raises
+  ConfigError (a bad value, a non-empty `out` without `overwrite`, an inexact pruned network)."""
+  out = os.path.abspath(out)
+  staging = os.path.join(os.path.dirname(out), f".{os.path.basename(out)}.partial-{os.getpid()}")
+  try:
+    return _export(workdir, step, out, staging, config, options, overwrite)
+  finally:
+    shutil.rmtree(staging, ignore_errors=True)  # gone after a successful export; a failed one leaves no trace
+
+
+def _export(workdir: str, step: int | None, out: str, staging: str, config: ml_collections.ConfigDict,
+            options: ExportOptions, overwrite: bool) -> tuple[str, int, str]:
+  check_out(out, overwrite)
+  run = open_run(config, workdir)
+  try:
+    step, state = run.trained_state(step)
+    variables = {"params": state.params, "batch_stats": state.batch_stats}
+    if options.adapted:
+      variables = adapted_to_seen_tasks(run, state)
+  finally:
+    run.close()
+  model, size = run.learner.model, run.config.image_size
+  try:
+    plan = plan_pruning(model, variables["params"], options.multiple_of)
+    pruned_model, pruned_variables = prune(model, variables, plan)
+    images = jax.random.uniform(jax.random.key(0), (options.check_batch, size, size, 3))
+    dense_outputs = model.apply(variables, images, train=False)
+    differences = max_abs_differences(dense_outputs, pruned_model.apply(pruned_variables, images, train=False))
+    check_exact(differences, options.tolerance)
+    platforms = options.platforms or (jax.default_backend(),)
+    source = {"workdir": os.path.abspath(workdir), "step": step,
+              "variables": "adapted" if options.adapted else "meta-trained", "multiple_of": options.multiple_of}
+    spec = spec_dict(pruned_model, run.config.model.to_dict(), plan, size, platforms, source)
+    write_artifact(staging, spec, pruned_variables, serialize_inference(pruned_model, pruned_variables, size, platforms))
+    exported_differences = max_abs_differences(dense_outputs, load(staging)(images))
+    check_exact(exported_differences, options.tolerance)
+  except ExportError as e:
+    raise ConfigError(str(e)) from e
+
+  networks = {"dense": (model, variables), "pruned": (pruned_model, pruned_variables)}
+  costs = {name: network_costs(m, v, size) for name, (m, v) in networks.items()}
+  latencies = forward_latencies(networks, size, list(options.batch_sizes), options.repeats, options.warmup)
+  report = build_report(
+      costs, latencies, machine=machine(), image_size=size, repeats=options.repeats, warmup=options.warmup,
+      tolerance=options.tolerance, max_abs_difference=differences, exported_max_abs_difference=exported_differences,
+      channels={conv: {"dense": plan.dense[conv], "kept": len(kept)} for conv, kept in plan.kept.items()},
+      source=source)
+  provenance = reporting.provenance()
+  table = reporting.provenance_line(provenance) + "\n\n" + report_markdown(report)
+  write_results(staging, "report", {"provenance": provenance, **report}, table)
+  if os.path.isdir(out) and os.listdir(out):
+    shutil.rmtree(out)  # check_out allowed this only with `overwrite`
+  os.replace(staging, out)
+  return out, step, table
