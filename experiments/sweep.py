@@ -19,26 +19,13 @@ magnitude run is in the slice of the dense run it prunes); run each slice in one
 fails is reported in one line and the rest of its run (and the runs pruned from it) is skipped; the sweep goes on
 and exits with status 1, naming them. SIGTERM or Ctrl-C: the training in progress saves, and the sweep stops.
 """
-import dataclasses
-import importlib
-import json
-import os
 import sys
-import time
-from typing import Callable
 
-import ml_collections
 from absl import flags
 from ml_collections import config_flags
 
 from experiments import common
-from experiments.adaptation import adapt_and_write
-from experiments.evaluation import evaluate_and_write
-from experiments.exporting import ExportOptions, export_run
-from experiments.finetuning import FINETUNED, finetune
-from experiments.pruning import prune_run
-from experiments.train import Preempted, best_step, load_config, open_run, train
-from msp.train.config import ConfigError
+from experiments.sweeping import Sweep, parse_shard
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Sweep configuration: experiments/configs/sweep.py[:ARG].",
                                           lock_config=True)
@@ -46,295 +33,22 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Directory of the sweep's runs."
 _SHARD = flags.DEFINE_string("shard", "1/1", "i/n: run only the i-th of n disjoint slices of the sweep.")
 _DRY_RUN = flags.DEFINE_bool("dry_run", False, "Only print the plan.")
 
-STAGES = ("train", "evaluate", "adapt", "finetune", "evaluate_finetuned", "adapt_finetuned", "export")
-
-
-@dataclasses.dataclass(frozen=True)
-class Job:
-  """One run of the sweep: `method` (a variant arg of the dataset config, e.g. "budget,flops=0.25") at `seed`, in
-  `workdir`; `source`: the dense_mtl run a magnitude run prunes (None otherwise)."""
-  method: str
-  seed: int
-  workdir: str
-  source: str | None = None
-
-  @property
-  def variant(self) -> str:
-    return self.method.split(",")[0]
-
-  @property
-  def target(self) -> dict | None:
-    """The method's `key=value` modifiers (its cost target), None without."""
-    pairs = [m.split("=", 1) for m in self.method.split(",")[1:]]
-    return {k: _number(v) for k, v in pairs} or None
-
-  @property
-  def finetuned(self) -> str:
-    return os.path.join(self.workdir, FINETUNED)
-
-
-def _number(text: str):
-  try:
-    return float(text)
-  except ValueError:
-    return text
-
-
-def job_dir(root: str, method: str, seed: int) -> str:
-  return os.path.join(root, method.replace(",", "_"), f"seed{seed}")
-
-
-def plan(sweep: ml_collections.ConfigDict, root: str) -> list[list[Job]]:
-  """The sweep's runs in units that share nothing with other units (a dense_mtl run and the magnitude runs that
-  prune it form one unit, the dense run first); dense_mtl runs are added where magnitude runs need them."""
-  methods = list(sweep.methods)
-  if any(m.startswith("magnitude") for m in methods) and "dense_mtl" not in methods:
-    methods.insert(0, "dense_mtl")
-  units = []
-  for method in methods:
-    if method.startswith("magnitude"):
-      continue
-    for seed in sweep.seeds:
-      unit = [Job(method, seed, job_dir(root, method, seed))]
-      if method == "dense_mtl":
-        unit += [Job(m, seed, job_dir(root, m, seed), source=unit[0].workdir) for m in methods
-                 if m.startswith("magnitude")]
-      units.append(unit)
-  return units
-
-
-def parse_shard(text: str) -> tuple[int, int]:
-  """"i/n" → (i, n) with 1 ≤ i ≤ n; ConfigError otherwise."""
-  try:
-    i, n = (int(part) for part in text.split("/"))
-  except ValueError:
-    i = n = 0
-  if not 1 <= i <= n:
-    raise ConfigError(f"--shard={text!r} must be i/n with 1 ≤ i ≤ n, e.g. 1/2")
-  return i, n
-
-
-def job_config(sweep: ml_collections.ConfigDict, job: Job) -> ml_collections.ConfigDict:
-  """The run config of `job`: experiments/configs/<dataset>.py:<method>[,tiny] with the seed and the sweep's
-  overrides. ConfigError for a method the dataset config does not know."""
-  module = importlib.import_module(f"experiments.configs.{sweep.dataset}")
-  try:
-    config = module.get_config(job.method + (",tiny" if sweep.tiny else ""))
-  except ValueError as e:
-    raise ConfigError(f"config.methods: {e}") from e
-  config.seed = job.seed
-  for key, value in (("data.data_dir", sweep.data_dir), ("data.manual_dir", sweep.manual_dir),
-                     ("steps", sweep.steps), ("finetune.steps", sweep.finetune_steps)):
-    if value is not None and (key != "data.manual_dir" or "manual_dir" in config.data):
-      section, _, leaf = key.rpartition(".")
-      (config[section] if section else config)[leaf] = value
-  return config
-
-
-def committed_steps(workdir: str) -> list[int]:
-  """The steps of the run's committed checkpoints (orbax names a save in progress otherwise)."""
-  path = os.path.join(workdir, "checkpoints")
-  return sorted(int(d) for d in os.listdir(path) if d.isdigit()) if os.path.isdir(path) else []
-
-
-def _result_step(workdir: str) -> int | None:
-  """The checkpoint a run's results are of: its best, else its latest."""
-  steps = committed_steps(workdir)
-  return best_step(workdir) or (steps[-1] if steps else None)
-
-
-def _written(workdir: str, folder: str, stem: str, step: int | None) -> bool:
-  return step is not None and os.path.exists(os.path.join(workdir, folder, f"{stem}_step{step}.json"))
-
-
-@dataclasses.dataclass(frozen=True)
-class Stage:
-  """A stage of a run: whether it is finished (from the files alone) and how to run it."""
-  name: str
-  done: Callable[[Job, ml_collections.ConfigDict], bool]
-  run: Callable[[Job, ml_collections.ConfigDict], None]
-
-
-def _trained(job: Job, config) -> bool:
-  steps = committed_steps(job.workdir)
-  return bool(steps) and (job.source is not None or steps[-1] >= config.steps)
-
-
-def _train(job: Job, config) -> None:
-  if job.source is not None:
-    prune_run(job.source, job.workdir, config)
-  else:
-    train(config, job.workdir)
-
-
-def _on_run(workdir: str, action: Callable) -> None:
-  """`action(run)` on the run in `workdir` (its own config.json), closing it after."""
-  run = open_run(load_config(workdir), workdir)
-  try:
-    action(run)
-  finally:
-    run.close()
-
-
-def _stages(finetuned: bool) -> list[Stage]:
-  """evaluate and adapt of the trained run, or of its fine-tuned run's best checkpoint."""
-  where = (lambda job: job.finetuned) if finetuned else (lambda job: job.workdir)
-  step = lambda job: _result_step(where(job))
-  suffix = "_finetuned" if finetuned else ""
-  return [
-      Stage("evaluate" + suffix,
-            lambda job, c: _written(where(job), "eval", c.data.eval_split, step(job)),
-            lambda job, c: _on_run(where(job), lambda run: evaluate_and_write(run, step(job)))),
-      Stage("adapt" + suffix,
-            lambda job, c: job.variant == "single_task" or _written(where(job), "adapt", c.adapt.train, step(job)),
-            lambda job, c: _on_run(where(job), lambda run: adapt_and_write(run, step(job)))),
-  ]
-
-
-def _export(job: Job, config) -> None:
-  export_run(job.finetuned, _result_step(job.finetuned), os.path.join(job.finetuned, "export"),
-             load_config(job.finetuned), ExportOptions(), overwrite=True)
-
-
-PIPELINE = [
-    Stage("train", _trained, _train),
-    *_stages(finetuned=False),
-    Stage("finetune", lambda job, c: (committed_steps(job.finetuned) or [0])[-1] >= c.finetune.steps,
-          lambda job, c: finetune(job.workdir)),
-    *_stages(finetuned=True),
-    Stage("export", lambda job, c: os.path.exists(os.path.join(job.finetuned, "export", "report.json")), _export),
-]
-assert tuple(s.name for s in PIPELINE) == STAGES
-
-
-def pending(job: Job, config, sweep) -> list[Stage]:
-  """The stages of `job` still to run (a finished stage stays finished: its outputs are its record)."""
-  skipped = {"adapt", "adapt_finetuned"} if not sweep.adapt else set()
-  skipped |= {"export"} if not sweep.export else set()
-  return [s for s in PIPELINE if s.name not in skipped and not s.done(job, config)]
-
-
-def _record(job: Job, dataset: str) -> dict:
-  path = os.path.join(job.workdir, "sweep.json")
-  if os.path.exists(path):
-    with open(path, encoding="utf-8") as f:
-      return json.load(f)
-  return {"label": job.method, "method": job.variant, "target": job.target, "seed": job.seed, "dataset": dataset,
-          "source": job.source, "seconds": {}}
-
-
-def _save_record(job: Job, record: dict) -> None:
-  os.makedirs(job.workdir, exist_ok=True)
-  tmp = os.path.join(job.workdir, "sweep.json.tmp")
-  with open(tmp, "w", encoding="utf-8") as f:
-    json.dump(record, f, indent=1)
-  os.replace(tmp, os.path.join(job.workdir, "sweep.json"))
-
-
-class Estimator:
-  """Seconds a stage is expected to take: the mean of what this sweep measured for the same stage and method
-  (else the same stage), else `config.expected_seconds` (training and fine-tuning per step, plus start-up)."""
-
-  def __init__(self, sweep: ml_collections.ConfigDict, measured: list[tuple[str, str, float]]):
-    self.sweep = sweep
-    self.measured = list(measured)
-
-  def add(self, stage: str, variant: str, seconds: float) -> None:
-    self.measured.append((stage, variant, seconds))
-
-  def seconds(self, stage: str, job: Job, config) -> float:
-    for match in (lambda s, v: s == stage and v == job.variant, lambda s, v: s == stage):
-      values = [t for s, v, t in self.measured if match(s, v)]
-      if values:
-        return sum(values) / len(values)
-    e = self.sweep.expected_seconds
-    if stage == "train":
-      return e.prune if job.source is not None else e.startup + config.steps * e.train_step
-    if stage == "finetune":
-      return e.startup + config.finetune.steps * e.finetune_step
-    return e[stage.removesuffix("_finetuned")]
-
-
-def duration(seconds: float) -> str:
-  """"1 h 05 min", "12 min", "40 s"."""
-  seconds = int(round(seconds))
-  if seconds >= 3600:
-    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
-  return f"{seconds // 60} min" if seconds >= 60 else f"{seconds} s"
-
 
 def main(argv):
   common.start(argv)
   with common.clear_errors():
-    sweep, root = _CONFIG.value, _WORKDIR.value
-    i, n = parse_shard(_SHARD.value)
-    units = plan(sweep, root)[i - 1::n]
-    jobs = [job for unit in units for job in unit]
-    configs = {job: job_config(sweep, job) for job in jobs}
-    todo = {job: pending(job, configs[job], sweep) for job in jobs}
-    records = {job: _record(job, sweep.dataset) for job in jobs}
-    estimator = Estimator(sweep, [(s, r["method"], t) for r in records.values() for s, t in r["seconds"].items()])
-    remaining = lambda: sum(estimator.seconds(s.name, job, configs[job]) for job in jobs for s in todo[job])
-    print(_plan_table(sweep, root, (i, n), jobs, todo, configs, estimator))
+    root = _WORKDIR.value
+    sweep = Sweep(_CONFIG.value, root, parse_shard(_SHARD.value))
+    print(sweep.plan_table())
     if _DRY_RUN.value:
       return
-    failed = _run(jobs, todo, configs, records, estimator, remaining, sweep)
-  print(f"\nsweep finished: {len(jobs) - len(failed)} of {len(jobs)} runs complete in {root}")
+    failed = sweep.run()
+  print(f"\nsweep finished: {len(sweep.jobs) - len(failed)} of {len(sweep.jobs)} runs complete in {root}")
   print(f"tables: python experiments/tables.py --runs='{root}/*/seed*' --baseline='{root}/single_task*/seed*' "
         f"--out={root}/tables")
   if failed:
     print(f"failed: {', '.join(failed)}", file=sys.stderr)
     sys.exit(1)
-
-
-def _run(jobs, todo, configs, records, estimator, remaining, sweep) -> list[str]:
-  """Runs every pending stage in order; returns the runs that failed (with what failed)."""
-  failed, broken_sources = [], set()
-  total, count = sum(len(s) for s in todo.values()), 0
-  for job in jobs:
-    if job.source in broken_sources:
-      failed.append(f"{job.method} seed {job.seed} (its dense run failed)")
-      continue
-    for stage in list(todo[job]):
-      count += 1
-      print(f"\n[{count}/{total}] {job.method} seed {job.seed}: {stage.name} (ETA of the sweep "
-            f"{duration(remaining())})", flush=True)
-      start = time.monotonic()
-      try:
-        stage.run(job, configs[job])
-      except Preempted as e:
-        print(e, file=sys.stderr)
-        sys.exit(128 + e.signum)
-      except ConfigError as e:
-        print(f"error: {job.method} seed {job.seed}, {stage.name}: {' '.join(str(e).split())}", file=sys.stderr)
-        failed.append(f"{job.method} seed {job.seed} ({stage.name})")
-        broken_sources.add(job.workdir)
-        break
-      seconds = time.monotonic() - start
-      todo[job].remove(stage)
-      estimator.add(stage.name, job.variant, seconds)
-      records[job]["seconds"][stage.name] = round(seconds, 1)
-      _save_record(job, records[job])
-  return failed
-
-
-def _plan_table(sweep, root, shard, jobs, todo, configs, estimator) -> str:
-  lines = [f"sweep of {sweep.dataset}{' (tiny)' if sweep.tiny else ''} in {root}: shard {shard[0]}/{shard[1]}, "
-           f"{len(jobs)} runs", "", f"{'method':38s} {'seeds':8s} {'stages done':>12s} {'to run':>7s} {'ETA':>10s}"]
-  methods = list(dict.fromkeys(job.method for job in jobs))
-  for method in methods:
-    mine = [job for job in jobs if job.method == method]
-    stages = sum(len(PIPELINE) for _ in mine)
-    left = sum(len(todo[job]) for job in mine)
-    eta = sum(estimator.seconds(s.name, job, configs[job]) for job in mine for s in todo[job])
-    seeds = ",".join(str(job.seed) for job in mine)
-    lines.append(f"{method:38s} {seeds:8s} {stages - left:>5d} of {stages:<4d} {left:>7d} {duration(eta):>10s}")
-  left = sum(len(t) for t in todo.values())
-  eta = sum(estimator.seconds(s.name, job, configs[job]) for job in jobs for s in todo[job])
-  lines.append(f"\n{left} stages to run, ETA {duration(eta)} ({len(estimator.measured)} stage times measured so far; "
-               "the others estimated from config.expected_seconds)")
-  return "\n".join(lines)
-
 
 if __name__ == "__main__":
   flags.mark_flags_as_required(["config", "workdir"])

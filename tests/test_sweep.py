@@ -1,0 +1,87 @@
+"""The sweep: its plan, slices, stage bookkeeping and ETA (experiments/sweep.py)."""
+import os
+
+import pytest
+
+from experiments import sweeping as sweep
+from experiments.configs import sweep as sweep_configs
+from msp.train.config import ConfigError
+
+
+def _config(methods, seeds=(0, 1, 2)):
+  c = sweep_configs.get_config("synthetic,tiny")
+  c.methods, c.seeds = tuple(methods), tuple(seeds)
+  return c
+
+
+def test_plan_keeps_magnitude_runs_with_the_dense_run_they_prune_and_shards_partition_it(tmp_path):
+  methods = ("single_task,task=segmentation", "magnitude,flops=0.5,scope=uniform", "budget,flops=0.5",
+             "magnitude,flops=0.25,scope=global")
+  units = sweep.plan(_config(methods), str(tmp_path))
+  jobs = [job for unit in units for job in unit]
+  # dense_mtl is added (magnitude needs it), once per seed; every method × seed once
+  assert sorted((j.method, j.seed) for j in jobs) == sorted((m, s) for m in ("dense_mtl", *methods) for s in (0, 1, 2))
+  for unit in units:
+    if unit[0].method == "dense_mtl":
+      assert [j.method for j in unit[1:]] == [methods[1], methods[3]]
+      assert all(j.source == unit[0].workdir and j.seed == unit[0].seed for j in unit[1:])
+    else:
+      assert len(unit) == 1 and unit[0].source is None
+  assert jobs[0].method == "dense_mtl"  # added first: the runs pruned from it follow it
+  single = next(j for j in jobs if j.variant == "single_task" and j.seed == 0)
+  assert single.workdir == os.path.join(str(tmp_path), "single_task_task=segmentation", "seed0")
+  for n in (1, 2, 3, 5):
+    slices = [[j for u in units[i::n] for j in u] for i in range(n)]
+    assert sorted(j.workdir for s in slices for j in s) == sorted(j.workdir for j in jobs)
+
+
+def test_job_targets_and_shards():
+  job = sweep.Job("magnitude,flops=0.25,scope=global", 1, "/x")
+  assert job.variant == "magnitude" and job.target == {"flops": 0.25, "scope": "global"}
+  assert sweep.Job("dense_mtl", 0, "/x").target is None
+  assert sweep.parse_shard("2/3") == (2, 3)
+  for bad in ("0/2", "3/2", "1", "a/b", "1/0"):
+    with pytest.raises(ConfigError, match="--shard"):
+      sweep.parse_shard(bad)
+
+
+def test_job_config_sets_the_seed_and_the_sweeps_overrides(tmp_path):
+  c = _config(["dense_mtl"])
+  c.data_dir, c.steps, c.finetune_steps = str(tmp_path), 7, 3
+  config = sweep.job_config(c, sweep.Job("dense_mtl", 2, str(tmp_path / "run")))
+  assert (config.seed, config.steps, config.finetune.steps, config.data.data_dir) == (2, 7, 3, str(tmp_path))
+  assert config.image_size == 32  # the tiny variant
+  with pytest.raises(ConfigError, match="config.methods: unknown variant"):
+    sweep.job_config(c, sweep.Job("bogus", 0, str(tmp_path)))
+
+
+def test_finished_stages_are_read_from_the_files(tmp_path):
+  c = _config(["dense_mtl"], seeds=(0,))
+  job = sweep.plan(c, str(tmp_path))[0][0]
+  config = sweep.job_config(c, job)
+  assert [s.name for s in sweep.pending(job, config, c)] == list(sweep.STAGES)
+  for step in (2, config.steps):
+    os.makedirs(os.path.join(job.workdir, "checkpoints", str(step)))
+  os.makedirs(os.path.join(job.workdir, "checkpoints", f"{config.steps + 2}.orbax-checkpoint-tmp-1"))  # in flight
+  os.makedirs(os.path.join(job.workdir, "eval"))
+  open(os.path.join(job.workdir, "eval", f"test_step{config.steps}.json"), "w").close()
+  assert [s.name for s in sweep.pending(job, config, c)] == list(sweep.STAGES[2:])
+  c.adapt = c.export = False
+  assert [s.name for s in sweep.pending(job, config, c)] == ["finetune", "evaluate_finetuned"]
+
+
+def test_eta_uses_what_was_measured_else_the_expected_seconds(tmp_path):
+  c = _config(["dense_mtl", "budget,flops=0.5"], seeds=(0,))
+  dense, budget = (unit[0] for unit in sweep.plan(c, str(tmp_path)))
+  config = sweep.job_config(c, dense)
+  e = c.expected_seconds
+  estimator = sweep.Estimator(c, [])
+  assert estimator.seconds("train", dense, config) == pytest.approx(e.startup + config.steps * e.train_step)
+  assert estimator.seconds("evaluate_finetuned", dense, config) == e.evaluate
+  estimator.add("train", "dense_mtl", 10.0)
+  estimator.add("train", "dense_mtl", 20.0)
+  assert estimator.seconds("train", dense, config) == 15.0
+  assert estimator.seconds("train", budget, config) == 15.0  # no budget run measured yet: the stage's mean
+  estimator.add("train", "budget", 40.0)
+  assert estimator.seconds("train", budget, config) == 40.0
+  assert [sweep.duration(s) for s in (40, 600, 3700)] == ["40 s", "10 min", "1 h 01 min"]
