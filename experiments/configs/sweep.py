@@ -5,7 +5,8 @@ Command:   python experiments/sweep.py --config=experiments/configs/sweep.py[:DA
            then  python experiments/tables.py --runs='runs/sweep/*/seed*' \
                --baseline='runs/sweep/single_task*/seed*' --out=runs/sweep/tables
 DATASET:   synthetic (the default), nyuv2 or celebamask_hq (give --config.data_dir, and --config.manual_dir for the
-           first build); `tiny` runs every method's `tiny` variant for 2 seeds (the tests' sweep, a few minutes).
+           first build); `tiny`: the single-task references and one run of each kind of baseline at one target, `tiny`
+           variants, 2 seeds (the tests' sweep: minutes).
 Hardware:  2 CPU cores for synthetic scenes; real data wants an accelerator.
 Runtime:   synthetic on 2 CPU cores: each of the 60 runs trains 600 outer steps (0.45 s each, single-task runs less),
            fine-tunes 300, and is evaluated, adapted and exported: about 8 h in all; --shard splits it over processes
@@ -26,13 +27,13 @@ FIXED_LAMBDAS = (0.01, 0.02, 0.05, 0.1)
 DATASETS = ("synthetic", "nyuv2", "celebamask_hq")
 
 
-def methods(seen_tasks, flops_targets=FLOPS_TARGETS, lambdas=FIXED_LAMBDAS) -> tuple[str, ...]:
+def methods(seen_tasks) -> tuple[str, ...]:
   """The variant args of a full comparison: the single-task references, the dense and meta-learned networks, and
   every pruning method at every target."""
   return (*(f"single_task,task={t}" for t in seen_tasks), "dense_mtl", "maml", "meta_sparsity",
-          *(f"budget,flops={f}" for f in flops_targets), *(f"thin_dense,flops={f}" for f in flops_targets),
-          *(f"magnitude,flops={f},scope={s}" for f in flops_targets for s in ("uniform", "global")),
-          *(f"fixed_lambda,lambda={v}" for v in lambdas))
+          *(f"budget,flops={f}" for f in FLOPS_TARGETS), *(f"thin_dense,flops={f}" for f in FLOPS_TARGETS),
+          *(f"magnitude,flops={f},scope={s}" for f in FLOPS_TARGETS for s in ("uniform", "global")),
+          *(f"fixed_lambda,lambda={v}" for v in FIXED_LAMBDAS))
 
 
 def get_config(arg: str = "synthetic") -> ml_collections.ConfigDict:
@@ -41,13 +42,16 @@ def get_config(arg: str = "synthetic") -> ml_collections.ConfigDict:
   if dataset not in DATASETS or any(m != "tiny" for m in modifiers):
     raise ValueError(f"unknown sweep {arg!r} of sweep.py; choose one of {DATASETS}, optionally followed by ,tiny")
   tiny = "tiny" in modifiers
-  dataset_config = importlib.import_module(f"experiments.configs.{dataset}").get_config("dense_mtl")
+  seen = importlib.import_module(f"experiments.configs.{dataset}").get_config(
+      "dense_mtl,tiny" if tiny else "dense_mtl").seen_tasks
   c = ml_collections.ConfigDict()
   c.dataset = dataset
   c.tiny = tiny
   c.seeds = (0, 1) if tiny else (0, 1, 2)
-  c.methods = (methods(dataset_config.seen_tasks[:1], flops_targets=(0.5,), lambdas=(0.05,)) if tiny else
-               methods(dataset_config.seen_tasks))
+  c.methods = methods(seen)
+  if tiny:  # every kind of method once, at one target
+    c.methods = (*(f"single_task,task={t}" for t in seen), "dense_mtl", "budget,flops=0.5", "thin_dense,flops=0.5",
+                 "magnitude,flops=0.5,scope=global", "fixed_lambda,lambda=0.05")
   # Set for every run when not None (None: each config's own).
   c.data_dir = ml_collections.FieldReference(None, field_type=str)
   c.manual_dir = ml_collections.FieldReference(None, field_type=str)
