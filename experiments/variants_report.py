@@ -25,7 +25,9 @@ from msp.train.writer import read_jsonl
 _ROOT = flags.DEFINE_string("root", "runs/variants", "Folder of the variants' workdirs.")
 _OUT = flags.DEFINE_string("out", os.path.join(reporting.REPORTS_ROOT, "synthetic_variants"),
                            "Folder for the report, plot and JSON.")
-_VARIANTS = flags.DEFINE_list("variants", list(synthetic.VARIANTS), "Variants to run, from synthetic.VARIANTS.")
+_VARIANTS = flags.DEFINE_list("variants", list(synthetic.PAPER_VARIANTS),
+                              "Variants to run, from synthetic.VARIANTS (default: the method and the paper's "
+                              "baselines; single_task has other columns, magnitude needs experiments/prune.py).")
 _STEPS = flags.DEFINE_integer("steps", None, "Outer steps per run (default: the config's).")
 _REPLOT = flags.DEFINE_bool("replot", False, "Only redraw OUT/lambda_trajectories.png from OUT/results.json.")
 

@@ -1,11 +1,21 @@
 """Builds the multi-task network from a config section."""
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import jax.numpy as jnp
 import ml_collections
 
 from msp.models.multitask import MultiTaskNet
 from msp.models.resnet import ResNet
+
+
+def backbone_from_fields(fields: Mapping[str, Any], dtype: jnp.dtype = jnp.float32) -> ResNet:
+  """The `ResNet` of `fields` (`config.model.backbone`: its fields, sequences as lists or tuples, as config.json
+  gives them back; `conv_widths` optional, as [conv path, width] pairs)."""
+  backbone = dict(fields)
+  for key in ("depths", "widths", "strides", "dilations"):
+    backbone[key] = tuple(backbone[key])
+  backbone["conv_widths"] = tuple((str(path), int(width)) for path, width in backbone.get("conv_widths", ()))
+  return ResNet(**backbone, dtype=dtype)
 
 
 def build_model(model_config: ml_collections.ConfigDict, tasks: Sequence["msp.tasks.Task"]) -> MultiTaskNet:
@@ -16,14 +26,10 @@ def build_model(model_config: ml_collections.ConfigDict, tasks: Sequence["msp.ta
   serves it (default: the role itself), e.g. {"dense": "aspp"}; optional `head_widths` maps a head kind to its width
   (default `head_width`).
   """
-  backbone = dict(model_config.backbone)
-  for key in ("depths", "widths", "strides", "dilations"):
-    backbone[key] = tuple(backbone[key])
-  backbone["conv_widths"] = tuple((str(path), int(width)) for path, width in backbone.get("conv_widths", ()))
   dtype = jnp.dtype(model_config.get("dtype", "float32"))
   kinds = dict(model_config.get("head_kinds", {}))
   return MultiTaskNet(
-      backbone=ResNet(**backbone, dtype=dtype),
+      backbone=backbone_from_fields(model_config.backbone, dtype),
       heads=tuple((t.name, kinds.get(t.head, t.head), t.channels) for t in tasks),
       head_width=model_config.head_width,
       head_widths=tuple((str(kind), int(width)) for kind, width in model_config.get("head_widths", {}).items()))

@@ -2,10 +2,13 @@
 from msp.sparsity.groups import DEFAULT_INCLUDE, GROUPINGS, WEIGHTINGS, GroupSpec, LayerGroups
 from msp.sparsity.penalty import group_lasso
 from msp.sparsity.budget import BUDGET_TARGETS, Budget
-from msp.sparsity.costs import COST_KINDS, CostModel
-from msp.sparsity.magnitude import SCOPES as PRUNE_SCOPES, magnitude_prune
+from msp.sparsity.costs import COST_KINDS, CostModel, backbone_flops
+from msp.sparsity.magnitude import PRUNE_SCOPES, magnitude_prune
 from msp.sparsity.prox import block_soft_threshold, floor_engaged, proximal_group_lasso, shrink_factors
 from msp.sparsity.stats import sparsity_stats
+from msp.sparsity.thin import ThinBackbone, thin_backbone
 
 __all__ = ["BUDGET_TARGETS", "Budget", "COST_KINDS", "CostModel", "DEFAULT_INCLUDE", "GROUPINGS", "WEIGHTINGS",
-           "GroupSpec", "LayerGroups", "PRUNE_SCOPES", "magnitude_prune", "block_soft_threshold", "floor_engaged", "group_lasso", "proximal_group_lasso", "shrink_factors", "sparsity_stats"]
+           "GroupSpec", "LayerGroups", "PRUNE_SCOPES", "ThinBackbone", "backbone_flops", "block_soft_threshold",
+           "floor_engaged", "group_lasso", "magnitude_prune", "proximal_group_lasso", "shrink_factors",
+           "sparsity_stats", "thin_backbone"]

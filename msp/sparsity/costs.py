@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from msp.models import MultiTaskNet
+from msp.models import MultiTaskNet, ResNet
 from msp.models.heads import HEADS
 from msp.sparsity.groups import GroupSpec
 
@@ -59,6 +59,29 @@ def _kernel_modules(tree: dict, prefix: tuple[str, ...]) -> list[tuple[str, ...]
           for path in _kernel_modules(child, (*prefix, name))]
 
 
+def _backbone_convs(backbone: ResNet, state: dict, prefix: tuple[str, ...]) -> tuple[ConvCost, ...]:
+  """ConvCost of every conv of `backbone` in execution order (named "backbone/<conv path>", sources likewise), from a
+  shape-only forward pass's variables and intermediates in which the backbone's modules sit under `prefix`."""
+  sources, _ = backbone.channel_sources()
+  named = lambda names: tuple(f"backbone/{name}" for name in names)
+  return tuple(_layer_cost(state, f"backbone/{name}", (*prefix, *name.split("/"), "conv"), named(srcs))
+               for name, srcs in sources.items())
+
+
+def _dense_flops(convs: tuple[ConvCost, ...]) -> float:
+  """FLOPs of `convs` with every channel alive."""
+  return float(sum(c.flops_per_pair * c.in_channels * c.out_channels for c in convs))
+
+
+def backbone_flops(backbone: ResNet, image_size: int) -> float:
+  """FLOPs of one forward pass of the dense `backbone` on one image_size² RGB image (batch 1), counted as
+  `CostModel.dense_flops` counts them (2 per multiply-add of every conv; BatchNorm, activations and pooling not
+  counted). Shape-only: nothing is computed on arrays."""
+  _, state = jax.eval_shape(lambda: backbone.init_with_output(
+      jax.random.key(0), jnp.zeros((1, image_size, image_size, 3)), train=False, capture_intermediates=True))
+  return _dense_flops(_backbone_convs(backbone, state, ()))
+
+
 @dataclasses.dataclass(frozen=True)
 class CostModel:
   """Backbone convs in execution order, the spec whose groups switch their channels on and off, and the heads'
@@ -74,10 +97,9 @@ class CostModel:
     """Reads output resolutions from a shape-only forward pass at `image_size`² and sources from the backbone."""
     _, state = jax.eval_shape(lambda: model.init_with_output(
         jax.random.key(0), jnp.zeros((1, image_size, image_size, 3)), train=False, capture_intermediates=True))
-    sources, features = model.backbone.channel_sources()
+    _, features = model.backbone.channel_sources()
     backbone = lambda names: tuple(f"backbone/{name}" for name in names)
-    convs = [_layer_cost(state, f"backbone/{name}", ("backbone", *name.split("/"), "conv"), backbone(srcs))
-             for name, srcs in sources.items()]
+    convs = _backbone_convs(model.backbone, state, ("backbone",))
     heads, head_params = [], []
     for task, kind, _ in model.heads:
       tree = state["params"][f"head_{task}"]
@@ -90,7 +112,7 @@ class CostModel:
   @property
   def dense_flops(self) -> float:
     """FLOPs of one forward pass of the dense backbone at batch 1."""
-    return float(sum(c.flops_per_pair * c.in_channels * c.out_channels for c in self.convs))
+    return _dense_flops(self.convs)
 
   def _alive_masks(self, alive: Sequence[jax.Array] | None) -> dict[str, jax.Array]:
     """conv name → (O,) bool mask of its alive output channels: `alive` (per spec layer) for the spec's convs, all

@@ -19,7 +19,7 @@ import numpy as np
 from msp.sparsity.costs import CostModel
 from msp.sparsity.groups import GroupSpec
 
-SCOPES = ("uniform", "global")
+PRUNE_SCOPES = ("uniform", "global")  # prune.scope
 
 
 def magnitude_masks(norms: Sequence[np.ndarray], flops_kept: Callable[[list[np.ndarray]], float], target: float,
@@ -32,8 +32,8 @@ def magnitude_masks(norms: Sequence[np.ndarray], flops_kept: Callable[[list[np.n
   Returns the largest kept set of `scope`'s family whose FLOPs fraction is ≤ target; when even `min_channels`
   per layer exceed it, that floor (the caller reports the fraction reached).
   """
-  if scope not in SCOPES:
-    raise ValueError(f"prune.scope={scope!r}; choose one of {SCOPES}")
+  if scope not in PRUNE_SCOPES:
+    raise ValueError(f"prune.scope={scope!r}; choose one of {PRUNE_SCOPES}")
   if not 0 < target <= 1:
     raise ValueError(f"prune.flops_kept={target!r} must lie in (0, 1]")
   norms = [np.asarray(n, np.float64) for n in norms]

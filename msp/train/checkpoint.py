@@ -34,13 +34,15 @@ from msp.train.state import MetaTrainState
 
 # Config keys (a section covers its sub-keys) that may change when a run is resumed: run length, logging and
 # checkpointing, placement and input-pipeline performance, implementation choices that compute the same values,
-# where the initial state came from (a resumed run restores its checkpoint), and what happens after meta-training
-# (evaluation, adaptation, fine-tuning). Every other key defines the state's structure
+# where the initial state came from (a resumed run restores its checkpoint), how it was shaped before step 0
+# (`prune`: magnitude pruning cuts the initial network's channels; after that the zero channels are the state's and
+# the prune keys are never read again), and what happens after meta-training (evaluation, adaptation,
+# fine-tuning). Every other key defines the state's structure
 # or meaning (model, tasks, data, sparsity, meta-objective, optimisers, budget, safeguards, seed) and must match.
 MAY_DIFFER_ON_RESUME = ("steps", "log_every", "checkpoint_every", "keep_checkpoints", "eval_every", "profile_steps",
                         "safeguards.max_skipped_steps", "num_devices", "meta.remat", "meta.episode_loop",
                         "data.data_dir", "data.num_threads", "data.prefetch", "data.eval_split", "eval", "adapt",
-                        "model.init_from", "init", "finetune")
+                        "model.init_from", "init", "finetune", "prune")
 
 # Task options that only change how a task is scored (its metric), never the state: `tasks.<name>.<option>`.
 METRIC_OPTIONS = ("tolerance", "thresholds", "matching", "max_dist", "thin", "zero_division", "median_resolution")

@@ -9,7 +9,7 @@ from msp.meta.episodes import TASK_SAMPLING
 from msp.models.resnet import BLOCKS
 from msp.train.adaptation import TRAINABLE
 from msp.sparsity.budget import CONSTRAINTS
-from msp.sparsity import BUDGET_TARGETS, COST_KINDS, GROUPINGS, WEIGHTINGS
+from msp.sparsity import BUDGET_TARGETS, COST_KINDS, GROUPINGS, PRUNE_SCOPES, WEIGHTINGS
 
 
 class ConfigError(ValueError):
@@ -41,6 +41,12 @@ def _integer(config, key: str, minimum: int) -> None:
   value = _get(config, key)
   if not isinstance(value, int) or value < minimum:
     raise ConfigError(f"config.{key}={value!r} must be an integer ≥ {minimum}")
+
+
+def _fraction(config, key: str) -> None:
+  value = _get(config, key)
+  if not isinstance(value, (int, float)) or not 0 < value < 1:
+    raise ConfigError(f"config.{key}={value!r} must lie strictly between 0 and 1")
 
 
 def _finite_numbers(node, prefix: str = "") -> None:
@@ -97,6 +103,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     _integer(config, "eval.calibration_size", 0)
   if "adapt" in config:
     _adapt(config)
+  if "prune" in config:
+    _choice(config, "prune.scope", PRUNE_SCOPES)
+    _fraction(config, "prune.flops_kept")
   for key in ("meta.inner_lr", "optim.lr", "sparsity.lambda_init"):
     _positive(config, key)
   for key in ("optim.rho_lr", "optim.weight_decay"):
@@ -114,9 +123,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   if config.sparsity.get("freeze_pattern") and config.meta.mode != "joint":
     raise ConfigError(f"config.sparsity.freeze_pattern=True needs meta.mode='joint', not {config.meta.mode!r}: an "
                       "inner loop would train the frozen channels")
-  target = _get(config, "budget.target")
-  if not 0 < target < 1:
-    raise ConfigError(f"config.budget.target={target!r} must lie strictly between 0 and 1")
+  _fraction(config, "budget.target")
   for key in ("budget.dual_lr", "budget.scale_lr", "budget.horizon"):
     _positive(config, key, allow_zero=True)
   for key in ("safeguards.lambda_min", "safeguards.lambda_max"):
