@@ -6,7 +6,6 @@ import os
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
 import pytest
@@ -139,8 +138,6 @@ def test_a_frozen_pattern_needs_joint_training():
 def test_prune_then_finetune_keeps_the_pattern_and_refuses_other_networks(data_dir, tmp_path):
   dense_dir, pruned_dir = str(tmp_path / "dense"), str(tmp_path / "magnitude")
   config = with_overrides(synthetic.get_config("dense_mtl,tiny"), **{"data.data_dir": data_dir})
-  if "prune" not in config:  # the magnitude variant's section
-    config.prune = ml_collections.ConfigDict(dict(scope="uniform", flops_kept=0.5))
   train(config, dense_dir, progress=False)
   magnitude = with_overrides(config, **{"prune.scope": "global", "prune.flops_kept": 0.4})
   step, reached = prune_run(dense_dir, pruned_dir, magnitude)
