@@ -158,7 +158,7 @@ def _stages(finetuned: bool) -> list[Stage]:
             lambda job, c: _written(where(job), "eval", c.data.eval_split, step(job)),
             lambda job, c: _on_run(where(job), lambda run: evaluate_and_write(run, step(job)))),
       Stage("adapt" + suffix,
-            lambda job, c: job.variant == "single_task" or _written(where(job), "adapt", c.adapt.train, step(job)),
+            lambda job, c: _written(where(job), "adapt", c.adapt.train, step(job)),
             lambda job, c: _on_run(where(job), lambda run: adapt_and_write(run, step(job)))),
   ]
 
@@ -179,11 +179,17 @@ PIPELINE = [
 assert tuple(s.name for s in PIPELINE) == STAGES
 
 
+def stages(job: Job, sweep) -> list[Stage]:
+  """The stages `job` goes through: all, less adaptation for single-task runs (their one task is seen) and where
+  the sweep turns adaptation or export off."""
+  skipped = {"adapt", "adapt_finetuned"} if not sweep.adapt or job.variant == "single_task" else set()
+  skipped |= {"export"} if not sweep.export else set()
+  return [s for s in PIPELINE if s.name not in skipped]
+
+
 def pending(job: Job, config, sweep) -> list[Stage]:
   """The stages of `job` still to run (a finished stage stays finished: its outputs are its record)."""
-  skipped = {"adapt", "adapt_finetuned"} if not sweep.adapt else set()
-  skipped |= {"export"} if not sweep.export else set()
-  return [s for s in PIPELINE if s.name not in skipped and not s.done(job, config)]
+  return [s for s in stages(job, sweep) if not s.done(job, config)]
 
 
 def record(job: Job, dataset: str) -> dict:
@@ -265,9 +271,9 @@ class Sweep:
     for method in dict.fromkeys(job.method for job in self.jobs):
       mine = [job for job in self.jobs if job.method == method]
       left = sum(len(self.todo[job]) for job in mine)
+      total = sum(len(stages(job, s)) for job in mine)
       seeds = ",".join(str(job.seed) for job in mine)
-      lines.append(f"{method:38s} {seeds:8s} {len(PIPELINE) * len(mine) - left:>5d} of {len(PIPELINE) * len(mine):<4d}"
-                   f" {left:>7d} {duration(self.eta(mine)):>10s}")
+      lines.append(f"{method:38s} {seeds:8s} {total - left:>5d} of {total:<4d} {left:>7d} {duration(self.eta(mine)):>10s}")
     lines.append(f"\n{sum(len(t) for t in self.todo.values())} stages to run, ETA {duration(self.eta())} "
                  f"({len(self.estimator.measured)} stage times measured so far, the others from "
                  "config.expected_seconds)")
