@@ -5,13 +5,10 @@ python experiments/adapt_unseen.py --workdir=runs/budget --config.adapt.train=he
 
 Writes DIR/adapt/<train>_step<N>.json and .md and prints the table.
 """
-import os
-
 from absl import flags
 
 from experiments import common
-from experiments.adaptation import adapt_unseen
-from msp.train.evaluation import results_table, write_results
+from experiments.adaptation import write_adaptation
 from experiments.train import open_run
 
 _CONFIG = common.define_optional_config()
@@ -26,13 +23,7 @@ def main(argv):
     run = open_run(common.run_config(_CONFIG, _WORKDIR.value), _WORKDIR.value)
     try:
       step, state = run.trained_state(_STEP.value)
-      out = adapt_unseen(run, state)
-      table = results_table({"unseen (adapted)": out["unseen"]}, out["tasks"]) + "\n\n" + results_table(
-          {"seen": out["seen"]}, run.learner.tasks)
-      train = run.config.adapt.train
-      paths = write_results(os.path.join(run.workdir, "adapt"), f"{train}_step{step}",
-                            {"step": step, "train": train, "unseen": out["unseen"], "seen": out["seen"],
-                             "final_loss": out["losses"][-1] if out["losses"] else None}, table)
+      _, table, paths = write_adaptation(run, step, state)
       print(table)
       print(f"written to {', '.join(paths)}")
     finally:

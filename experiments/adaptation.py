@@ -1,4 +1,5 @@
 """Adaptation to unseen tasks (`msp.train.adaptation`) for a run in a workdir, on its own data splits."""
+import os
 from typing import Sequence
 
 import numpy as np
@@ -7,7 +8,7 @@ from data_pipelines.datasets import Prefix
 from data_pipelines.episodes import batch_sampler
 from experiments.evaluation import calibration_images, eval_batches, evaluate_seen
 from msp.train.adaptation import attach_heads, fine_tune
-from msp.train.evaluation import calibrated, evaluate
+from msp.train.evaluation import calibrated, evaluate, results_table, write_results
 
 
 def training_subset(source, fraction: float):
@@ -46,3 +47,16 @@ def adapt_unseen(run, state, tasks: Sequence[str] | None = None, with_seen: bool
     seen = evaluate_seen(run, state.replace(params=seen_params, batch_stats=variables["batch_stats"]),
                          progress=progress)
   return {"unseen": unseen, "seen": seen, "losses": losses, "variables": variables, "tasks": new_tasks}
+
+
+def write_adaptation(run, step: int, state, progress: bool = True) -> tuple[dict, str, tuple[str, str]]:
+  """What adapt_unseen.py does with checkpoint `step` (its `state`) of `run`: `adapt_unseen`, then writes
+  WORKDIR/adapt/<adapt.train>_step<step>.json (payload: step, train, unseen and seen {task: {metric: value}},
+  final_loss) and .md (the tables). Returns (payload, table, the two paths)."""
+  out = adapt_unseen(run, state, progress=progress)
+  table = results_table({"unseen (adapted)": out["unseen"]}, out["tasks"]) + "\n\n" + results_table(
+      {"seen": out["seen"]}, run.learner.tasks)
+  train = run.config.adapt.train
+  payload = {"step": step, "train": train, "unseen": out["unseen"], "seen": out["seen"],
+             "final_loss": out["losses"][-1] if out["losses"] else None}
+  return payload, table, write_results(os.path.join(run.workdir, "adapt"), f"{train}_step{step}", payload, table)

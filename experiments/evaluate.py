@@ -4,13 +4,10 @@ python experiments/evaluate.py --workdir=runs/budget [--step=N] [--split=test]
 
 Writes DIR/eval/<split>_step<N>.json and .md and prints the table.
 """
-import os
-
 from absl import flags
 
 from experiments import common
-from experiments.evaluation import check_split, evaluate_seen
-from msp.train.evaluation import describe_protocol, results_table, sparsity_summary, write_results
+from experiments.evaluation import check_split, write_evaluation
 from experiments.train import open_run
 
 _CONFIG = common.define_optional_config()
@@ -29,14 +26,8 @@ def main(argv):
     run = open_run(config, _WORKDIR.value)
     try:
       step, state = run.trained_state(_STEP.value)
-      results = evaluate_seen(run, state, split)
-      summary = sparsity_summary(run.learner, state)
-      protocol = describe_protocol(run.config)
-      table = (f"{split} split, {protocol}\n\n" + results_table({f"step {step}": results}, run.learner.tasks) +
-               "\n\n" + summary["table"])
-      paths = write_results(os.path.join(run.workdir, "eval"), f"{split}_step{step}",
-                            {"step": step, "split": split, "protocol": protocol, "results": results,
-                             "sparsity": summary}, table)
+      payload, table, paths = write_evaluation(run, step, state, split)
+      summary = payload["sparsity"]
       print(table)
       print(f"group sparsity {summary['group_sparsity_total']:.1%}, FLOPs kept {summary['flops_kept']:.1%}; "
             f"written to {', '.join(paths)}")

@@ -1,6 +1,7 @@
 """The evaluation protocol (`msp.train.evaluation`) applied to a run in a workdir: its fixed support batch and
 calibration images drawn from the run's training split, and its evaluation split in batches."""
 import math
+import os
 from typing import Any
 
 import numpy as np
@@ -9,7 +10,8 @@ from absl import logging
 from data_pipelines.datasets import Prefix, open_dataset
 from data_pipelines.episodes import batch_sampler, eval_dataset
 from msp.train.config import ConfigError
-from msp.train.evaluation import Results, evaluate, protocol_variables
+from msp.train.evaluation import (Results, describe_protocol, evaluate, protocol_variables, results_table,
+                                  sparsity_summary, write_results)
 from msp.train.state import MetaTrainState
 
 # The evaluation's support batch is drawn with this offset on the run's seed, apart from the meta-batches.
@@ -60,6 +62,20 @@ def evaluate_seen(run, state: MetaTrainState, split: str | None = None, progress
   targets = run.dataset.targets(c.tasks, c.seen_tasks)
   batches, num_batches = eval_batches(run.dataset.source(split or c.data.eval_split), targets, c)
   return evaluate(run.learner.model.apply, variables, run.learner.tasks, batches, num_batches, progress)
+
+
+def write_evaluation(run, step: int, state: MetaTrainState, split: str, progress: bool = True
+                     ) -> tuple[dict, str, tuple[str, str]]:
+  """What evaluate.py does with checkpoint `step` (its `state`) of `run`: scores the seen tasks on `split` and writes
+  WORKDIR/eval/<split>_step<step>.json (payload: step, split, protocol, results {task: {metric: value}}, sparsity:
+  `sparsity_summary`) and .md (the table). Returns (payload, table, the two paths)."""
+  results = evaluate_seen(run, state, split, progress)
+  summary = sparsity_summary(run.learner, state)
+  protocol = describe_protocol(run.config)
+  table = (f"{split} split, {protocol}\n\n" + results_table({f"step {step}": results}, run.learner.tasks) + "\n\n" +
+           summary["table"])
+  payload = {"step": step, "split": split, "protocol": protocol, "results": results, "sparsity": summary}
+  return payload, table, write_results(os.path.join(run.workdir, "eval"), f"{split}_step{step}", payload, table)
 
 
 def check_split(config, split: str, name: str = "--split") -> None:
