@@ -11,7 +11,7 @@ from data_pipelines.datasets import Prefix, open_dataset
 from data_pipelines.episodes import batch_sampler, eval_dataset
 from msp.train.config import ConfigError
 from msp.train.evaluation import (Results, describe_protocol, evaluate, protocol_variables, results_table,
-                                   sparsity_summary, write_results)
+                                  sparsity_summary, write_results)
 from msp.train.state import MetaTrainState
 
 # The evaluation's support batch is drawn with this offset on the run's seed, apart from the meta-batches.

@@ -295,3 +295,133 @@ def synthetic_preview(examples: Sequence[Mapping[str, Any]], class_names: Sequen
     bar.ax.tick_params(labelsize=8)
     fig.savefig(path, dpi=DPI)
   return fig
+
+
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "*")
+FLOPS_KEPT_LABEL = "backbone FLOPs kept (fraction of the dense backbone's)"
+DELTA_M_LABEL = "Δm (%) against the single-task baselines"
+KEPT_LABEL = "kept channels (fraction of layer)"
+
+
+def _method_styles(methods: Sequence[str]) -> dict[str, dict[str, Any]]:
+  """Colour and marker per method: tab10 colours in order, the marker changing with every method."""
+  colours = colormaps["tab10"].colors
+  return {m: {"color": colours[i % 10], "marker": MARKERS[i % len(MARKERS)]} for i, m in enumerate(methods)}
+
+
+def _bar(std: float) -> float | None:
+  """An error bar's half-length, or None where there is none (one seed: std NaN)."""
+  return float(std) if np.isfinite(std) and std > 0 else None
+
+
+def delta_m_front(points: Sequence[Mapping[str, Any]], stages: Sequence[str], path: str,
+                  title: str | None = None) -> Figure:
+  """Δm (y) against the backbone FLOPs kept (x), one colour and marker per method; the first stage drawn filled, the
+  second hollow, a thin line joining a method's stages; error bars are the std over seeds in both directions.
+
+  Args:
+    points: one dict per (method, stage), with
+      "method": str; "stage": one of `stages`;
+      "flops_kept": (mean, std), fraction in [0, 1] of the dense backbone's FLOPs;
+      "delta_m": (mean, std), percent (positive = better than the reference).
+      A std that is NaN (one seed) or 0 draws no bar.
+    stages: at most two stage names, in order (legend: filled = the first, hollow = the second).
+    path: where the PNG goes.
+    title: above the axes (None: none).
+
+  Returns:
+    The Figure (also saved to `path`).
+
+  Raises:
+    ValueError: no points, more than two stages, or a point of an unknown stage.
+  """
+  if not points:
+    raise ValueError("delta_m_front needs at least one point")
+  if not 0 < len(stages) <= 2 or any(p["stage"] not in stages for p in points):
+    raise ValueError(f"stages must be one or two names covering every point's stage, got {list(stages)}")
+  methods = list(dict.fromkeys(p["method"] for p in points))
+  styles = _method_styles(methods)
+  with rc_context(_FONT):
+    fig = _new_figure(6.4, 4.6)
+    fig.set_layout_engine("constrained")
+    ax = fig.add_subplot()
+    ax.axhline(0.0, color="0.6", lw=0.8, zorder=0)
+    for method in methods:
+      mine = sorted((p for p in points if p["method"] == method), key=lambda p: stages.index(p["stage"]))
+      style = styles[method]
+      if len(mine) == 2:
+        ax.plot([p["flops_kept"][0] for p in mine], [p["delta_m"][0] for p in mine], color=style["color"], lw=0.8,
+                alpha=0.6, zorder=1)
+      for p in mine:
+        filled = p["stage"] == stages[0]
+        ax.errorbar(p["flops_kept"][0], p["delta_m"][0], xerr=_bar(p["flops_kept"][1]), yerr=_bar(p["delta_m"][1]),
+                    marker=style["marker"], markersize=8, color=style["color"], ecolor=style["color"],
+                    markerfacecolor=style["color"] if filled else "white", markeredgewidth=1.5, elinewidth=1.0,
+                    capsize=3, linestyle="none", zorder=2)
+    ax.set_xlabel(FLOPS_KEPT_LABEL)
+    ax.set_ylabel(DELTA_M_LABEL)
+    ax.set_xlim(0, 1.05)
+    ax.grid(True, color="0.9", lw=0.6)
+    handles = [Line2D([], [], linestyle="none", markersize=8, markerfacecolor=styles[m]["color"],
+                      markeredgecolor=styles[m]["color"], marker=styles[m]["marker"], label=m) for m in methods]
+    handles += [Line2D([], [], linestyle="none", marker="o", markersize=8, color="0.3",
+                       markerfacecolor="0.3" if i == 0 else "white", markeredgewidth=1.5, label=stage)
+                for i, stage in enumerate(stages)]
+    fig.legend(handles=handles, loc="outside right upper", frameon=False, fontsize=9)
+    if title:
+      ax.set_title("\n".join(textwrap.wrap(title, width=60)))
+    fig.savefig(path, dpi=DPI)
+  return fig
+
+
+def kept_channels(layers: Sequence[str], num_groups: Sequence[int], series: Sequence[Mapping[str, Any]], path: str,
+                  title: str | None = None) -> Figure:
+  """Kept (alive) channels per layer as a fraction of the layer's, one line with markers per method, layers in
+  execution order along x, error bars the std over seeds.
+
+  Args:
+    layers: L layer names (a leading "backbone/" is left out of the tick labels).
+    num_groups: (L,) ints > 0, channels of each layer in the dense network.
+    series: one dict per method: "method": str; "mean": (L,) kept channels (counts, mean over seeds); "std": (L,)
+      their std over seeds (NaN for one seed: no bar).
+    path: where the PNG goes.
+    title: above the axes (None: none).
+
+  Returns:
+    The Figure (also saved to `path`).
+
+  Raises:
+    ValueError: no series, or arrays whose shapes do not match `layers`.
+  """
+  if not series:
+    raise ValueError("kept_channels needs at least one series")
+  groups = np.asarray(num_groups, np.float64)
+  l = len(layers)
+  if groups.shape != (l,) or np.any(groups <= 0):
+    raise ValueError(f"num_groups must be ({l},) positive counts, got {groups.tolist()}")
+  for s in series:
+    if np.shape(s["mean"]) != (l,) or np.shape(s["std"]) != (l,):
+      raise ValueError(f"series {s['method']!r}: mean and std must have shape ({l},) (one entry per layer)")
+  styles = _method_styles([s["method"] for s in series])
+  width = min(MAX_WIDTH_IN, max(5.0, 2.2 + 0.28 * l))
+  label_in = 0.075 * max(len(_short(n)) for n in layers)  # rotated tick labels at 8 pt
+  with rc_context(_FONT):
+    fig = _new_figure(width, 3.2 + 0.75 * label_in)
+    fig.set_layout_engine("constrained")
+    ax = fig.add_subplot()
+    x = np.arange(l)
+    for s in series:
+      std = np.asarray(s["std"], np.float64)
+      ax.errorbar(x, np.asarray(s["mean"], np.float64) / groups,
+                  yerr=np.where(np.isfinite(std), std, 0.0) / groups, label=s["method"], lw=1.2, markersize=5,
+                  capsize=2, elinewidth=0.8, markerfacecolor="white", markeredgewidth=1.2, **styles[s["method"]])
+    step = max(1, math.ceil(l / 30))  # at most ~30 labelled ticks
+    ax.set_xticks(x[::step], [_short(n) for n in layers][::step], rotation=60, ha="right", rotation_mode="anchor")
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel(KEPT_LABEL)
+    ax.grid(True, color="0.9", lw=0.6)
+    ax.legend(loc="lower left", frameon=True, framealpha=0.9, fontsize=9)
+    if title:
+      ax.set_title("\n".join(textwrap.wrap(title, width=int(12 * width))))
+    fig.savefig(path, dpi=DPI)
+  return fig

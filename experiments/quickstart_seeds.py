@@ -30,12 +30,6 @@ def better(value: float, reference: float, higher_is_better: bool) -> bool:
   return value > reference if higher_is_better else value < reference
 
 
-def mean_std(values) -> str:
-  values = np.asarray(values, np.float64)
-  spread = f" ± {np.std(values, ddof=1):.3g}" if len(values) > 1 else ""
-  return f"{np.mean(values):.4g}{spread}"
-
-
 def seeds_table(per_seed: list[dict], part: str, tasks) -> tuple[str, dict[str, int]]:
   """Markdown table of `part` ("seen" / "unseen") over seeds, and {task: seeds in which it beats untrained}."""
   n = len(per_seed)
@@ -46,8 +40,8 @@ def seeds_table(per_seed: list[dict], part: str, tasks) -> tuple[str, dict[str, 
     values = {c: [r[part][c][task][metric] for r in per_seed] for c in COLUMNS}
     wins = np.array([better(t, u, up) for u, t in zip(values[COLUMNS[0]], values[COLUMNS[1]])])
     beats[task] &= wins
-    lines.append(f"| {task} | {metric} {'↑' if up else '↓'} | {mean_std(values[COLUMNS[0]])} | "
-                 f"{mean_std(values[COLUMNS[1]])} | {wins.sum()}/{n} |")
+    lines.append(f"| {task} | {metric} {'↑' if up else '↓'} | {reporting.mean_std(values[COLUMNS[0]])} | "
+                 f"{reporting.mean_std(values[COLUMNS[1]])} | {wins.sum()}/{n} |")
   return "\n".join(lines), {task: int(b.sum()) for task, b in beats.items()}
 
 

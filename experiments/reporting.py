@@ -10,6 +10,9 @@ import os
 import shlex
 import subprocess
 import sys
+from typing import Sequence
+
+import numpy as np
 
 from msp.export.report import machine
 
@@ -39,16 +42,33 @@ def provenance_line(p: dict[str, str]) -> str:
   return f"Made by `{p['command']}` at commit {p['commit'][:10]}{dirty} on {p['machine']}, {p['date']}."
 
 
-def write_report(out: str, markdown: str, payload: dict, started: dict[str, str] | None = None) -> dict[str, str]:
-  """Writes OUT/report.md (provenance line, then `markdown`) and OUT/results.json (payload + provenance); returns
-  the provenance: `started` (take `provenance()` when the work starts: the tree may change while a long report
-  runs), else the provenance now. Refuses to write into the repository's docs/ (copies there are made by hand)."""
+def mean_std(values: Sequence[float], separator: str = " ± ") -> str:
+  """`mean ± std` of N numbers (std with ddof = 1; the mean alone when N = 1): the mean to 4 significant digits, the
+  std to 3; `separator` goes between them (LaTeX: " $\\pm$ ")."""
+  values = np.asarray(values, np.float64)
+  spread = f"{separator}{np.std(values, ddof=1):.3g}" if len(values) > 1 else ""
+  return f"{np.mean(values):.4g}{spread}"
+
+
+def check_out(out: str) -> None:
+  """ValueError unless `out` can be a report folder: not in the repository's docs/ (copies there are made by hand),
+  not an existing file."""
   docs = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs")
   if os.path.abspath(out).startswith(docs + os.sep) or os.path.abspath(out) == docs:
     raise ValueError(f"--out={out} lies in docs/: reports write under runs/ (copy them into docs/ deliberately)")
+  if os.path.lexists(out) and not os.path.isdir(out):
+    raise ValueError(f"--out={out} exists and is not a directory")
+
+
+def write_report(out: str, markdown: str, payload: dict, started: dict[str, str] | None = None,
+                 name: str = "report") -> dict[str, str]:
+  """Writes OUT/<name>.md (provenance line, then `markdown`) and OUT/results.json (payload + provenance); returns
+  the provenance: `started` (take `provenance()` when the work starts: the tree may change while a long report
+  runs), else the provenance now. Refuses what `check_out` refuses."""
+  check_out(out)
   os.makedirs(out, exist_ok=True)
   p = started or provenance()
-  with open(os.path.join(out, "report.md"), "w", encoding="utf-8") as f:
+  with open(os.path.join(out, f"{name}.md"), "w", encoding="utf-8") as f:
     f.write(provenance_line(p) + "\n\n" + markdown.rstrip() + "\n")
   with open(os.path.join(out, "results.json"), "w", encoding="utf-8") as f:
     json.dump({"provenance": p, **payload}, f, indent=1, default=float)

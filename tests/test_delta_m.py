@@ -73,7 +73,8 @@ def test_default_compares_libmtl_metric_sets_and_all_is_an_option():
 
 
 def test_percent_against_fraction_is_refused():
-  with pytest.raises(ValueError, match="percent against fraction"):
+  with pytest.raises(ValueError, match=r"within_30 is 57.2 in the results, but it is a fraction in \[0, 1\] — a "
+                                       "percentage"):
     delta_m({"normals": {"within_30": 57.2}}, {"normals": {"within_30": 0.57}})
 
 
@@ -106,3 +107,40 @@ def test_command_line_writes_the_output_and_refuses_bad_input_in_one_line(tmp_pa
     lines = refused.stderr.strip().splitlines()
     assert refused.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], \
         refused.stderr[-2000:]
+
+
+# What adapt_unseen.py wrote for `synthetic.py:budget,tiny` after 2 steps (rounded): the seen attribute head never
+# predicts "present" (F1 = 0 by scikit-learn's zero_division) and a new head has barely started.
+TINY_ADAPTED = {"step": 2, "train": "heads", "final_loss": 0.864,
+                "unseen": {"edges": {"ods_f": 0.1194}, "has_sphere": {"accuracy": 0.4375, "f1": 0.5263,
+                                                                      "accuracy/0": 0.4375, "f1/0": 0.5263}},
+                "seen": {"segmentation": {"miou": 0.0808, "pixel_acc": 0.3055},
+                         "depth": {"abs_err": 2.694, "rel_err": 0.8788, "rmse": 3.004, "delta1": 0.00311},
+                         "checkered_floor": {"accuracy": 0.375, "f1": 0.0, "accuracy/0": 0.375, "f1/0": 0.0}}}
+
+
+def test_an_adaptation_file_with_an_undefined_relative_change_is_compared(tmp_path, capsys):
+  """A tiny run's adapt file against itself failed with 'checkered_floor:f1: cannot compare 0.0 with baseline 0.0':
+  one metric of a zero baseline stopped Δm. It is left out and named; every other metric counts."""
+  (tmp_path / "adapt.json").write_text(json.dumps(TINY_ADAPTED))
+  d = command(str(tmp_path / "adapt.json"), str(tmp_path / "adapt.json"), output=str(tmp_path / "out.json"))
+  assert d.value == 0.0 and set(d.left_out) == {("checkered_floor", "f1")}
+  assert "baseline 0.0" in d.left_out["checkered_floor", "f1"]
+  assert set(d.per_task) == {"edges", "has_sphere", "segmentation", "depth", "checkered_floor"}
+  assert "left out: checkered_floor:f1" in capsys.readouterr().out
+  assert list(json.loads((tmp_path / "out.json").read_text())["left_out"]) == ["checkered_floor:f1"]
+  nan_f1 = {"attr": {"accuracy": 0.5, "f1": float("nan")}}  # zero_division=nan
+  assert delta_m(nan_f1, {"attr": {"accuracy": 0.4, "f1": 0.3}}).per_metric == {("attr", "accuracy"): pytest.approx(25.0)}
+
+
+def test_a_weak_new_head_is_not_taken_for_a_percentage():
+  """A new head's F1 of 0.011 against the reference's 0.6 (55× apart) was refused as 'percent against fraction';
+  only a fraction outside [0, 1] is a percentage for certain."""
+  weak = {"has_sphere": {"accuracy": 0.52, "f1": 0.011}}
+  reference = {"has_sphere": {"accuracy": 0.60, "f1": 0.60}}
+  d = delta_m(weak, reference)
+  assert d.per_metric[("has_sphere", "f1")] == pytest.approx(100 * (0.011 - 0.6) / 0.6)
+  with pytest.raises(ValueError, match=r"has_sphere:f1 is 60.0 in the baseline, but it is a fraction"):
+    delta_m(weak, {"has_sphere": {"accuracy": 0.6, "f1": 60.0}})
+  # metres and degrees cannot be a percentage: a 60× better abs_err is compared
+  assert delta_m({"depth": {"abs_err": 0.01}}, {"depth": {"abs_err": 0.6}}).value == pytest.approx(100 * 0.59 / 0.6)

@@ -180,3 +180,42 @@ def test_preview_command_draws_the_dataset(tmp_path):
   legend = next(ax.get_legend() for ax in fig.axes if ax.get_legend() is not None)
   assert [t.get_text() for t in legend.get_texts()] == list(dataset_classes)
   assert len([ax for ax in fig.axes if ax.get_images()]) == 2 * 5
+
+
+def _front_points():
+  return [{"method": "budget", "stage": "as trained", "flops_kept": (0.5, 0.05), "delta_m": (-3.0, 1.0)},
+          {"method": "budget", "stage": "after fine-tuning", "flops_kept": (0.5, 0.05), "delta_m": (1.0, 0.5)},
+          {"method": "dense_mtl", "stage": "as trained", "flops_kept": (1.0, 0.0), "delta_m": (2.0, float("nan"))}]
+
+
+def test_delta_m_front_marks_methods_and_stages(tmp_path):
+  path = tmp_path / "front.png"
+  fig = plots.delta_m_front(_front_points(), ["as trained", "after fine-tuning"], str(path), "a title")
+  assert _pixels(path) == _expected_pixels(fig) and _pixels(path)[1] <= plots.MAX_WIDTH_IN * plots.DPI
+  (ax,) = fig.axes
+  assert ax.get_xlabel() == plots.FLOPS_KEPT_LABEL and ax.get_ylabel() == plots.DELTA_M_LABEL
+  assert ax.get_xlim() == pytest.approx((0, 1.05))
+  texts = [t.get_text() for t in fig.legends[0].get_texts()]
+  assert texts == ["budget", "dense_mtl", "as trained", "after fine-tuning"]
+  # filled for the first stage, white for the second; the methods' colours differ
+  markers = [line for line in ax.get_lines() if line.get_marker() not in ("None", "", "_", "|")]
+  faces = [to_rgba(line.get_markerfacecolor()) for line in markers]
+  assert faces.count(to_rgba("white")) == 1 and len({to_rgba(line.get_color()) for line in markers}) == 2
+  with pytest.raises(ValueError, match="stages"):
+    plots.delta_m_front(_front_points(), ["as trained"], str(path))
+
+
+def test_kept_channels_draws_fractions_of_each_layer(tmp_path):
+  path = tmp_path / "channels.png"
+  series = [{"method": "budget", "mean": GROUPS / 2, "std": np.ones(len(LAYERS))},
+            {"method": "dense", "mean": GROUPS.astype(float), "std": np.full(len(LAYERS), np.nan)}]
+  fig = plots.kept_channels(LAYERS, GROUPS, series, str(path), "kept")
+  assert _pixels(path) == _expected_pixels(fig) and _pixels(path)[1] <= plots.MAX_WIDTH_IN * plots.DPI
+  (ax,) = fig.axes
+  assert ax.get_ylabel() == plots.KEPT_LABEL and ax.get_ylim() == pytest.approx((0, 1.05))
+  lines = [line for line in ax.get_lines() if line.get_linestyle() != "None"]  # not the error bars' caps
+  np.testing.assert_allclose(lines[0].get_ydata(), 0.5)
+  np.testing.assert_allclose(lines[1].get_ydata(), 1.0)
+  assert [t.get_text() for t in ax.get_xticklabels()] == [n.removeprefix("backbone/") for n in LAYERS]
+  with pytest.raises(ValueError, match="shape"):
+    plots.kept_channels(LAYERS[:-1], GROUPS[:-1], series, str(path))

@@ -12,8 +12,11 @@ Which metrics (`metric_set`):
   all          every metric the results and the baseline share for a task (depth rmse and delta1 too), except
                per-entry ones (`accuracy/3`).
 `metrics` names the (task, metric) pairs explicitly instead. Every report also lists each metric's and each task's
-relative change, so a per-task comparison needs no option. Both sides must use msp's units (fractions as fractions):
-a value that is ~100× its baseline is refused as a likely percent/fraction mix-up.
+relative change, so a per-task comparison needs no option. Both sides must use msp's units: a fraction metric
+(`Metric.fractions`: miou, pixel_acc, delta1, within_*, ods_f, accuracy, f1) outside [0, 1] is refused as a percentage.
+A metric whose relative change is undefined — a baseline of 0 (an attribute head that never predicts "present" has
+F1 = 0), or a value that is not finite (F1 with zero_division=nan) — is left out of Δm and named (`DeltaM.left_out`);
+only when nothing is left is that an error.
 
 python -m msp.tasks.delta_m --results=A.json --baseline=B.json[,C.json...] [--convention=metric_mean]
     [--metric_set=all | --metrics=segmentation:miou,depth:abs_err] [--output=delta_m.json]
@@ -33,20 +36,16 @@ from msp.tasks import metrics
 
 CONVENTIONS = ("task_mean", "metric_mean")
 METRIC_SETS = ("libmtl", "all")
-# A value this many times its baseline (either way) is taken for a percent/fraction mix-up.
-UNIT_MISMATCH_FACTOR = 50.0
 Results = Mapping[str, Mapping[str, float]]
 
+# One instance of every metric kind msp reports, for the per-name tables below.
+_METRICS = (metrics.SegmentationMetric(1), metrics.DepthMetric(), metrics.NormalsMetric(), metrics.EdgeMetric(),
+            metrics.AttributeMetric(1), metrics.RegressionMetric())
 # Direction of every metric msp's metrics report (higher is better?); per-entry names (`f1/3`) are not compared.
 METRIC_DIRECTIONS: dict[str, bool] = {
-    name: better
-    for metric in (metrics.SegmentationMetric(1), metrics.DepthMetric(), metrics.NormalsMetric(),
-                   metrics.EdgeMetric(), metrics.AttributeMetric(1), metrics.RegressionMetric())
-    for name, better in metric.higher_is_better.items() if "/" not in name}
-LIBMTL_METRICS: frozenset[str] = frozenset(
-    name for metric in (metrics.SegmentationMetric(1), metrics.DepthMetric(), metrics.NormalsMetric(),
-                        metrics.EdgeMetric(), metrics.AttributeMetric(1), metrics.RegressionMetric())
-    for name in metric.delta_m_metrics)
+    name: better for metric in _METRICS for name, better in metric.higher_is_better.items() if "/" not in name}
+LIBMTL_METRICS: frozenset[str] = frozenset(name for metric in _METRICS for name in metric.delta_m_metrics)
+FRACTION_METRICS: frozenset[str] = frozenset(name for metric in _METRICS for name in metric.fractions)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,13 +53,15 @@ class DeltaM:
   """Δm and its parts, all in percent (positive = better than the baseline).
 
   per_metric: (task, metric) → (−1)^{l_m}·100·(M − M_b)/M_b; per_task: task → the mean over its metrics;
-  value: Δm under `convention`; metric_set: which metrics were compared ("libmtl", "all" or "named").
+  value: Δm under `convention`; metric_set: which metrics were compared ("libmtl", "all" or "named"); left_out:
+  (task, metric) → why its relative change is undefined (module docstring), not part of Δm.
   """
   value: float
   convention: str
   metric_set: str
   per_metric: dict[tuple[str, str], float]
   per_task: dict[str, float]
+  left_out: dict[tuple[str, str], str] = dataclasses.field(default_factory=dict)
 
 
 def relative_change(value: float, baseline: float, higher_is_better: bool) -> float:
@@ -77,7 +78,9 @@ def delta_m(results: Results, baseline: Results, convention: str = "task_mean",
   """Δm of `results` against `baseline` ({task: {metric: value}} each).
 
   metrics_to_compare: (task, metric) pairs; None: the metrics of `metric_set` (module docstring) that both have for
-  a task they share. directions: metric name → higher is better. Raises ValueError naming what cannot be compared.
+  a task they share. directions: metric name → higher is better. Metrics with an undefined relative change are left
+  out (`DeltaM.left_out`). Raises ValueError naming what cannot be compared: a missing metric, an unknown direction,
+  a fraction outside [0, 1], or no metric left to compare.
   """
   if convention not in CONVENTIONS:
     raise ValueError(f"convention {convention!r}; choose one of {CONVENTIONS}")
@@ -91,7 +94,7 @@ def delta_m(results: Results, baseline: Results, convention: str = "task_mean",
     metric_set = "named"
   if not metrics_to_compare:
     raise ValueError(f"no metric to compare: results have tasks {sorted(results)}, the baseline {sorted(baseline)}")
-  per_metric = {}
+  per_metric, left_out = {}, {}
   for task, name in metrics_to_compare:
     for source, values in (("results", results), ("baseline", baseline)):
       if name not in values.get(task, {}):
@@ -99,35 +102,44 @@ def delta_m(results: Results, baseline: Results, convention: str = "task_mean",
     if name not in directions:
       raise ValueError(f"{task}:{name}: unknown direction; known metrics: {sorted(directions)}")
     value, base = results[task][name], baseline[task][name]
-    if base and value and max(abs(value / base), abs(base / value)) > UNIT_MISMATCH_FACTOR:
-      raise ValueError(f"{task}:{name}: {value} against baseline {base} differ by more than {UNIT_MISMATCH_FACTOR:g}×"
-                       f" — percent against fraction? msp reports fractions in [0, 1]")
+    for source, v in (("results", value), ("baseline", base)):
+      if name in FRACTION_METRICS and math.isfinite(v) and not 0 <= v <= 1:
+        raise ValueError(f"{task}:{name} is {v} in the {source}, but it is a fraction in [0, 1] — a percentage? "
+                         f"msp reports fractions")
     try:
       per_metric[task, name] = relative_change(value, base, directions[name])
     except ValueError as e:
-      raise ValueError(f"{task}:{name}: {e}") from None
+      left_out[task, name] = str(e)
+  if not per_metric:
+    raise ValueError("no metric to compare: " + "; ".join(f"{t}:{m}: {why}" for (t, m), why in left_out.items()))
   tasks = list(dict.fromkeys(task for task, _ in per_metric))
   per_task = {task: _mean([v for (t, _), v in per_metric.items() if t == task]) for task in tasks}
   value = _mean(list(per_task.values()) if convention == "task_mean" else list(per_metric.values()))
-  return DeltaM(value=value, convention=convention, metric_set=metric_set, per_metric=per_metric, per_task=per_task)
+  return DeltaM(value=value, convention=convention, metric_set=metric_set, per_metric=per_metric, per_task=per_task,
+                left_out=left_out)
 
 
 def _mean(values: Sequence[float]) -> float:
   return sum(values) / len(values)
 
 
+def result_parts(payload: Mapping) -> dict[str, dict[str, dict[str, float]]]:
+  """{"seen": {task: {metric: value}}, "unseen": {...}} of a results file's contents: evaluate.py's ("results": the
+  seen tasks), adapt_unseen.py's ("unseen", and "seen", which is null when it was not scored) or a bare map (seen)."""
+  if "unseen" in payload:
+    return {"seen": dict(payload.get("seen") or {}), "unseen": dict(payload["unseen"])}
+  return {"seen": dict(payload.get("results", payload)), "unseen": {}}
+
+
 def load_results(paths: Sequence[str]) -> dict[str, dict[str, float]]:
-  """{task: {metric: value}} from results files (evaluate.py's or adapt_unseen.py's JSON, or a bare map), merged by
-  task; ValueError when two files hold the same task."""
+  """{task: {metric: value}} from results files (evaluate.py's or adapt_unseen.py's JSON, or a bare map; both parts
+  of `result_parts`), merged by task; ValueError when two files hold the same task."""
   merged = {}
   for path in paths:
     with open(path, encoding="utf-8") as f:
       payload = json.load(f)
-    if "unseen" in payload:  # adapt_unseen.py: the new tasks' results and (optionally) the seen tasks'
-      parts = [payload["unseen"], payload.get("seen") or {}]
-    else:
-      parts = [payload.get("results", payload)]
-    for task, values in ((t, v) for part in parts for t, v in part.items()):
+    parts = result_parts(payload)
+    for task, values in ((t, v) for part in (parts["unseen"], parts["seen"]) for t, v in part.items()):
       if task in merged:
         raise ValueError(f"task {task!r} appears in more than one of {list(paths)}")
       merged[task] = values
@@ -146,8 +158,9 @@ def report(delta: DeltaM, results: Results, baseline: Results) -> str:
          else "flat mean over all compared metrics")
   which = {"libmtl": "each task's metrics as LibMTL compares them", "all": "every metric both files share",
            "named": "the metrics named"}[delta.metric_set]
+  left_out = "".join(f"\n- left out: {task}:{name} ({why})" for (task, name), why in delta.left_out.items())
   return "\n".join(lines) + (f"\n\nΔm = {delta.value:+.2f} % (convention {delta.convention}: {how}; metrics "
-                             f"{delta.metric_set}: {which})")
+                             f"{delta.metric_set}: {which})") + left_out
 
 
 def command(results: str, baseline: str, convention: str = "task_mean", metric_set: str = "libmtl",
@@ -165,7 +178,8 @@ def command(results: str, baseline: str, convention: str = "task_mean", metric_s
     with open(output, "w", encoding="utf-8") as f:
       json.dump({"delta_m": delta.value, "convention": delta.convention, "metric_set": delta.metric_set,
                  "results": results, "baseline": baseline_paths, "per_task": delta.per_task,
-                 "per_metric": {f"{task}:{name}": v for (task, name), v in delta.per_metric.items()}}, f, indent=1)
+                 "per_metric": {f"{task}:{name}": v for (task, name), v in delta.per_metric.items()},
+                 "left_out": {f"{task}:{name}": why for (task, name), why in delta.left_out.items()}}, f, indent=1)
   return delta
 
 

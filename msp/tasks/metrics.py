@@ -8,8 +8,8 @@ Each metric is a frozen dataclass with pure methods:
   `compute(state) -> {name: float}`       on the host, in float64.
 `higher_is_better` maps every name `compute` returns to its direction; `headline` names the one for summary tables;
 `convention` is one line of text naming the metric's conventions (units, pooling, edge cases), printed with results;
-`delta_m_metrics` are the ones Δm compares by default (LibMTL's per-task sets: `msp.tasks.delta_m`).
-Every fraction is a fraction in [0, 1], never a percentage.
+`delta_m_metrics` are the ones Δm compares by default (LibMTL's per-task sets: `msp.tasks.delta_m`); `fractions` the
+ones bounded to [0, 1]. Every fraction is a fraction in [0, 1], never a percentage.
 
 Everything is pooled over the dataset (never an average of per-batch values), so accumulating batch by batch or
 merging partial states gives exactly the one-pass result up to float32 summation order. Counts are int32: exact up
@@ -58,6 +58,7 @@ class Metric(abc.ABC):
   headline: ClassVar[str]
   convention: ClassVar[str]
   delta_m_metrics: ClassVar[tuple[str, ...]]
+  fractions: ClassVar[tuple[str, ...]] = ()
 
   @abc.abstractmethod
   def init(self) -> State:
@@ -89,6 +90,7 @@ class SegmentationMetric(Metric):
   higher_is_better: ClassVar[Mapping[str, bool]] = {"miou": True, "pixel_acc": True}
   headline: ClassVar[str] = "miou"
   delta_m_metrics: ClassVar[tuple[str, ...]] = ("miou", "pixel_acc")
+  fractions: ClassVar[tuple[str, ...]] = ("miou", "pixel_acc")
   convention: ClassVar[str] = ("segmentation: one confusion matrix over the dataset; miou over the classes present in "
                                "ground truth or prediction; miou, pixel_acc fractions")
 
@@ -133,6 +135,7 @@ class DepthMetric(Metric):
       "abs_err": False, "rel_err": False, "rmse": False, "delta1": True}
   headline: ClassVar[str] = "abs_err"
   delta_m_metrics: ClassVar[tuple[str, ...]] = ("abs_err", "rel_err")
+  fractions: ClassVar[tuple[str, ...]] = ("delta1",)  # abs_err, rmse as fractions of a maximum may still exceed 1
 
   @property
   def convention(self) -> str:
@@ -187,6 +190,7 @@ class NormalsMetric(Metric):
   headline: ClassVar[str] = "angle_mean"
   delta_m_metrics: ClassVar[tuple[str, ...]] = ("angle_mean", "angle_median", "within_11.25", "within_22.5",
                                                 "within_30")
+  fractions: ClassVar[tuple[str, ...]] = ("within_11.25", "within_22.5", "within_30")
   convention: ClassVar[str] = ("normals: angles in degrees pooled over the valid pixels of the dataset; within_* "
                                "fractions of those pixels (not percent)")
 
@@ -274,6 +278,7 @@ class EdgeMetric(Metric):
   higher_is_better: ClassVar[Mapping[str, bool]] = {"ods_f": True}
   headline: ClassVar[str] = "ods_f"
   delta_m_metrics: ClassVar[tuple[str, ...]] = ("ods_f",)
+  fractions: ClassVar[tuple[str, ...]] = ("ods_f",)
 
   def __post_init__(self):
     if self.matching not in self.MATCHINGS:
@@ -386,6 +391,7 @@ class AttributeMetric(Metric):
   zero_division: float = 0.0
   headline: ClassVar[str] = "f1"
   delta_m_metrics: ClassVar[tuple[str, ...]] = ("accuracy", "f1")
+  fractions: ClassVar[tuple[str, ...]] = ("accuracy", "f1")
 
   def __post_init__(self):
     if self.num_attributes < 1:

@@ -162,15 +162,19 @@ def results_table(columns: dict[str, Results], tasks: Sequence[Task]) -> str:
 
 
 def sparsity_summary(learner: MetaLearner, state: MetaTrainState) -> dict:
-  """λ per layer, alive channels, group / parameter sparsity and FLOPs kept of a state, plus a markdown table of
-  the per-layer values (key `table`); numbers as JSON-able lists and floats."""
+  """λ per layer, alive channels, group / parameter sparsity and FLOPs kept of a state, the parameter count of the
+  network with its dead channels removed (`params`, seen tasks' heads included; `CostModel.counts`) and of the dense
+  one (`params_dense`), plus a markdown table of the per-layer values (key `table`); numbers as JSON-able lists,
+  floats and ints."""
   spec = learner.spec
   lambdas = np.asarray(lambdas_from_rho(state.log_lambdas, spec.num_layers))
   stats = {k: np.asarray(v).tolist() for k, v in sparsity_stats(state.params, spec).items()}
   rows = ["| layer | λ | alive channels |", "|---|---|---|"] + [
       f"| {layer.name} | {lam:.3g} | {alive} / {layer.num_groups} |"
       for layer, lam, alive in zip(spec.layers, lambdas, stats["alive_channels"])]
+  params = lambda counts: int(round(sum(c.params for c in counts.values())))
   return {"lambda": lambdas.tolist(), **stats, "flops_kept": float(learner.cost_model.flops_kept(state.params)),
+          "params": params(learner.cost_model.counts(state.params)), "params_dense": params(learner.cost_model.counts()),
           "table": "\n".join(rows)}
 
 
