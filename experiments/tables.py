@@ -316,11 +316,18 @@ def build_rows(runs: list[Run], part: str, columns: list[Column], ref: dict[str,
         values[DELTA_M.key] = [d.value for d in deltas]
       if part == "seen":
         values.update({"params": _all_or_none([s.sparsity.get("params") for s in stages]),
-                       "flops_kept": _all_or_none([s.sparsity.get("flops_kept") for s in stages]),
+                       "flops_kept": _all_or_none([_flops_kept(r, s) for r, s in zip(mine, stages)]),
                        "group_sparsity": _all_or_none([s.sparsity.get("group_sparsity_total") for s in stages]),
                        "latency_ms": _all_or_none([_latency(s) for s in stages])})
       rows.append(Row(label, stage, mine, values))
   return rows
+
+
+def _flops_kept(run: Run, stage: Stage) -> float | None:
+  """The fraction of the full-width backbone's FLOPs a stage's network keeps: a thin network's own fraction
+  (`model.flops_fraction`, thin_dense) times the fraction of it that is alive."""
+  kept = stage.sparsity.get("flops_kept")
+  return None if kept is None else kept * run.config["model"].get("flops_fraction", 1.0)
 
 
 def _cell(values: list[float] | None, kind: str, separator: str) -> str:
@@ -539,8 +546,12 @@ def command(runs: list[str], out: str, baseline: list[str] = (), split: str = "t
     reporting.check_out(out)
   except ValueError as e:
     raise ConfigError(str(e)) from e
-  found = find_runs(list(runs), "runs", split, adapt)
   baselines = find_runs(list(baseline), "baseline", split, adapt)
+  # a sweep's single-task references sit beside its other runs: matched by both globs, they are baselines only
+  found = [run for run in find_runs(list(runs), "runs", split, adapt)
+           if run.workdir not in {b.workdir for b in baselines}]
+  if not found:
+    raise ConfigError(f"--runs={list(runs)} matches only --baseline runs: there is nothing to compare with them")
   unseen_refs = unseen_reference_runs(found, unseen_baseline, unseen_baseline_given)
   report = report_blocks(found, baselines, unseen_refs, metrics, split)
   markdown, latex, table_csv, payload = render(report, found)

@@ -1,11 +1,20 @@
-"""The sweep: its plan, slices, stage bookkeeping and ETA (experiments/sweep.py)."""
+"""The sweep: its plan, slices, stage bookkeeping and ETA (experiments/sweep.py), and the tables made from it."""
+import csv
+import glob
+import json
 import os
+import shutil
+import subprocess
+import sys
 
 import pytest
 
 from experiments import sweeping as sweep
 from experiments.configs import sweep as sweep_configs
+from experiments.train import load_config
 from msp.train.config import ConfigError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _config(methods, seeds=(0, 1, 2)):
@@ -85,3 +94,50 @@ def test_eta_uses_what_was_measured_else_the_expected_seconds(tmp_path):
   estimator.add("train", "budget", 40.0)
   assert estimator.seconds("train", budget, config) == 40.0
   assert [sweep.duration(s) for s in (40, 600, 3700)] == ["40 s", "10 min", "1 h 01 min"]
+
+
+def _sweep(data_dir: str, root: str, *flags: str) -> subprocess.CompletedProcess:
+  command = [sys.executable, "experiments/sweep.py", "--config=experiments/configs/sweep.py:synthetic,tiny",
+             f"--workdir={root}", f"--config.data_dir={data_dir}", "--config.seeds=(0,)", *flags]
+  return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=3000,
+                        env={**os.environ, "PYTHONPATH": ROOT})
+
+
+@pytest.mark.slow
+def test_the_tiny_sweep_in_two_slices_then_its_tables(data_dir, tmp_path):
+  root = str(tmp_path / "sweep")
+  config = sweep_configs.get_config("synthetic,tiny")
+  for shard in ("1/2", "2/2"):
+    out = _sweep(data_dir, root, f"--shard={shard}")
+    assert out.returncode == 0, out.stderr[-3000:]
+  runs = sorted(glob.glob(os.path.join(root, "*", "seed0")))
+  assert len(runs) == len(config.methods)
+  for run in runs:
+    record = json.load(open(os.path.join(run, "sweep.json")))
+    single = record["method"] == "single_task"
+    expected = [s for s in sweep.STAGES if not (single and s.startswith("adapt"))]
+    assert sorted(record["seconds"]) == sorted(expected), record
+    assert os.path.exists(os.path.join(run, "finetuned", "export", "report.json"))
+  # everything is finished: nothing runs again; a deleted result is made again, and only it
+  out = _sweep(data_dir, root, "--dry_run")
+  assert out.returncode == 0 and "\n0 stages to run" in out.stdout, out.stdout
+  budget = os.path.join(root, "budget_flops=0.5", "seed0")
+  shutil.rmtree(os.path.join(budget, "finetuned", "eval"))
+  out = _sweep(data_dir, root)
+  assert out.returncode == 0 and "[1/1] budget,flops=0.5 seed 0: evaluate_finetuned" in out.stdout, out.stdout[-2000:]
+
+  tables = str(tmp_path / "tables")
+  out = subprocess.run([sys.executable, "experiments/tables.py", f"--runs={root}/*/seed*",
+                        f"--baseline={root}/single_task*/seed*", f"--out={tables}"], cwd=ROOT, capture_output=True,
+                       text=True, timeout=900, env={**os.environ, "PYTHONPATH": ROOT})
+  assert out.returncode == 0, out.stderr[-3000:]
+  for name in ("table.md", "table.tex", "table.csv", "front.png", "channels.png", "lambda.png"):
+    assert os.path.getsize(os.path.join(tables, name)) > 0, name
+  rows = list(csv.DictReader(open(os.path.join(tables, "table.csv"))))
+  seen = {(r["method"], r["stage"]) for r in rows if r["block"] == "seen"}
+  assert seen == {(m, s) for m in config.methods if not m.startswith("single_task")
+                  for s in ("as trained", "after fine-tuning")}  # the single-task runs are the Δm reference only
+  # a thin network's FLOPs are counted against the full-width backbone
+  thin = next(r for r in rows if r["method"] == "thin_dense,flops=0.5" and r["stage"] == "as trained")
+  fraction = load_config(os.path.join(root, "thin_dense_flops=0.5", "seed0"))["model"]["flops_fraction"]
+  assert float(thin["flops_kept"]) == pytest.approx(fraction) and fraction < 0.5
