@@ -50,8 +50,8 @@ from msp.tasks.delta_m import delta_m, result_parts
 from msp.train import ConfigError
 from msp.train.checkpoint import CheckpointError
 from msp.train.evaluation import conventions
-from msp.train.writer import read_jsonl
-from experiments.train import BEST, load_config
+from msp.train.writer import per_entry, read_jsonl
+from experiments.train import best_step, load_config
 
 STAGES = ("as trained", "after fine-tuning")
 FINETUNED = "finetuned"
@@ -157,12 +157,6 @@ def read_stage(workdir: str, step: int | None, split: str, adapt: str, config: d
                unseen=unseen, export=export, files=files)
 
 
-def finetuned_step(workdir: str) -> int | None:
-  """The step of a fine-tuned run to report: the one named in checkpoints_best/best.json (None: none kept)."""
-  path = os.path.join(workdir, BEST, "best.json")
-  return int(_read_json(path)["step"]) if os.path.exists(path) else None
-
-
 def read_run(workdir: str, split: str, adapt: str) -> Run:
   """A run directory (module docstring) with its stages; ConfigError for a directory that is not a run or lacks
   evaluation results."""
@@ -177,7 +171,7 @@ def read_run(workdir: str, split: str, adapt: str) -> Run:
   stages = {STAGES[0]: read_stage(workdir, None, split, adapt, config)}
   finetuned = os.path.join(workdir, FINETUNED)
   if os.path.isdir(finetuned):
-    stages[STAGES[1]] = read_stage(finetuned, finetuned_step(finetuned), split, adapt, config)
+    stages[STAGES[1]] = read_stage(finetuned, best_step(finetuned), split, adapt, config)
   return Run(workdir=workdir, label=label, method=method, seed=int(sweep.get("seed", config["seed"])), config=config,
              stages=stages)
 
@@ -445,8 +439,8 @@ def lambda_panels(runs: list[Run]) -> list[dict]:
     layers, groups, records = _layers(run)
     records = [r for r in records if f"lambda/{layers[0]}" in r]
     panels.append({"title": f"{label} (seed {run.seed})", "steps": [r["step"] for r in records], "layers": layers,
-                   "lambda": [[r[f"lambda/{n}"] for n in layers] for r in records],
-                   "alive": [[r[f"alive_channels/{n}"] for n in layers] for r in records], "num_groups": groups})
+                   "lambda": per_entry(records, "lambda", layers),
+                   "alive": per_entry(records, "alive_channels", layers), "num_groups": groups})
   return panels
 
 

@@ -126,14 +126,23 @@ def check_same_network(source: MetaTrainState, target: MetaTrainState, what: str
     raise ConfigError(f"{what}: that run's network differs from this run's (model, tasks or heads)")
 
 
-def best_step(workdir: str) -> int | None:
-  """The step of the run's best checkpoint by eval.select_metric (WORKDIR/checkpoints_best/best.json), None when it
-  kept none (it was trained without eval_every)."""
+def read_best(workdir: str) -> dict | None:
+  """WORKDIR/checkpoints_best/best.json ({"step", "metric", "value", "split"} of the run's best checkpoint by
+  eval.select_metric), None when the run kept none (trained without eval_every). CheckpointError when unreadable."""
   path = os.path.join(workdir, BEST, "best.json")
   if not os.path.exists(path):
     return None
-  with open(path, encoding="utf-8") as f:
-    return int(json.load(f)["step"])
+  try:
+    with open(path, encoding="utf-8") as f:
+      return json.load(f)
+  except (OSError, ValueError) as e:
+    raise CheckpointError(f"cannot read {path}: {e}") from e
+
+
+def best_step(workdir: str) -> int | None:
+  """The step of the run's best checkpoint (`read_best`), None when it kept none."""
+  best = read_best(workdir)
+  return None if best is None else int(best["step"])
 
 
 def trained_network(workdir: str, step: int | None = None) -> tuple[int, MetaTrainState]:
@@ -210,7 +219,7 @@ class BestCheckpoint:
     self.higher_is_better = metrics[self.metric]
     self.run = run
     self.path = run.best_checkpointer.directory / "best.json"
-    self.best = json.loads(self.path.read_text()) if self.path.exists() else None
+    self.best = read_best(run.workdir)
 
   def update(self, step: int, state: MetaTrainState, results: Results) -> bool:
     """Saves `state` as the best checkpoint when its score in `results` beats the best so far; returns whether."""
