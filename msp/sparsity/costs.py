@@ -59,12 +59,16 @@ def _kernel_modules(tree: dict, prefix: tuple[str, ...]) -> list[tuple[str, ...]
           for path in _kernel_modules(child, (*prefix, name))]
 
 
+def _backbone_names(names) -> tuple[str, ...]:
+  """Conv paths inside the backbone → the cost model's names of those convs ("backbone/<path>")."""
+  return tuple(f"backbone/{name}" for name in names)
+
+
 def _backbone_convs(backbone: ResNet, state: dict, prefix: tuple[str, ...]) -> tuple[ConvCost, ...]:
   """ConvCost of every conv of `backbone` in execution order (named "backbone/<conv path>", sources likewise), from a
   shape-only forward pass's variables and intermediates in which the backbone's modules sit under `prefix`."""
   sources, _ = backbone.channel_sources()
-  named = lambda names: tuple(f"backbone/{name}" for name in names)
-  return tuple(_layer_cost(state, f"backbone/{name}", (*prefix, *name.split("/"), "conv"), named(srcs))
+  return tuple(_layer_cost(state, f"backbone/{name}", (*prefix, *name.split("/"), "conv"), _backbone_names(srcs))
                for name, srcs in sources.items())
 
 
@@ -98,14 +102,13 @@ class CostModel:
     _, state = jax.eval_shape(lambda: model.init_with_output(
         jax.random.key(0), jnp.zeros((1, image_size, image_size, 3)), train=False, capture_intermediates=True))
     _, features = model.backbone.channel_sources()
-    backbone = lambda names: tuple(f"backbone/{name}" for name in names)
     convs = _backbone_convs(model.backbone, state, ("backbone",))
     heads, head_params = [], []
     for task, kind, _ in model.heads:
       tree = state["params"][f"head_{task}"]
       head_params.append((f"head_{task}", sum(int(np.prod(leaf.shape)) for leaf in jax.tree.leaves(tree))))
       heads += [_layer_cost(state, "/".join(path), path,
-                            backbone(features) if path[1:] in [(f,) for f in HEADS[kind].feature_layers] else ())
+                            _backbone_names(features) if path[1:] in [(f,) for f in HEADS[kind].feature_layers] else ())
                 for path in _kernel_modules(tree, (f"head_{task}",))]
     return cls(tuple(convs), spec, tuple(heads), tuple(head_params))
 

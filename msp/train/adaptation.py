@@ -37,11 +37,6 @@ def attach_heads(model_config, task_configs, meta_tasks: Sequence[Task], new_nam
   return model, new_tasks, {"params": params, "batch_stats": batch_stats}
 
 
-def alive_masks(params, spec: GroupSpec) -> list[jax.Array]:
-  """Per sparsified layer, (G_ℓ,) float 1 for the groups that are not all zero, 0 for the removed ones."""
-  return [a.astype(jnp.float32) for a in spec.alive(params)]
-
-
 def fine_tune(model, variables: dict, tasks: Sequence[Task], spec: GroupSpec, batches: Callable[[int], dict], *,
               train: str, steps: int, lr: float, progress: bool = True) -> tuple[dict, list[float]]:
   """Adam on Σ_t L_t over `tasks`, `steps` updates; returns (variables, losses).
@@ -57,7 +52,7 @@ def fine_tune(model, variables: dict, tasks: Sequence[Task], spec: GroupSpec, ba
   labels = traverse_util.path_aware_map(lambda path, _: "train" if path[0] in trained_prefixes else "freeze",
                                         variables["params"])
   tx = optax.multi_transform({"train": optax.adam(lr), "freeze": optax.set_to_zero()}, labels)
-  masks = alive_masks(variables["params"], spec)
+  masks = spec.alive(variables["params"])  # the pattern kept through every update
   with_backbone = train == "heads_and_backbone"
 
   def loss_fn(params, batch_stats, batch):
