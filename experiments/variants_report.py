@@ -20,7 +20,7 @@ from experiments.configs import synthetic
 from experiments.evaluation import evaluate_seen
 from msp.train.evaluation import conventions, describe_protocol, sparsity_summary
 from experiments.train import open_run, train
-from msp.train.writer import read_jsonl
+from msp.train.writer import per_entry, read_jsonl
 
 _ROOT = flags.DEFINE_string("root", "runs/variants", "Folder of the variants' workdirs.")
 _OUT = flags.DEFINE_string("out", os.path.join(reporting.REPORTS_ROOT, "synthetic_variants"),
@@ -50,8 +50,7 @@ def run_variant(variant: str, workdir: str, steps: int | None) -> dict:
   records = read_jsonl(os.path.join(workdir, "metrics.jsonl"))
   names = run.learner.spec.names
   trajectory = {"step": [r["step"] for r in records],
-                "lambda": [[r[f"lambda/{n}"] for n in names] for r in records],
-                "alive": [[r[f"alive_channels/{n}"] for n in names] for r in records],
+                "lambda": per_entry(records, "lambda", names), "alive": per_entry(records, "alive_channels", names),
                 "group_sparsity": [r["group_sparsity_total"] for r in records]}
   return {"variant": variant, "layers": list(names), "num_groups": [layer.num_groups for layer in run.learner.spec.layers],
           "headline": headline, "results": results, "protocol": describe_protocol(config),

@@ -102,6 +102,12 @@ def read_jsonl(path: str) -> list[dict]:
   return [by_step[s] for s in sorted(by_step)]
 
 
+def per_entry(records: Sequence[Mapping[str, float]], metric: str, labels: Sequence[str]) -> list[list[float]]:
+  """(records, len(labels)) values of a vector metric that `flatten_scalars` logged as `<metric>/<label>` (e.g. λ per
+  layer), one row per record of `read_jsonl`."""
+  return [[r[f"{metric}/{label}"] for label in labels] for r in records]
+
+
 def truncate_jsonl(path: str, last_step: int) -> None:
   """Drops the records of steps after `last_step` from a metrics.jsonl (rewritten through a rename), and a last
   line left half-written by a killed process."""
