@@ -9,10 +9,11 @@ lives in WORKDIR/<method>/seed<k>/ (commas of the method become underscores), wi
 target, seed and the seconds each stage took. Its stages:
   train               meta_train.py's training (magnitude runs: prune.py of the same seed's dense_mtl run)
   evaluate            evaluate.py → eval/test_step<N>.json: "as trained"
-  adapt               adapt_unseen.py → adapt/heads_step<N>.json (not for single-task runs)
+  adapt               adapt_unseen.py → adapt/heads_step<N>.json (when config.adapt names "trained"; never for
+                      single-task runs)
   finetune            finetune.py → finetuned/: the comparison protocol
   evaluate_finetuned  evaluate.py of finetuned/'s best checkpoint: "after fine-tuning"
-  adapt_finetuned     adapt_unseen.py of it (not for single-task runs)
+  adapt_finetuned     adapt_unseen.py of it (when config.adapt names "finetuned"; never for single-task runs)
   export              export.py of it → finetuned/export/ (parameters, FLOPs, latency on this machine)
 --shard=i/n (1 ≤ i ≤ n) runs the i-th of n disjoint slices, so that n processes or machines share a sweep (a
 magnitude run is in the slice of the dense run it prunes); run each slice in one process at a time. A stage that

@@ -176,10 +176,15 @@ PIPELINE = [
 STAGES = tuple(s.name for s in PIPELINE)
 
 
+# The adaptation stage of each network a sweep can adapt (config.adapt).
+ADAPT_STAGES = {"trained": "adapt", "finetuned": "adapt_finetuned"}
+
+
 def stages(job: Job, sweep) -> list[Stage]:
-  """The stages `job` goes through: all, less adaptation for single-task runs (their one task is seen) and where
-  the sweep turns adaptation or export off."""
-  skipped = {"adapt", "adapt_finetuned"} if not sweep.adapt or job.variant == "single_task" else set()
+  """The stages `job` goes through: all, less the adaptations the sweep leaves out (`sweep.adapt`; every one for
+  single-task runs, whose one task is seen) and the export when the sweep turns it off."""
+  adapted = () if job.variant == "single_task" else sweep.adapt
+  skipped = {stage for network, stage in ADAPT_STAGES.items() if network not in adapted}
   skipped |= {"export"} if not sweep.export else set()
   return [s for s in PIPELINE if s.name not in skipped]
 
@@ -246,6 +251,9 @@ class Sweep:
 
   def __init__(self, sweep: ml_collections.ConfigDict, root: str, shard: tuple[int, int] = (1, 1)):
     i, n = shard
+    unknown = [network for network in sweep.adapt if network not in ADAPT_STAGES]
+    if unknown:
+      raise ConfigError(f"config.adapt={tuple(sweep.adapt)!r}: {unknown[0]!r} is not one of {tuple(ADAPT_STAGES)}")
     self.sweep, self.root, self.shard = sweep, root, shard
     self.jobs = [job for unit in plan(sweep, root)[i - 1::n] for job in unit]
     self.configs = {job: job_config(sweep, job) for job in self.jobs}

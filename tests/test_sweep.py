@@ -75,8 +75,18 @@ def test_finished_stages_are_read_from_the_files(tmp_path):
   os.makedirs(os.path.join(job.workdir, "eval"))
   open(os.path.join(job.workdir, "eval", f"test_step{config.steps}.json"), "w").close()
   assert [s.name for s in sweep.pending(job, config, c)] == list(sweep.STAGES[2:])
-  c.adapt = c.export = False
+  c.adapt, c.export = ("finetuned",), False
+  assert [s.name for s in sweep.pending(job, config, c)] == ["finetune", "evaluate_finetuned", "adapt_finetuned"]
+  c.adapt = ()
   assert [s.name for s in sweep.pending(job, config, c)] == ["finetune", "evaluate_finetuned"]
+
+
+def test_an_unknown_network_to_adapt_is_one_config_error_before_anything_is_written(tmp_path):
+  c = _config(["dense_mtl"], seeds=(0,))
+  c.adapt = ("finetuned", "trianed")
+  with pytest.raises(ConfigError, match=r"config.adapt=.*'trianed' is not one of \('trained', 'finetuned'\)"):
+    sweep.Sweep(c, str(tmp_path / "sweep"))
+  assert not os.path.exists(tmp_path / "sweep")
 
 
 def test_eta_uses_what_was_measured_else_the_expected_seconds(tmp_path):
