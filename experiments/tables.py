@@ -476,7 +476,9 @@ def report_blocks(runs: list[Run], baselines: list[Run], unseen_refs: list[Run],
     # every adapted stage has the same tasks (check_runs), in adapt_unseen.py's order
     names = next(s.unseen for s in adapted[0].stages.values() if s.unseen is not None)
     unseen_tasks = build_tasks(first.config["tasks"], list(names))
-    unseen_ref = ({s: reference(unseen_refs, s, "unseen") for s in stages_present} if unseen_refs else None)
+    adapted_stages = [s for s in stages_present if any(s in r.stages and r.stages[s].unseen is not None
+                                                         for r in adapted)]
+    unseen_ref = ({s: reference(unseen_refs, s, "unseen") for s in adapted_stages} if unseen_refs else None)
     unseen_columns = metric_columns(unseen_tasks, metrics) + ([DELTA_M] if unseen_ref else [])
     note = ((f"Δm (%) of each seed against the mean adapted results of the runs labelled {unseen_refs[0].label!r} "
              f"({len(unseen_refs)} seeds; unseen tasks have no single-task reference); " +

@@ -391,6 +391,18 @@ def test_the_fine_tuned_stage_is_the_step_best_json_names(runs, tmp_path):
   assert tables.read_run(workdir, "test", "heads").stages["after fine-tuning"].step == 4
 
 
+def test_unseen_tasks_adapted_only_after_fine_tuning(runs, tmp_path):
+  """A sweep that adapts only the fine-tuned networks (the sweep config's `adapt`): the unseen block has that stage
+  alone, its Δm against the same stage of the reference runs."""
+  workdir = _copy_files(f"{runs}/sweep/budget/seed0", str(tmp_path / "budget" / "seed0"))
+  shutil.rmtree(os.path.join(workdir, "adapt"))
+  out = str(tmp_path / "out")
+  tables.command([workdir], out, unseen_baseline="budget", unseen_baseline_given=True)
+  unseen = {key: row for key, row in _csv(out).items() if key[0] == "unseen"}
+  assert list(unseen) == [("unseen", "budget", "after fine-tuning")]
+  assert float(unseen[("unseen", "budget", "after fine-tuning")]["delta_m"]) == 0.0  # its own reference
+
+
 def _real_data_table(module, variant, manual_dir, tmp_path):
   """`variant,tiny` and dense_mtl (adapted), and a single-task dense run per seen task, one seed each, on a fixture
   download; then the tables. Returns (seen tasks, unseen tasks, table.csv rows, ROOT)."""

@@ -28,12 +28,13 @@ DATASETS = ("synthetic", "nyuv2", "celebamask_hq")
 
 
 def methods(seen_tasks) -> tuple[str, ...]:
-  """The variant args of a full comparison: the single-task references, the dense and meta-learned networks, and
-  every pruning method at every target."""
-  return (*(f"single_task,task={t}" for t in seen_tasks), "dense_mtl", "maml", "meta_sparsity",
-          *(f"budget,flops={f}" for f in FLOPS_TARGETS), *(f"thin_dense,flops={f}" for f in FLOPS_TARGETS),
+  """The variant args of a full comparison, in the order a sweep runs them (the comparisons at equal FLOPs first, so
+  that an interrupted sweep has them): the single-task references, the dense network, every pruning method at
+  every target, then the λ-learning and fixed-λ networks and MAML's dense one."""
+  return (*(f"single_task,task={t}" for t in seen_tasks), "dense_mtl",
           *(f"magnitude,flops={f},scope={s}" for f in FLOPS_TARGETS for s in ("uniform", "global")),
-          *(f"fixed_lambda,lambda={v}" for v in FIXED_LAMBDAS))
+          *(f"budget,flops={f}" for f in FLOPS_TARGETS), *(f"thin_dense,flops={f}" for f in FLOPS_TARGETS),
+          "meta_sparsity", *(f"fixed_lambda,lambda={v}" for v in FIXED_LAMBDAS), "maml")
 
 
 def get_config(arg: str = "synthetic") -> ml_collections.ConfigDict:
