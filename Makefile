@@ -10,7 +10,7 @@ export JAX_COMPILATION_CACHE_DIR ?= $(CURDIR)/.cache/jax
 # The CPU builds of torch (requirements-test.lock) live only on PyTorch's index; PyPI has the CUDA ones (several GB).
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 
-.PHONY: quickstart export reports test test-slow test-all benchmark lock clean
+.PHONY: quickstart export reports sweep-report test test-slow test-all benchmark lock clean
 
 $(VENV)/.installed: requirements.lock setup.cfg
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,15 @@ reports: $(VENV)/.installed
 	$(PY) experiments/variants_report.py --root=runs/variants --out=$(REPORTS)/synthetic_variants
 	$(PY) experiments/synthetic_preview.py --out=$(REPORTS)/synthetic_preview.png
 	$(PY) experiments/lambda_report.py --out=$(REPORTS)/lambda_report
+
+# The comparison sweep of the README's "Does learned sparsity pay?" and its tables (hours on 2 CPU cores, so not
+# part of `reports`). Resumable: rerun to finish an interrupted sweep; SWEEP_FLAGS="--shard=1/2" and "--shard=2/2"
+# in two processes share it (the tables need every slice finished: rerun without SWEEP_FLAGS after).
+SWEEP := runs/sweep
+sweep-report: $(VENV)/.installed
+	$(PY) experiments/sweep.py --config=experiments/configs/sweep.py:synthetic --workdir=$(SWEEP) $(SWEEP_FLAGS)
+	$(PY) experiments/tables.py --runs='$(SWEEP)/*/seed*' --baseline='$(SWEEP)/single_task*/seed*' \
+	  --out=$(REPORTS)/sweep_synthetic
 
 # Two workers, one test file each at a time (module fixtures are built once per file). `test` is the suite a
 # change must pass (under 10 minutes on 2 cores); `test-slow` the end-to-end and multi-device tests (CI runs both).

@@ -15,7 +15,8 @@ directory (what --runs matches) is a meta_train.py workdir; optionally it holds
 Stages: "as trained" is the run's highest evaluated step N, with the adapt file and export report of that run at
 step N when they exist; "after fine-tuning" the same files of finetuned/ at its step.
 
-DIR gets table.md (with the commit and command that made it), table.tex (booktabs), table.csv (every number, one
+DIR gets table.md (with the commit and command that made it; with --baseline it ends with the front: the seen rows'
+Δm and costs, sorted by stage and FLOPs kept), table.tex (booktabs), table.csv (every number, one
 column per quantity and one for its std, the block "seen" or "unseen" in the first), results.json (every per-seed
 value and the files read), front.png (Δm against FLOPs kept), channels.png (kept channels per layer, as trained) and
 lambda.png (λ and alive channels per layer over training, first seed of each method that learns λ).
@@ -525,6 +526,16 @@ def render(report: dict, runs: list[Run]) -> tuple[str, str, str, dict]:
   return "\n\n".join(markdown) + left, "\n\n".join(latex), buffer.getvalue(), payload
 
 
+def front_table(rows: list[Row], columns: list[Column]) -> str:
+  """Markdown of the front: the seen block's rows by stage, then by FLOPs kept (most first), with Δm and the cost
+  columns only (what front.png draws, as numbers)."""
+  keep = [c for c in columns if c.key in (DELTA_M.key, *(c.key for c in COST_COLUMNS))]
+  flops = lambda r: float(np.mean(r.values["flops_kept"])) if r.values.get("flops_kept") else 0.0
+  ordered = sorted(rows, key=lambda r: (STAGES.index(r.stage), -flops(r)))
+  return ("The front (seen tasks): Δm against the cost, by stage, most FLOPs kept first; the seen table's numbers."
+          f"\n\n{markdown_table(ordered, keep)}")
+
+
 def front_points(rows: list[Row]) -> list[dict]:
   """`plots.delta_m_front` points of the seen block's rows (mean, std over seeds; std NaN for one seed)."""
   stat = lambda v: (float(np.mean(v)), float(np.std(v, ddof=1)) if len(v) > 1 else float("nan"))
@@ -551,6 +562,8 @@ def command(runs: list[str], out: str, baseline: list[str] = (), split: str = "t
   unseen_refs = unseen_reference_runs(found, unseen_baseline, unseen_baseline_given)
   report = report_blocks(found, baselines, unseen_refs, metrics, split)
   markdown, latex, table_csv, payload = render(report, found)
+  if DELTA_M in report["seen"]["columns"]:
+    markdown += "\n\n" + front_table(report["seen"]["rows"], report["seen"]["columns"])
   layers, groups, series = channel_series(found)
   panels = lambda_panels(found)
 

@@ -258,6 +258,21 @@ def test_stages_sizes_and_latency_come_from_the_right_files(runs, report):
   assert _csv(out)[("seen", "budget", "as trained")]["latency_ms"] == ""  # no export report as trained
 
 
+def test_the_front_repeats_the_seen_rows_sorted_by_stage_then_flops_kept(report):
+  with open(os.path.join(report[0], "table.md")) as f:
+    front = f.read().split("The front (seen tasks)")[1].splitlines()
+  head = [c.strip() for c in next(line for line in front if line.startswith("| method |")).strip("|").split("|")]
+  assert head[:4] == ["method", "stage", "seeds", "Δm (%) ↑"] and "FLOPs kept" in head and len(head) == 8
+  rows = [dict(zip(head, (c.strip() for c in line.strip("|").split("|")))) for line in front
+          if line.startswith("| ") and not line.startswith("| method |")]
+  seen = {key: row for key, row in _markdown_rows(report[0]).items() if key[0] == "seen"}
+  assert sorted(("seen", r["method"], r["stage"]) for r in rows) == sorted(seen)
+  for r in rows:
+    assert r == {k: seen[("seen", r["method"], r["stage"])][k] for k in head}
+  order = [(tables.STAGES.index(r["stage"]), -float(r["FLOPs kept"].split(" ± ")[0])) for r in rows]
+  assert order == sorted(order)
+
+
 def test_latex_is_booktabs_with_the_same_cells(report):
   with open(os.path.join(report[0], "table.tex")) as f:
     tex = f.read()
