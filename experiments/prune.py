@@ -1,9 +1,14 @@
-r"""Prunes a finished dense run by channel norm to a FLOPs target: the magnitude-pruning baseline (experiments/pruning.py).
+r"""Prunes a finished dense run by channel norm to a FLOPs target: the magnitude-pruning baseline; or to the zero
+pattern of another run (experiments/pruning.py).
 
 python experiments/prune.py --from=runs/dense_mtl --workdir=runs/magnitude \
     [--config.prune.flops_kept=0.25] [--config.prune.scope=global] [--step=N]
+python experiments/prune.py --from=runs/dense_mtl --workdir=runs/budget_pattern \
+    --config=experiments/configs/synthetic.py:dense_mtl --config.prune.pattern_from=runs/budget
 
-Writes checkpoint N (default: the dense run's best, else its latest) of a new run in --workdir; then evaluate.py,
+The second form keeps the channels that runs/budget's network kept (the same network; --config names a config
+that has the key when the dense run's config.json predates it). Writes checkpoint N (default: the dense run's best,
+else its latest) of a new run in --workdir; then evaluate.py,
 adapt_unseen.py, export.py and finetune.py take --workdir like any run.
 """
 from absl import flags
@@ -23,7 +28,9 @@ def main(argv):
   with common.clear_errors():
     config = common.run_config(_CONFIG, _FROM.value)
     step, reached = prune_run(_FROM.value, _WORKDIR.value, config, _STEP.value)
-    print(f"pruned step {step} of {_FROM.value} to {reached:.1%} of the backbone's FLOPs ({config.prune.scope}); "
+    how = (f"the pattern of {config.prune.pattern_from}" if config.prune.get("pattern_from")
+           else config.prune.scope)
+    print(f"pruned step {step} of {_FROM.value} to {reached:.1%} of the backbone's FLOPs ({how}); "
           f"written to {_WORKDIR.value}")
 
 

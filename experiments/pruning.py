@@ -1,4 +1,5 @@
-"""Magnitude pruning of a finished dense run into a run of its own (the structured-pruning baseline's network).
+"""Magnitude pruning of a finished dense run into a run of its own (the structured-pruning baseline's network), or
+the zero pattern of another run put on its weights (does a learned structure pay on dense-trained weights?).
 
 The pruned network is written as a checkpoint of a new workdir, at the step the dense run had reached, so that
 evaluate.py, adapt_unseen.py, export.py and finetune.py take it like any other run.
@@ -25,7 +26,9 @@ def prune_run(source: str, workdir: str, config: ml_collections.ConfigDict | Non
               step: int | None = None) -> tuple[int, float]:
   """Prunes the network of the run in `source` (checkpoint `step`; None: its best, else its latest) by channel
   norm to `config.prune.flops_kept` of the backbone's FLOPs with `config.prune.scope` (`msp.sparsity.magnitude`),
-  keeping `config.safeguards.min_channels` per layer, and saves it in the new run `workdir`.
+  keeping `config.safeguards.min_channels` per layer, and saves it in the new run `workdir`. With
+  `config.prune.pattern_from` (a run directory) the channels kept are instead those alive in that run's network
+  (its best, else latest checkpoint), which must be the same network.
 
   config: the pruned run's (default: the source's config.json); its network must be the source's.
   Returns (the step saved, the fraction of the backbone's FLOPs kept). Raises CheckpointError when `workdir` already
@@ -35,12 +38,20 @@ def prune_run(source: str, workdir: str, config: ml_collections.ConfigDict | Non
   if os.path.exists(os.path.join(workdir, "config.json")):
     raise CheckpointError(f"{workdir} already holds a run: prune into a new workdir")
   step, trained = trained_network(source, step)
+  pattern_from = config.prune.get("pattern_from")
+  if pattern_from:
+    _, pattern = trained_network(pattern_from)
+    check_same_network(pattern, trained, f"config.prune.pattern_from={pattern_from}")
   run = open_run(pruned_config(config, source, step), workdir)
   try:
     check_same_network(trained, run.fresh_state(), f"--from={source}")
-    p = run.config.prune
-    params, reached = magnitude_prune(trained.params, run.learner.spec, run.learner.cost_model, p.flops_kept,
-                                      p.scope, run.config.safeguards.min_channels)
+    p, spec = run.config.prune, run.learner.spec
+    if pattern_from:
+      params = spec.scale_groups(trained.params, spec.alive(pattern.params))
+      reached = float(run.learner.cost_model.flops_kept(params))
+    else:
+      params, reached = magnitude_prune(trained.params, spec, run.learner.cost_model, p.flops_kept, p.scope,
+                                        run.config.safeguards.min_channels)
     run.checkpointer.save(step, trained.replace(params=params), {"next_index": step}, force=True)
     run.checkpointer.wait()
   finally:

@@ -19,6 +19,7 @@ from msp.parallel import make_mesh, replicate
 from msp.sparsity import CostModel, magnitude_prune
 from msp.sparsity.magnitude import magnitude_masks
 from msp.train import ConfigError, build_meta_learner
+from msp.train.checkpoint import CheckpointError
 from msp.train.state import MetaTrainState
 from msp.train.step import make_meta_train_step
 from tests.meta_fixtures import tiny_problem
@@ -169,3 +170,52 @@ def test_prune_then_finetune_keeps_the_pattern_and_refuses_other_networks(data_d
   with pytest.raises(ConfigError, match="init.from_run=.*network differs"):
     train(wider, str(tmp_path / "wider"), progress=False)
   assert not os.path.exists(tmp_path / "wider" / "config.json")
+
+
+@pytest.mark.slow
+def test_a_learned_pattern_put_on_dense_weights(data_dir, tmp_path):
+  """prune.pattern_from: exactly the channels the pattern run kept, with the dense run's values; a missing or
+  different pattern run is one error and writes nothing."""
+  config = with_overrides(synthetic.get_config("dense_mtl,tiny"), **{"data.data_dir": data_dir})
+  dense_dir, learned_dir = str(tmp_path / "dense"), str(tmp_path / "learned")
+  train(config, dense_dir, progress=False)
+  budget = with_overrides(synthetic.get_config("budget,tiny"), **{"data.data_dir": data_dir,
+                                                                   "sparsity.lambda_init": 6.0})
+  train(budget, learned_dir, progress=False)
+  learner = build_meta_learner(config)
+  _, learned = trained_network(learned_dir)
+  kept = [np.asarray(a) for a in learner.spec.alive(learned.params)]
+  assert 0 < sum(int(k.sum()) for k in kept) < sum(k.size for k in kept)  # the pattern removes some channels
+
+  transfer = with_overrides(config, **{"prune.pattern_from": learned_dir})
+  step, reached = prune_run(dense_dir, str(tmp_path / "transfer"), transfer)
+  _, dense = trained_network(dense_dir)
+  _, pruned = trained_network(str(tmp_path / "transfer"))
+  assert [np.asarray(a).tolist() for a in learner.spec.alive(pruned.params)] == [k.tolist() for k in kept]
+  for layer, keep in zip(learner.spec.layers, kept):  # kept channels hold the dense values, the others zeros
+    path = layer.kernel
+    got = np.asarray(_leaf(pruned.params, path))
+    want = np.asarray(_leaf(dense.params, path))
+    np.testing.assert_array_equal(got[..., keep], want[..., keep])
+    assert np.all(got[..., ~keep] == 0)
+  assert reached == pytest.approx(float(learner.cost_model.flops_kept(pruned.params)))
+
+  for pattern, message in ((str(tmp_path / "nowhere"), "nowhere"),
+                           (_other_network(data_dir, tmp_path), "network differs")):
+    with pytest.raises((ConfigError, CheckpointError), match=message):
+      prune_run(dense_dir, str(tmp_path / "refused"), with_overrides(config, **{"prune.pattern_from": pattern}))
+    assert not os.path.exists(tmp_path / "refused")
+
+
+def _leaf(params, path):
+  for key in path:
+    params = params[key]
+  return params
+
+
+def _other_network(data_dir, tmp_path):
+  """A finished tiny run whose heads are wider than dense_mtl,tiny's."""
+  workdir = str(tmp_path / "other")
+  config = with_overrides(synthetic.get_config("dense_mtl,tiny"), **{"data.data_dir": data_dir})
+  train(with_overrides(config, **{"model.head_width": config.model.head_width * 2}), workdir, progress=False)
+  return workdir

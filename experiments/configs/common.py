@@ -217,7 +217,10 @@ def experiment_defaults(arg: str) -> ml_collections.ConfigDict:
   # `flops_kept` of the backbone's FLOPs, cutting the channels of smallest norm; scope "uniform": the same fraction
   # of channels kept in every layer, "global": one threshold on layer-normalised channel norms. Only shapes a run's
   # initial state; in every config (unused by the other variants), so that config.json always has it.
-  c.prune = ml_collections.ConfigDict(dict(scope="uniform", flops_kept=0.5))
+  # `pattern_from` (a run directory) replaces the norms: the channels that run's network zeroed (its best, else
+  # latest checkpoint) are zeroed, whatever their norm here — a learned structure on another run's weights.
+  c.prune = ml_collections.ConfigDict(dict(scope="uniform", flops_kept=0.5,
+                                           pattern_from=ml_collections.FieldReference(None, field_type=str)))
 
   c.eval = ml_collections.ConfigDict()
   c.eval.batch_size = 64
