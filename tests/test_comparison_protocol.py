@@ -3,6 +3,8 @@ import fractions
 import json
 import math
 import os
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -24,6 +26,8 @@ from msp.train.state import MetaTrainState
 from msp.train.step import make_meta_train_step
 from tests.meta_fixtures import tiny_problem
 from tests.run_fixtures import with_overrides
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Two layers whose norms rank channels differently per layer and across layers; FLOPs = kept channels / 5.
 NORMS = [np.array([3.0, 2.9, 2.8]), np.array([5.0, 0.1])]
@@ -199,6 +203,18 @@ def test_a_learned_pattern_put_on_dense_weights(data_dir, tmp_path):
     np.testing.assert_array_equal(got[..., keep], want[..., keep])
     assert np.all(got[..., ~keep] == 0)
   assert reached == pytest.approx(float(learner.cost_model.flops_kept(pruned.params)))
+  cli = str(tmp_path / "cli")  # the command line's --pattern_from, on a config.json that has no such key
+  config_json = os.path.join(dense_dir, "config.json")
+  saved = json.load(open(config_json))
+  del saved["prune"]["pattern_from"]
+  json.dump(saved, open(config_json, "w"))
+  done = subprocess.run([sys.executable, "experiments/prune.py", f"--from={dense_dir}", f"--workdir={cli}",
+                         f"--pattern_from={learned_dir}"], cwd=ROOT, capture_output=True, text=True, timeout=600,
+                        env={**os.environ, "PYTHONPATH": ROOT})
+  assert done.returncode == 0 and f"(the pattern of {learned_dir})" in done.stdout, done.stderr[-2000:]
+  assert load_config(cli)["prune"]["pattern_from"] == learned_dir
+  _, from_cli = trained_network(cli)
+  assert [np.asarray(a).tolist() for a in learner.spec.alive(from_cli.params)] == [k.tolist() for k in kept]
 
   for pattern, message in ((str(tmp_path / "nowhere"), "nowhere"),
                            (_other_network(data_dir, tmp_path), "network differs")):
