@@ -57,8 +57,8 @@ def test_each_setting_lands_in_its_config_key():
   assert synthetic.get_config("single_task,task=normals,tiny").seen_tasks == ("normals",)
 
   magnitude = synthetic.get_config("magnitude,flops=0.25,scope=global").to_dict()
-  assert magnitude["prune"] == {"scope": "global", "flops_kept": 0.25}
-  assert synthetic.get_config("magnitude").prune.to_dict() == {"scope": "uniform", "flops_kept": 0.5}
+  assert magnitude["prune"] == {"scope": "global", "flops_kept": 0.25, "pattern_from": None}
+  assert synthetic.get_config("magnitude").prune.to_dict() == {"scope": "uniform", "flops_kept": 0.5, "pattern_from": None}
   # all but the variant's name and its own section equal dense_mtl's: a dense_mtl checkpoint fits them
   differing = lambda config: {k for k in config if config[k] != dense[k]}
   assert differing(single) == {"variant", "seen_tasks"} and differing(magnitude) == {"variant", "prune"}
