@@ -304,9 +304,11 @@ KEPT_LABEL = "kept channels (fraction of layer)"
 
 
 def _method_styles(methods: Sequence[str]) -> dict[str, dict[str, Any]]:
-  """Colour and marker per method: tab10 colours in order, the marker changing with every method."""
+  """Colour and marker per method: tab10 colours in order, the marker changing with every method and shifted by one
+  for each further round of ten colours, so that no two of up to 100 methods look alike."""
   colours = colormaps["tab10"].colors
-  return {m: {"color": colours[i % 10], "marker": MARKERS[i % len(MARKERS)]} for i, m in enumerate(methods)}
+  return {m: {"color": colours[i % 10], "marker": MARKERS[(i + i // 10) % len(MARKERS)]}
+          for i, m in enumerate(methods)}
 
 
 def _bar(std: float) -> float | None:

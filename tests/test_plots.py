@@ -205,6 +205,11 @@ def test_delta_m_front_marks_methods_and_stages(tmp_path):
     plots.delta_m_front(_front_points(), ["as trained"], str(path))
 
 
+def test_no_two_of_many_methods_share_a_colour_and_marker():
+  styles = plots._method_styles([f"method{i}" for i in range(21)])  # a sweep's 21 labels
+  assert len({(s["color"], s["marker"]) for s in styles.values()}) == 21
+
+
 def test_kept_channels_draws_fractions_of_each_layer(tmp_path):
   path = tmp_path / "channels.png"
   series = [{"method": "budget", "mean": GROUPS / 2, "std": np.ones(len(LAYERS))},
