@@ -88,6 +88,10 @@ class Run:
   config: dict
   stages: dict[str, Stage]
 
+  def results(self, stage: str, part: str) -> Results | None:
+    """The `part` ("seen" / "unseen") results of `stage`; None where the run has no such stage or results."""
+    return getattr(self.stages[stage], part) if stage in self.stages else None
+
   @property
   def dataset(self) -> str:
     """The data a run was trained and scored on, as one line (runs compared in one table must share it)."""
@@ -235,13 +239,13 @@ def _mean_results(results: list[Results]) -> Results:
 def reference(runs: list[Run], stage: str, part: str) -> tuple[Results, str]:
   """({task: {metric: value}}, stage used): the mean over `runs` of their `part` ("seen" or "unseen") results at
   `stage` when every run has it, else as trained."""
-  have = lambda s: all(s in r.stages and getattr(r.stages[s], part) is not None for r in runs)
+  have = lambda s: all(r.results(s, part) is not None for r in runs)
   used = stage if have(stage) else STAGES[0]
   if not have(used):
-    missing = next(r.stages[STAGES[0]] for r in runs if getattr(r.stages[STAGES[0]], part) is None)
+    missing = next(r.stages[STAGES[0]] for r in runs if r.results(STAGES[0], part) is None)
     raise ConfigError(f"{missing.workdir}, a Δm reference run, has no adapted results at step {missing.step}: run "
                       f"python experiments/adapt_unseen.py --workdir={missing.workdir} --step={missing.step}")
-  return _mean_results([getattr(r.stages[used], part) for r in runs]), used
+  return _mean_results([r.results(used, part) for r in runs]), used
 
 
 def seen_reference(baselines: list[Run], stage: str) -> tuple[Results, str]:
@@ -295,8 +299,8 @@ def build_rows(runs: list[Run], part: str, columns: list[Column], ref: dict[str,
   rows = []
   for label in dict.fromkeys(r.label for r in runs):
     for stage in STAGES:
-      mine = sorted((r for r in runs if r.label == label and stage in r.stages
-                     and getattr(r.stages[stage], part) is not None), key=lambda r: r.seed)
+      mine = sorted((r for r in runs if r.label == label and r.results(stage, part) is not None),
+                    key=lambda r: r.seed)
       if not mine:
         continue
       stages = [r.stages[stage] for r in mine]
@@ -477,8 +481,7 @@ def report_blocks(runs: list[Run], baselines: list[Run], unseen_refs: list[Run],
     # every adapted stage has the same tasks (check_runs), in adapt_unseen.py's order
     names = next(s.unseen for s in adapted[0].stages.values() if s.unseen is not None)
     unseen_tasks = build_tasks(first.config["tasks"], list(names))
-    adapted_stages = [s for s in stages_present if any(s in r.stages and r.stages[s].unseen is not None
-                                                         for r in adapted)]
+    adapted_stages = [s for s in STAGES if any(r.results(s, "unseen") is not None for r in adapted)]
     unseen_ref = ({s: reference(unseen_refs, s, "unseen") for s in adapted_stages} if unseen_refs else None)
     unseen_columns = metric_columns(unseen_tasks, metrics) + ([DELTA_M] if unseen_ref else [])
     note = ((f"Δm (%) of each seed against the mean adapted results of the runs labelled {unseen_refs[0].label!r} "
@@ -529,7 +532,7 @@ def render(report: dict, runs: list[Run]) -> tuple[str, str, str, dict]:
 def front_table(rows: list[Row], columns: list[Column]) -> str:
   """Markdown of the front: the seen block's rows by stage, then by FLOPs kept (most first), with Δm and the cost
   columns only (what front.png draws, as numbers)."""
-  keep = [c for c in columns if c.key in (DELTA_M.key, *(c.key for c in COST_COLUMNS))]
+  keep = [c for c in columns if c in (DELTA_M, *COST_COLUMNS)]
   flops = lambda r: float(np.mean(r.values["flops_kept"])) if r.values.get("flops_kept") else 0.0
   ordered = sorted(rows, key=lambda r: (STAGES.index(r.stage), -flops(r)))
   return ("The front (seen tasks): Δm against the cost, by stage, most FLOPs kept first; the seen table's numbers."
@@ -562,8 +565,9 @@ def command(runs: list[str], out: str, baseline: list[str] = (), split: str = "t
   unseen_refs = unseen_reference_runs(found, unseen_baseline, unseen_baseline_given)
   report = report_blocks(found, baselines, unseen_refs, metrics, split)
   markdown, latex, table_csv, payload = render(report, found)
-  if DELTA_M in report["seen"]["columns"]:
-    markdown += "\n\n" + front_table(report["seen"]["rows"], report["seen"]["columns"])
+  seen_rows, has_delta_m = report["seen"]["rows"], DELTA_M in report["seen"]["columns"]
+  if has_delta_m:
+    markdown += "\n\n" + front_table(seen_rows, report["seen"]["columns"])
   layers, groups, series = channel_series(found)
   panels = lambda_panels(found)
 
@@ -574,8 +578,7 @@ def command(runs: list[str], out: str, baseline: list[str] = (), split: str = "t
   with open(os.path.join(out, "table.csv"), "w", encoding="utf-8") as f:
     f.write(table_csv)
   notes = []
-  seen_rows = report["seen"]["rows"]
-  if DELTA_M in report["seen"]["columns"]:
+  if has_delta_m:
     plots.delta_m_front(front_points(seen_rows), [s for s in STAGES if any(r.stage == s for r in seen_rows)],
                         os.path.join(out, "front.png"), f"{found[0].dataset}: seen tasks")
   else:

@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from flax import traverse_util
 
 from experiments.configs import synthetic
 from experiments.finetuning import FINETUNED, finetune
@@ -196,10 +197,9 @@ def test_a_learned_pattern_put_on_dense_weights(data_dir, tmp_path):
   _, dense = trained_network(dense_dir)
   _, pruned = trained_network(str(tmp_path / "transfer"))
   assert [np.asarray(a).tolist() for a in learner.spec.alive(pruned.params)] == [k.tolist() for k in kept]
+  pruned_flat, dense_flat = (traverse_util.flatten_dict(s.params) for s in (pruned, dense))
   for layer, keep in zip(learner.spec.layers, kept):  # kept channels hold the dense values, the others zeros
-    path = layer.kernel
-    got = np.asarray(_leaf(pruned.params, path))
-    want = np.asarray(_leaf(dense.params, path))
+    got, want = np.asarray(pruned_flat[layer.kernel]), np.asarray(dense_flat[layer.kernel])
     np.testing.assert_array_equal(got[..., keep], want[..., keep])
     assert np.all(got[..., ~keep] == 0)
   assert reached == pytest.approx(float(learner.cost_model.flops_kept(pruned.params)))
@@ -217,21 +217,13 @@ def test_a_learned_pattern_put_on_dense_weights(data_dir, tmp_path):
   assert [np.asarray(a).tolist() for a in learner.spec.alive(from_cli.params)] == [k.tolist() for k in kept]
 
   for pattern, message in ((str(tmp_path / "nowhere"), "nowhere"),
-                           (_other_network(data_dir, tmp_path), "network differs")):
+                           (_wider_heads_run(config, str(tmp_path / "other")), "network differs")):
     with pytest.raises((ConfigError, CheckpointError), match=message):
       prune_run(dense_dir, str(tmp_path / "refused"), with_overrides(config, **{"prune.pattern_from": pattern}))
     assert not os.path.exists(tmp_path / "refused")
 
 
-def _leaf(params, path):
-  for key in path:
-    params = params[key]
-  return params
-
-
-def _other_network(data_dir, tmp_path):
-  """A finished tiny run whose heads are wider than dense_mtl,tiny's."""
-  workdir = str(tmp_path / "other")
-  config = with_overrides(synthetic.get_config("dense_mtl,tiny"), **{"data.data_dir": data_dir})
+def _wider_heads_run(config, workdir):
+  """`workdir`, trained with `config`'s heads twice as wide: another network."""
   train(with_overrides(config, **{"model.head_width": config.model.head_width * 2}), workdir, progress=False)
   return workdir
