@@ -6,7 +6,9 @@ python experiments/sweep.py --config=experiments/configs/sweep.py[:DATASET[,tiny
 Prints the plan (each method, its runs, the stages done and to run) with an ETA, then runs what is missing: a
 finished stage is skipped, an interrupted training or fine-tuning resumes from its checkpoint. Run k of a method
 lives in WORKDIR/<method>/seed<k>/ (commas of the method become underscores), with sweep.json naming its method,
-target, seed and the seconds each stage took. Its stages:
+target, seed and the seconds each stage took. A method may end in run-config overrides, each `+KEY=VALUE`, set after
+the sweep's own (e.g. `--config.methods='("budget,flops=0.25+budget.scale_lr=0.005",)'`); the whole string is the
+run's label in the tables. Its stages:
   train               meta_train.py's training (magnitude runs: prune.py of the same seed's dense_mtl run)
   evaluate            evaluate.py → eval/test_step<N>.json: "as trained"
   adapt               adapt_unseen.py → adapt/heads_step<N>.json (when config.adapt names "trained"; never for

@@ -1,5 +1,6 @@
 """A comparison sweep's runs, their stages and the ETA (what experiments/sweep.py runs; its docstring has the
 layout and the stages)."""
+import ast
 import dataclasses
 import importlib
 import json
@@ -18,24 +19,40 @@ from experiments.pruning import prune_run
 from experiments.train import Preempted, best_step, load_config, open_run, train
 from msp.train.config import ConfigError
 
+# Separates a method's variant arg from its run-config overrides: "budget,flops=0.25+budget.scale_lr=0.005".
+OVERRIDE = "+"
+
+
 @dataclasses.dataclass(frozen=True)
 class Job:
-  """One run of the sweep: `method` (a variant arg of the dataset config, e.g. "budget,flops=0.25") at `seed`, in
-  `workdir`; `source`: the dense_mtl run a magnitude run prunes (None otherwise)."""
+  """One run of the sweep: `method` at `seed`, in `workdir`; `source`: the dense_mtl run a magnitude run prunes (None
+  otherwise). A method is a variant arg of the dataset config (e.g. "budget,flops=0.25"), optionally followed by
+  run-config overrides, each `+KEY=VALUE` (e.g. "+steps=1200+sparsity.weighting=unweighted"): the method string is
+  the run's label, so variants of one method get rows of their own in the tables."""
   method: str
   seed: int
   workdir: str
   source: str | None = None
 
   @property
+  def arg(self) -> str:
+    """The variant arg (the method without its overrides)."""
+    return self.method.split(OVERRIDE)[0]
+
+  @property
   def variant(self) -> str:
-    return self.method.split(",")[0]
+    return self.arg.split(",")[0]
 
   @property
   def target(self) -> dict | None:
-    """The method's `key=value` modifiers (its cost target), None without."""
-    pairs = [m.split("=", 1) for m in self.method.split(",")[1:]]
+    """The variant arg's `key=value` modifiers (its cost target), None without."""
+    pairs = [m.split("=", 1) for m in self.arg.split(",")[1:]]
     return {k: _number(v) for k, v in pairs} or None
+
+  @property
+  def overrides(self) -> list[tuple[str, str | None]]:
+    """The method's run-config overrides, (dotted key, value as written; None without `=`), in order."""
+    return [(part.split("=", 1) + [None])[:2] for part in self.method.split(OVERRIDE)[1:]]
 
   @property
   def finetuned(self) -> str:
@@ -84,11 +101,12 @@ def parse_shard(text: str) -> tuple[int, int]:
 
 
 def job_config(sweep: ml_collections.ConfigDict, job: Job) -> ml_collections.ConfigDict:
-  """The run config of `job`: experiments/configs/<dataset>.py:<method>[,tiny] with the seed and the sweep's
-  overrides. ConfigError for a method the dataset config does not know."""
+  """The run config of `job`: experiments/configs/<dataset>.py:<variant arg>[,tiny] with the seed, the sweep's
+  overrides, then the method's own. ConfigError for a method the dataset config does not know, or an override of a
+  key the run config lacks or with a value of the wrong type."""
   module = importlib.import_module(f"experiments.configs.{sweep.dataset}")
   try:
-    config = module.get_config(job.method + (",tiny" if sweep.tiny else ""))
+    config = module.get_config(job.arg + (",tiny" if sweep.tiny else ""))
   except ValueError as e:
     raise ConfigError(f"config.methods: {e}") from e
   config.seed = job.seed
@@ -97,7 +115,34 @@ def job_config(sweep: ml_collections.ConfigDict, job: Job) -> ml_collections.Con
     if value is not None and (key != "data.manual_dir" or "manual_dir" in config.data):
       section, _, leaf = key.rpartition(".")
       (config[section] if section else config)[leaf] = value
+  for key, text in job.overrides:
+    _override(config, key, text, job.method)
   return config
+
+
+def _override(config: ml_collections.ConfigDict, key: str, text: str | None, method: str) -> None:
+  """config[key] = text read as a Python literal (else as the string itself); ConfigError naming `method` when
+  the key does not exist or the value does not fit its type."""
+  if text is None:
+    raise ConfigError(f"config.methods: {method!r}: the override {key!r} is not KEY=VALUE")
+  *sections, leaf = key.split(".")
+  node = config
+  try:
+    for section in sections:
+      node = node[section]
+    current = node[leaf]
+  except (KeyError, AttributeError, TypeError):
+    raise ConfigError(f"config.methods: {method!r}: {key!r} is not a key of the run config") from None
+  if isinstance(current, ml_collections.ConfigDict):
+    raise ConfigError(f"config.methods: {method!r}: {key!r} is a section, not a value")
+  try:
+    value = ast.literal_eval(text)
+  except (ValueError, SyntaxError):
+    value = text
+  try:
+    node[leaf] = value
+  except (TypeError, ValueError) as e:
+    raise ConfigError(f"config.methods: {method!r}: {key}={text!r} does not fit the key ({e})") from None
 
 
 def committed_steps(workdir: str) -> list[int]:
@@ -270,15 +315,16 @@ class Sweep:
   def plan_table(self) -> str:
     """Per method: seeds, stages done, stages to run, ETA; then the total."""
     s = self.sweep
+    width = max([38, *(len(job.method) for job in self.jobs)])
     lines = [f"sweep of {s.dataset}{' (tiny)' if s.tiny else ''} in {self.root}: shard {self.shard[0]}/"
              f"{self.shard[1]}, {len(self.jobs)} runs", "",
-             f"{'method':38s} {'seeds':8s} {'stages done':>12s} {'to run':>7s} {'ETA':>10s}"]
+             f"{'method':{width}s} {'seeds':8s} {'stages done':>12s} {'to run':>7s} {'ETA':>10s}"]
     for method in dict.fromkeys(job.method for job in self.jobs):
       mine = [job for job in self.jobs if job.method == method]
       left = sum(len(self.todo[job]) for job in mine)
       total = sum(len(stages(job, s)) for job in mine)
       seeds = ",".join(str(job.seed) for job in mine)
-      lines.append(f"{method:38s} {seeds:8s} {total - left:>5d} of {total:<4d} {left:>7d} {duration(self.eta(mine)):>10s}")
+      lines.append(f"{method:{width}s} {seeds:8s} {total - left:>5d} of {total:<4d} {left:>7d} {duration(self.eta(mine)):>10s}")
     lines.append(f"\n{sum(len(t) for t in self.todo.values())} stages to run, ETA {duration(self.eta())} "
                  f"({len(self.estimator.measured)} stage times measured so far, the others from "
                  "config.expected_seconds)")

@@ -3,6 +3,7 @@ import csv
 import glob
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -62,6 +63,26 @@ def test_job_config_sets_the_seed_and_the_sweeps_overrides(tmp_path):
   assert config.image_size == 32  # the tiny variant
   with pytest.raises(ConfigError, match="config.methods: unknown variant"):
     sweep.job_config(c, sweep.Job("bogus", 0, str(tmp_path)))
+
+
+def test_a_methods_own_overrides_follow_the_sweeps_and_give_it_a_label_of_its_own(tmp_path):
+  c = _config(["budget,flops=0.5+steps=9+budget.scale_lr=0.005+sparsity.weighting=unweighted"])
+  c.steps = 7
+  job = sweep.plan(c, str(tmp_path))[0][0]
+  assert (job.variant, job.target) == ("budget", {"flops": 0.5})
+  config = sweep.job_config(c, job)
+  assert (config.steps, config.budget.scale_lr, config.sparsity.weighting) == (9, 0.005, "unweighted")
+  assert config.budget.target == 0.5  # the variant arg still applies
+  assert sweep.record(job, "synthetic")["label"] == job.method
+  for method, problem in (("dense_mtl+budget.nonsense=1", "'budget.nonsense' is not a key"),
+                          ("dense_mtl+steps=many", "steps='many' does not fit"),
+                          ("dense_mtl+budget=1", "'budget' is a section"),
+                          ("dense_mtl+steps", "the override 'steps' is not KEY=VALUE")):
+    with pytest.raises(ConfigError, match=re.escape(f"config.methods: {method!r}: {problem}")):
+      sweep.job_config(c, sweep.Job(method, 0, str(tmp_path)))
+  with pytest.raises(ConfigError):  # in Sweep too, before anything is written
+    sweep.Sweep(_config(["dense_mtl+steps=many"]), str(tmp_path / "bad"))
+  assert not (tmp_path / "bad").exists()
 
 
 def test_finished_stages_are_read_from_the_files(tmp_path):

@@ -55,6 +55,7 @@ def get_config(arg: str = "synthetic") -> ml_collections.ConfigDict:
   c.dataset = dataset
   c.tiny = tiny
   c.seeds = (0, 1) if tiny else (0, 1, 2)
+  # Variant args of the dataset config, each optionally followed by run-config overrides `+KEY=VALUE` (sweep.py).
   c.methods = methods(seen)
   if tiny:  # every kind of method once, at one target
     c.methods = (*(f"single_task,task={t}" for t in seen), "dense_mtl", "budget,flops=0.5", "thin_dense,flops=0.5",
