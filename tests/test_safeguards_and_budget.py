@@ -12,6 +12,7 @@ from msp.models import MultiTaskNet, ResNet
 from msp.parallel import make_mesh, replicate
 from msp.sparsity.budget import TREND_DECAY, BudgetState
 from msp.sparsity import Budget, CostModel, GroupSpec, block_soft_threshold, floor_engaged, sparsity_stats
+from msp.sparsity.prox import spared_by_cap, spared_by_kept_fraction
 from msp.train import MetaTrainState, make_meta_train_step
 from msp.train.safeguards import LambdaWatch, Safeguards
 from tests.meta_fixtures import tiny_problem
@@ -46,7 +47,7 @@ def test_budget_cap_zeroes_only_the_lowest_ranked_groups(thresholds, binds):
   spec = GroupSpec.from_params(params)
   thresholds = jnp.asarray(thresholds)
   cap = 6
-  out = block_soft_threshold(params, spec, thresholds, max_removed=cap)
+  out = block_soft_threshold(params, spec, thresholds, cap=lambda n, t: spared_by_cap(n, t, cap))
   # numpy, by hand: the group norm includes BatchNorm's scale (1) and bias (0); rank norm / (τ·w) over both layers
   norms = [np.sqrt(np.sum(kernels[n] ** 2, axis=(0, 1, 2)) + 1.0) * (np.sum(kernels[n] ** 2, axis=(0, 1, 2)) > 0)
            for n in ("a", "b")]
@@ -63,6 +64,47 @@ def test_budget_cap_zeroes_only_the_lowest_ranked_groups(thresholds, binds):
   shrunk = allowed & ~expected_dead
   shift = np.concatenate([np.full(l.num_groups, float(t) * l.weight) for t, l in zip(thresholds, spec.layers)])
   np.testing.assert_allclose(got[shrunk], np.concatenate(norms)[shrunk] - shift[shrunk], rtol=1e-5)
+
+
+@pytest.mark.parametrize("floor", [0.0, 0.3, 0.61, 0.95, 1.0])
+def test_kept_fraction_cap_lets_go_the_longest_prefix_of_the_ranking_that_keeps_the_floor(floor):
+  rng = np.random.default_rng(3)
+  norms = [jnp.asarray(rng.uniform(0.1, 2.0, size=g), jnp.float32) for g in (5, 8, 3)]
+  norms[1] = norms[1].at[2].set(0.0)  # dead already: ranked first
+  thresholds = [jnp.asarray(t, jnp.float32) for t in (0.5, 1.5, 0.8)]
+  costs = [rng.uniform(1.0, 3.0, size=n.shape[0]) for n in norms]  # a cost per channel; kept = alive share of it
+  kept = lambda alive: sum(jnp.sum(jnp.where(a, c, 0.0)) for a, c in zip(alive, costs)) / sum(c.sum() for c in costs)
+  spared = spared_by_kept_fraction(norms, thresholds, kept, floor)
+  # numpy, by scanning every prefix of the ranking: the longest one whose survivors keep ≥ floor
+  ratios = np.concatenate([np.asarray(n) / float(t) for n, t in zip(norms, thresholds)])
+  flat_costs = np.concatenate(costs)
+  order = np.argsort(ratios, kind="stable")
+  best = max(m for m in range(len(ratios) + 1) if flat_costs[order[m:]].sum() / flat_costs.sum() >= floor - 1e-6)
+  expected = np.ones(len(ratios), bool)
+  expected[order[:best]] = False
+  np.testing.assert_array_equal(np.concatenate([np.asarray(s) for s in spared]), expected)
+
+
+def test_a_flops_budgets_outer_prox_stops_at_its_target():
+  net = _net("basic")
+  variables = net.init(jax.random.key(0), jnp.zeros((1, 8, 8, 3)), train=False)
+  spec = GroupSpec.from_params(variables["params"])
+  costs = CostModel.from_model(net, spec, 8)
+  budget = Budget("flops_kept", 0.4, costs.channel_costs("flops"), costs, 0.1)
+  huge = jnp.full(spec.num_layers, 1e3)  # without the cap every channel would die
+  out = block_soft_threshold(variables["params"], spec, huge, cap=budget.prox_cap)
+  alive = [np.asarray(a) for a in spec.alive(out)]
+  assert float(costs.flops_kept(out)) >= 0.4
+  # maximal: any one more dead channel (of those the ranking let go next) would take the network below the target
+  norms = spec.group_norms(variables["params"])
+  ratios = np.concatenate([np.asarray(n) / (1e3 * l.weight) for n, l in zip(norms, spec.layers)])
+  survivors = np.concatenate(alive)
+  next_group = np.argmin(np.where(survivors, ratios, np.inf))
+  fewer = survivors.copy()
+  fewer[next_group] = False
+  split = np.split(fewer, np.cumsum([l.num_groups for l in spec.layers])[:-1])
+  assert float(costs.flops_kept_by_alive([jnp.asarray(a) for a in split])) < 0.4
+  assert budget.prox_cap is not None and Budget(**{**budget.__dict__, "cap": False}).prox_cap is None
 
 
 def test_clip_rho_and_outlier_rule():

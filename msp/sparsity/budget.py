@@ -5,8 +5,9 @@ of layer ℓ: through θ_K the cost term steers λ towards layers where cutting 
 The level of every λ is set by a shared log-scale σ (λ_ℓ = exp(ρ_ℓ + σ)). After every outer step a controller
 moves μ (dual ascent) and σ (integral control) on the gap to the target predicted a few steps ahead (`update`);
 gap > 0 while the network is larger than the target. Channels die tens of steps after λ crosses their threshold,
-too late for any controller to react, so by default the outer prox also caps the number of zero channels at the
-target (`cap`): a `channels_removed` budget then approaches its target from below and cannot overshoot it.
+too late for any controller to react, so by default the outer prox is also capped at the target (`cap`): it may zero
+only as many channels as the target allows, so a budget approaches its target from the dense side and cannot
+overshoot it.
 """
 import dataclasses
 
@@ -17,6 +18,7 @@ import numpy as np
 
 from msp.sparsity.costs import CostModel
 from msp.sparsity.penalty import group_lasso
+from msp.sparsity.prox import Cap, spared_by_cap, spared_by_kept_fraction
 from msp.sparsity.stats import sparsity_stats
 
 BUDGET_TARGETS = ("channels_removed", "flops_kept")
@@ -30,7 +32,7 @@ class Budget:
   constraint: `at_most` (the network may be smaller than the target: μ ≥ 0, the inequality's multiplier) or
   `equal` (μ may go negative, rewarding larger groups, which lowers λ again after an overshoot).
   scale_lr / horizon: σ's integral gain per unit of gap, and how many steps ahead the controllers predict the gap.
-  cap: the outer prox never leaves more than the target's share of channels at zero (`channels_removed` only)."""
+  cap: the outer prox never goes past the target (`prox_cap`)."""
   target_kind: str
   target: float
   costs: np.ndarray
@@ -56,14 +58,19 @@ class Budget:
     return sparsity_stats(params, self.cost_model.spec)["group_sparsity_total"]
 
   @property
-  def max_removed(self) -> int | None:
-    """With `cap`, at most this many groups (of all layers together) are zero after the outer prox; else None.
+  def prox_cap(self) -> Cap | None:
+    """With `cap`, the cap of the outer prox (`block_soft_threshold`'s `cap`); else None.
 
-    Only a `channels_removed` target is a count of groups; `flops_kept` budgets are not capped.
+    `channels_removed`: at most ⌊target · G⌋ groups of all layers together are zero afterwards. `flops_kept`: the
+    groups the prox may zero leave at least the target's FLOPs even if they all die.
     """
-    if not self.cap or self.target_kind != "channels_removed":
+    if not self.cap:
       return None
-    return int(self.target * sum(layer.num_groups for layer in self.cost_model.spec.layers))
+    if self.target_kind == "channels_removed":
+      max_removed = int(self.target * sum(layer.num_groups for layer in self.cost_model.spec.layers))
+      return lambda norms, thresholds: spared_by_cap(norms, thresholds, max_removed)
+    return lambda norms, thresholds: spared_by_kept_fraction(norms, thresholds, self.cost_model.flops_kept_by_alive,
+                                                             self.target)
 
   def gap(self, params) -> jax.Array:
     """> 0 while the network is larger than the target, < 0 once it is smaller (a fraction)."""

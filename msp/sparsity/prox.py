@@ -30,21 +30,29 @@ def shrink_factors(norms: jax.Array, threshold: jax.Array, min_alive: int = 0) -
   return jnp.where(top_m_mask(norms, min_alive), 1.0, factors)
 
 
-def block_soft_threshold(params, spec: GroupSpec, thresholds: jax.Array, min_alive: int = 0,
-                         max_removed: int | None = None):
+# Budget mode's cap on the outer prox: (per layer (G_ℓ,) group norms, per layer scalar thresholds τ_ℓ w_ℓ) → per
+# layer (G_ℓ,) bool, the groups exempt from the prox (`spared_by_cap`, `spared_by_kept_fraction`).
+Cap = Callable[[list[jax.Array], list[jax.Array]], list[jax.Array]]
+
+
+def block_soft_threshold(params, spec: GroupSpec, thresholds: jax.Array, min_alive: int = 0, cap: Cap | None = None):
   """prox of Σ_ℓ τ_ℓ Ω_ℓ at `params`. thresholds: (L,) τ_ℓ ≥ 0 (step size × λ_ℓ). Returns a params pytree.
 
   min_alive: the floor of surviving channels per layer (its m largest groups are left unchanged).
-  max_removed: a cap on the zero groups of all layers together (budget mode): only the `max_removed` groups with
-  the smallest norm / (τ_ℓ w_ℓ) may be zero afterwards; the others are left unchanged.
+  cap: budget mode's cap on what the prox may remove: the groups it spares are left unchanged.
   """
   norms = spec.group_norms(params)
   factors = [shrink_factors(n, thresholds[i] * layer.weight, min_alive)
              for i, (layer, n) in enumerate(zip(spec.layers, norms))]
-  if max_removed is not None:
-    spared = spared_by_cap(norms, [thresholds[i] * layer.weight for i, layer in enumerate(spec.layers)], max_removed)
+  if cap is not None:
+    spared = cap(norms, [thresholds[i] * layer.weight for i, layer in enumerate(spec.layers)])
     factors = [jnp.where(keep, 1.0, f) for keep, f in zip(spared, factors)]
   return spec.scale_groups(params, factors)
+
+
+def _ratios(norms: list[jax.Array], thresholds: list[jax.Array]) -> list[jax.Array]:
+  """Per layer, (G_ℓ,) norm / threshold: the order in which a cap lets groups go (lowest first)."""
+  return [n / jnp.maximum(t, 1e-30) for n, t in zip(norms, thresholds)]
 
 
 def spared_by_cap(norms: list[jax.Array], thresholds: list[jax.Array], max_removed: int) -> list[jax.Array]:
@@ -53,12 +61,37 @@ def spared_by_cap(norms: list[jax.Array], thresholds: list[jax.Array], max_remov
   Groups are ranked by norm / threshold (scalar per layer, already times w_ℓ): the prox may zero the
   `max_removed` lowest, which include the groups that are zero already; ties at the cut are all spared.
   """
-  ratios = [n / jnp.maximum(t, 1e-30) for n, t in zip(norms, thresholds)]
+  ratios = _ratios(norms, thresholds)
   flat = jnp.concatenate(ratios)
   if max_removed >= flat.shape[0]:
     return [jnp.zeros(r.shape, bool) for r in ratios]
   cut = jnp.sort(flat)[max_removed]
   return [r >= cut for r in ratios]
+
+
+def spared_by_kept_fraction(norms: list[jax.Array], thresholds: list[jax.Array],
+                            kept: Callable[[list[jax.Array]], jax.Array], floor: float) -> list[jax.Array]:
+  """Per layer, (G_ℓ,) bool: the groups exempt from the prox so that the network keeps at least `floor` of a cost.
+
+  kept: per layer (G_ℓ,) bool alive masks → the fraction of the cost those channels keep (e.g.
+  `CostModel.flops_kept_by_alive`), which must not grow when channels die. Ranked as in `spared_by_cap`, the prox may
+  zero the m lowest groups for the largest m whose survivors alone keep ≥ floor (found by bisection: ⌈log₂(G+1)⌉
+  evaluations of `kept`), so even if every one of them dies the network keeps at least `floor`.
+  """
+  ratios = _ratios(norms, thresholds)
+  cuts = jnp.concatenate([jnp.sort(jnp.concatenate(ratios)), jnp.asarray([jnp.inf])])
+  survivors = lambda m: [r >= cuts[m] for r in ratios]  # the groups outside the m lowest (none when m = G)
+  feasible = lambda m: kept(survivors(m)) >= floor
+  total = cuts.shape[0] - 1
+
+  def bisect(_, bounds):  # invariant: lo feasible (m = 0 removes nothing), hi infeasible or hi = G
+    lo, hi = bounds
+    mid = (lo + hi) // 2
+    ok = feasible(mid)
+    return jnp.where(ok, mid, lo), jnp.where(ok, hi, mid)
+
+  lo, hi = jax.lax.fori_loop(0, max(1, total.bit_length()), bisect, (jnp.int32(0), jnp.int32(total)))
+  return survivors(jnp.where(feasible(hi), hi, lo))
 
 
 def floor_engaged(params, spec: GroupSpec, thresholds: jax.Array, min_alive: int) -> jax.Array:

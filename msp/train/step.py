@@ -72,7 +72,7 @@ def make_meta_train_step(objective: MetaObjective, mesh: Mesh, outer_lr: Callabl
     if objective.sparse:
       engaged = floor_engaged(params, spec, thresholds, objective.min_alive)
       params = block_soft_threshold(params, spec, thresholds, objective.min_alive,
-                                    max_removed=None if budget is None else budget.max_removed)
+                                    cap=None if budget is None else budget.prox_cap)
     budget_state = state.budget if budget is None else budget.update(state.budget, params)
     # σ has just moved: clip again so that the λ of the next step (and of the logs) is within the bounds too.
     rho, at_bound = safeguards.clip_rho(rho, budget_state.lambda_scale)
