@@ -407,8 +407,12 @@ def kept_channels(layers: Sequence[str], num_groups: Sequence[int], series: Sequ
   styles = _method_styles([s["method"] for s in series])
   width = min(MAX_WIDTH_IN, max(5.0, 2.2 + 0.28 * l))
   label_in = 0.075 * max(len(_short(n)) for n in layers)  # rotated tick labels at 8 pt
+  entry_in = 0.6 + 0.068 * max(len(s["method"]) for s in series)  # one legend entry at 9 pt
+  width = min(MAX_WIDTH_IN, max(width, entry_in))
+  legend_cols = max(1, min(len(series), int(width // entry_in)))
+  legend_rows = math.ceil(len(series) / legend_cols)
   with rc_context(_FONT):
-    fig = _new_figure(width, 3.2 + 0.75 * label_in)
+    fig = _new_figure(width, math.ceil((3.2 + 0.75 * label_in + 0.22 * legend_rows) * DPI) / DPI)  # whole pixels
     fig.set_layout_engine("constrained")
     ax = fig.add_subplot()
     x = np.arange(l)
@@ -422,7 +426,7 @@ def kept_channels(layers: Sequence[str], num_groups: Sequence[int], series: Sequ
     ax.set_ylim(0, 1.05)
     ax.set_ylabel(KEPT_LABEL)
     ax.grid(True, color="0.9", lw=0.6)
-    ax.legend(loc="lower left", frameon=True, framealpha=0.9, fontsize=9)
+    fig.legend(loc="outside lower center", ncols=legend_cols, frameon=False, fontsize=9)
     if title:
       ax.set_title("\n".join(textwrap.wrap(title, width=int(12 * width))))
     fig.savefig(path, dpi=DPI)
