@@ -405,10 +405,9 @@ def kept_channels(layers: Sequence[str], num_groups: Sequence[int], series: Sequ
     if np.shape(s["mean"]) != (l,) or np.shape(s["std"]) != (l,):
       raise ValueError(f"series {s['method']!r}: mean and std must have shape ({l},) (one entry per layer)")
   styles = _method_styles([s["method"] for s in series])
-  width = min(MAX_WIDTH_IN, max(5.0, 2.2 + 0.28 * l))
   label_in = 0.075 * max(len(_short(n)) for n in layers)  # rotated tick labels at 8 pt
   entry_in = 0.6 + 0.068 * max(len(s["method"]) for s in series)  # one legend entry at 9 pt
-  width = min(MAX_WIDTH_IN, max(width, entry_in))
+  width = min(MAX_WIDTH_IN, max(5.0, 2.2 + 0.28 * l, entry_in))
   legend_cols = max(1, min(len(series), int(width // entry_in)))
   legend_rows = math.ceil(len(series) / legend_cols)
   with rc_context(_FONT):

@@ -112,12 +112,24 @@ def job_config(sweep: ml_collections.ConfigDict, job: Job) -> ml_collections.Con
   config.seed = job.seed
   for key, value in (("data.data_dir", sweep.data_dir), ("data.manual_dir", sweep.manual_dir),
                      ("steps", sweep.steps), ("finetune.steps", sweep.finetune_steps)):
-    if value is not None and (key != "data.manual_dir" or "manual_dir" in config.data):
-      section, _, leaf = key.rpartition(".")
-      (config[section] if section else config)[leaf] = value
+    found = _section_of(config, key)  # None: a key this dataset config lacks (manual_dir of the embedded data)
+    if value is not None and found is not None:
+      node, leaf = found
+      node[leaf] = value
   for key, text in job.overrides:
     _override(config, key, text, job.method)
   return config
+
+
+def _section_of(config: ml_collections.ConfigDict, key: str) -> tuple[ml_collections.ConfigDict, str] | None:
+  """(the section that holds the dotted `key`, the key's last part); None when `config` lacks the key."""
+  *sections, leaf = key.split(".")
+  node = config
+  for section in sections:
+    node = node.get(section)
+    if not isinstance(node, ml_collections.ConfigDict):
+      return None
+  return (node, leaf) if leaf in node else None
 
 
 def _override(config: ml_collections.ConfigDict, key: str, text: str | None, method: str) -> None:
@@ -125,15 +137,11 @@ def _override(config: ml_collections.ConfigDict, key: str, text: str | None, met
   the key does not exist or the value does not fit its type."""
   if text is None:
     raise ConfigError(f"config.methods: {method!r}: the override {key!r} is not KEY=VALUE")
-  *sections, leaf = key.split(".")
-  node = config
-  try:
-    for section in sections:
-      node = node[section]
-    current = node[leaf]
-  except (KeyError, AttributeError, TypeError):
-    raise ConfigError(f"config.methods: {method!r}: {key!r} is not a key of the run config") from None
-  if isinstance(current, ml_collections.ConfigDict):
+  found = _section_of(config, key)
+  if found is None:
+    raise ConfigError(f"config.methods: {method!r}: {key!r} is not a key of the run config")
+  node, leaf = found
+  if isinstance(node[leaf], ml_collections.ConfigDict):
     raise ConfigError(f"config.methods: {method!r}: {key!r} is a section, not a value")
   try:
     value = ast.literal_eval(text)

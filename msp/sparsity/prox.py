@@ -42,11 +42,10 @@ def block_soft_threshold(params, spec: GroupSpec, thresholds: jax.Array, min_ali
   cap: budget mode's cap on what the prox may remove: the groups it spares are left unchanged.
   """
   norms = spec.group_norms(params)
-  factors = [shrink_factors(n, thresholds[i] * layer.weight, min_alive)
-             for i, (layer, n) in enumerate(zip(spec.layers, norms))]
+  weighted = [thresholds[i] * layer.weight for i, layer in enumerate(spec.layers)]  # τ_ℓ w_ℓ
+  factors = [shrink_factors(n, t, min_alive) for n, t in zip(norms, weighted)]
   if cap is not None:
-    spared = cap(norms, [thresholds[i] * layer.weight for i, layer in enumerate(spec.layers)])
-    factors = [jnp.where(keep, 1.0, f) for keep, f in zip(spared, factors)]
+    factors = [jnp.where(keep, 1.0, f) for keep, f in zip(cap(norms, weighted), factors)]
   return spec.scale_groups(params, factors)
 
 
