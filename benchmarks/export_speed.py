@@ -25,7 +25,7 @@ import numpy as np
 from absl import flags
 
 from msp import cli
-from msp.export.prune import channel_spaces, plan_pruning, prune
+from msp.export.prune import plan_pruning, prune
 from msp.export.report import count_params, forward_latencies, machine
 from msp.models import MultiTaskNet, ResNet
 from msp.models.presets import BACKBONES
@@ -48,8 +48,8 @@ def random_alive(backbone: ResNet, widths: dict[str, int], sparsity: float, patt
                  rng: np.random.Generator) -> dict[str, np.ndarray]:
   """conv path → (O,) bool mask with round(sparsity·O) random dead channels, drawn per conv (`independent`) or
   per channel space (`shared`)."""
-  sources, features = backbone.channel_sources()
-  groups = [(conv,) for conv in sources] if pattern == "independent" else channel_spaces(sources, features)
+  spaces = backbone.channel_spaces()
+  groups = [(conv,) for space in spaces for conv in space] if pattern == "independent" else spaces
   alive = {}
   for group in groups:
     width = widths[group[0]]

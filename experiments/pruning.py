@@ -44,7 +44,8 @@ def prune_run(source: str, workdir: str, config: ml_collections.ConfigDict | Non
     check_same_network(pattern, trained, f"config.prune.pattern_from={pattern_from}")
   run = open_run(pruned_config(config, source, step), workdir)
   try:
-    check_same_network(trained, run.fresh_state(), f"--from={source}")
+    fresh = run.fresh_state()
+    check_same_network(trained, fresh, f"--from={source}")
     p, spec = run.config.prune, run.learner.spec
     if pattern_from:
       params = spec.scale_groups(trained.params, spec.alive(pattern.params))
@@ -52,7 +53,9 @@ def prune_run(source: str, workdir: str, config: ml_collections.ConfigDict | Non
     else:
       params, reached = magnitude_prune(trained.params, spec, run.learner.cost_model, p.flops_kept, p.scope,
                                         run.config.safeguards.min_channels)
-    run.checkpointer.save(step, trained.replace(params=params), {"next_index": step}, force=True)
+    # λ has one entry per layer of this run's groups, which need not be the source's (sparsity.tie_streams)
+    pruned = trained.replace(params=params, rho=fresh.rho, rho_opt_state=fresh.rho_opt_state)
+    run.checkpointer.save(step, pruned, {"next_index": step}, force=True)
     run.checkpointer.wait()
   finally:
     run.close()

@@ -36,16 +36,22 @@ caption says which was used).
 import collections
 import csv
 import dataclasses
+import functools
 import glob
 import io
 import json
 import os
 import re
 
+import jax
+import jax.numpy as jnp
+import ml_collections
 import numpy as np
 from absl import flags
 
 from experiments import common, plots, reporting
+from msp.models import build_model
+from msp.sparsity import GroupSpec, group_spec
 from msp.tasks import build_tasks
 from msp.tasks.delta_m import delta_m, result_parts
 from msp.train import ConfigError
@@ -418,18 +424,45 @@ def _layers(run: Run) -> tuple[list[str], np.ndarray, list[dict]]:
   return names, groups, records
 
 
+@functools.cache
+def _conv_layout(network: str) -> tuple[tuple[str, ...], np.ndarray, dict[str, int]]:
+  """(backbone convs in layer order, (C,) their channels, {conv: index of its layer among the run's sparsity layers})
+  of a run's network and groups, `network` the JSON of its config's model, tasks, seen_tasks, image_size and
+  sparsity sections; from shapes alone. A tied layer (sparsity.tie_streams) is the layer of each of its convs."""
+  config = ml_collections.ConfigDict(json.loads(network))
+  model = build_model(config.model, build_tasks(config.tasks, config.seen_tasks))
+  size = config.image_size
+  params = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, size, size, 3)), train=False))["params"]
+  sp = config.sparsity
+  convs = GroupSpec.from_params(params, include=sp.include, grouping=sp.grouping, weighting=sp.weighting).layers
+  layer_of = {conv: i for i, layer in enumerate(group_spec(sp, model, params).layers) for conv in layer.members}
+  return tuple(c.name for c in convs), np.array([c.num_groups for c in convs]), layer_of
+
+
+def _layout_of(run: Run) -> tuple[tuple[str, ...], np.ndarray, dict[str, int]]:
+  keys = ("model", "tasks", "seen_tasks", "image_size", "sparsity")
+  return _conv_layout(json.dumps({k: run.config[k] for k in keys}, sort_keys=True))
+
+
 def channel_series(runs: list[Run]) -> tuple[list[str], np.ndarray, list[dict]]:
-  """(layers, channels per layer, one series per label: mean and std over seeds of the kept channels as trained)."""
-  layers, groups, _ = _layers(runs[0])
+  """(convs, channels per conv, one series per label: mean and std over seeds of the kept channels as trained).
+
+  Per conv, so that runs whose groups differ compare: a tied layer's kept channels are each of its convs'."""
+  convs, groups, _ = _layout_of(runs[0])
   series = []
   for label in dict.fromkeys(r.label for r in runs):
-    alive = np.array([r.stages[STAGES[0]].sparsity["alive_channels"] for r in runs if r.label == label], np.float64)
-    if alive.shape[1] != len(layers):
-      raise ConfigError(f"label {label!r}: {alive.shape[1]} layers in its eval files, {len(layers)} in "
-                        f"{runs[0].workdir}/metrics.jsonl")
+    alive = []
+    for r in (r for r in runs if r.label == label):
+      names, _, layer_of = _layout_of(r)
+      kept = np.asarray(r.stages[STAGES[0]].sparsity["alive_channels"], np.float64)
+      if names != convs or len(kept) != len(set(layer_of.values())):
+        raise ConfigError(f"label {label!r}: the backbone convs or sparsity layers of {r.workdir} differ from those of "
+                          f"{runs[0].workdir} ({len(kept)} layers in its eval files)")
+      alive.append(kept[[layer_of[c] for c in convs]])
+    alive = np.array(alive)
     series.append({"method": label, "mean": alive.mean(0),
-                   "std": alive.std(0, ddof=1) if len(alive) > 1 else np.full(len(layers), np.nan)})
-  return layers, groups, series
+                   "std": alive.std(0, ddof=1) if len(alive) > 1 else np.full(len(convs), np.nan)})
+  return list(convs), groups, series
 
 
 def lambda_panels(runs: list[Run]) -> list[dict]:

@@ -96,8 +96,8 @@ def test_magnitude_prune_of_a_network_keeps_the_largest_channels_within_the_targ
       assert kept.size and removed.size and kept.min() >= removed.max()
     # kept channels are untouched, removed ones are exactly zero
     for layer, a in zip(spec.layers, alive):
-      w = np.asarray(_leaf(params, layer.kernel))
-      w0 = np.asarray(_leaf(state.params, layer.kernel))
+      w = np.asarray(_leaf(params, layer.kernels[0]))
+      w0 = np.asarray(_leaf(state.params, layer.kernels[0]))
       np.testing.assert_array_equal(w[..., a], w0[..., a])
       assert not np.any(w[..., ~a])
 
@@ -155,6 +155,13 @@ def test_prune_then_finetune_keeps_the_pattern_and_refuses_other_networks(data_d
   _, pruned = trained_network(pruned_dir)
   learner = build_meta_learner(config)
   assert float(learner.cost_model.flops_kept(pruned.params)) == pytest.approx(reached)
+  # pruned with tied residual streams, the run has fewer layers (and λ entries) than its source; it restores
+  tied_config = with_overrides(magnitude, **{"sparsity.tie_streams": True})
+  _, tied_reached = prune_run(dense_dir, str(tmp_path / "tied"), tied_config)
+  _, tied = trained_network(str(tmp_path / "tied"))
+  tied_spec = build_meta_learner(tied_config).spec
+  assert tied.rho.shape == (tied_spec.num_layers,) and tied_spec.num_layers < learner.spec.num_layers
+  assert tied_reached <= 0.4 and float(learner.cost_model.flops_kept(tied.params)) == pytest.approx(tied_reached)
 
   out = finetune(pruned_dir, progress=False)
   assert out == os.path.join(pruned_dir, FINETUNED)
@@ -199,7 +206,7 @@ def test_a_learned_pattern_put_on_dense_weights(data_dir, tmp_path):
   assert [np.asarray(a).tolist() for a in learner.spec.alive(pruned.params)] == [k.tolist() for k in kept]
   pruned_flat, dense_flat = (traverse_util.flatten_dict(s.params) for s in (pruned, dense))
   for layer, keep in zip(learner.spec.layers, kept):  # kept channels hold the dense values, the others zeros
-    got, want = np.asarray(pruned_flat[layer.kernel]), np.asarray(dense_flat[layer.kernel])
+    got, want = np.asarray(pruned_flat[layer.kernels[0]]), np.asarray(dense_flat[layer.kernels[0]])
     np.testing.assert_array_equal(got[..., keep], want[..., keep])
     assert np.all(got[..., ~keep] == 0)
   assert reached == pytest.approx(float(learner.cost_model.flops_kept(pruned.params)))

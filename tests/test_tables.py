@@ -470,3 +470,34 @@ def test_celebamask_hq_tables_on_a_fixture_download(tmp_path):
   assert {"Male/accuracy", "Male/f1", "Smiling/f1"} <= set(table[("seen", "meta_sparsity,hair_skin3,tiny",
                                                                    "as trained")])
   _check_real_data_table(seen, unseen, table, root, "meta_sparsity,hair_skin3,tiny")
+
+
+def _run_with_alive(label, config, alive):
+  stage = tables.Stage(workdir=label, step=2, seen={}, sparsity={"alive_channels": list(alive)}, unseen=None,
+                       export=None, files={})
+  return tables.Run(workdir=label, label=label, method="budget", seed=0, config=config.to_dict(),
+                    stages={tables.STAGES[0]: stage})
+
+
+def test_kept_channels_compare_per_conv_when_residual_streams_are_tied():
+  per_conv = synthetic.get_config("budget,tiny")
+  tied = synthetic.get_config("budget,tiny")
+  tied.sparsity.tie_streams = True
+  convs, groups, _ = tables._layout_of(_run_with_alive("x", per_conv, []))
+  # tiny: a stem and one basic block per stage with a projection shortcut; tied, each stage's conv2 and shortcut
+  # are one layer, after the stage's conv1
+  stages = sorted({c.split("/")[1].split("_")[0] for c in convs} - {"stage0"})
+  tied_alive = [2] + [v for s, _ in enumerate(stages) for v in (10 + s, 20 + s)]
+  per_conv_alive = list(range(1, len(convs) + 1))
+  layers, channels, series = tables.channel_series([_run_with_alive("per conv", per_conv, per_conv_alive),
+                                                    _run_with_alive("tied", tied, tied_alive)])
+  assert layers == list(convs) and list(channels) == list(groups)
+  np.testing.assert_array_equal(series[0]["mean"], per_conv_alive)
+  want = {"backbone/stage0_conv1": 2}
+  for s, stage in enumerate(stages):
+    want.update({f"backbone/{stage}_block0/conv1": 10 + s, f"backbone/{stage}_block0/conv2": 20 + s,
+                 f"backbone/{stage}_block0/shortcut": 20 + s})
+  np.testing.assert_array_equal(series[1]["mean"], [want[c] for c in convs])
+  with pytest.raises(ConfigError, match="label 'tied'.*differ"):
+    tables.channel_series([_run_with_alive("per conv", per_conv, per_conv_alive),
+                           _run_with_alive("tied", tied, per_conv_alive)])

@@ -65,22 +65,6 @@ class PrunePlan:
     return tuple((conv, len(kept)) for conv, kept in self.kept.items() if len(kept) != self.dense[conv])
 
 
-def channel_spaces(sources: dict[str, tuple[str, ...]], features: tuple[str, ...]) -> list[tuple[str, ...]]:
-  """Partitions the convs (keys of `sources`) into groups whose outputs are added into one tensor.
-
-  Two convs share a space when they appear together among the producers of some conv's input or of the backbone's
-  output (`features`), directly or through a chain of such appearances.
-  """
-  space = {conv: {conv} for conv in sources}
-  for producers in (*sources.values(), features):
-    merged = set().union(*(space[conv] for conv in producers))
-    for conv in merged:
-      space[conv] = merged
-  unique = {id(s): s for s in space.values()}.values()
-  order = {conv: i for i, conv in enumerate(sources)}
-  return sorted((tuple(sorted(s, key=order.get)) for s in unique), key=lambda s: order[s[0]])
-
-
 def kept_channels(alive: np.ndarray, multiple_of: int = 1) -> np.ndarray:
   """Sorted indices of the channels to keep given an (O,) bool alive mask: the alive ones, at least one, their
   count rounded up to a multiple of `multiple_of` (at most O) with the lowest-index dead channels."""
@@ -104,7 +88,7 @@ def plan_pruning(model: MultiTaskNet, params, multiple_of: int = 1) -> PrunePlan
   spec = GroupSpec.from_params(params, include=DEFAULT_INCLUDE, grouping="out_channel")
   alive = {name.removeprefix("backbone/"): np.asarray(mask) for name, mask in zip(spec.names, spec.alive(params))}
   kept = {}
-  for space in channel_spaces(sources, features):
+  for space in model.backbone.channel_spaces():
     indices = kept_channels(np.any([alive[conv] for conv in space], axis=0), multiple_of)
     kept.update({conv: indices for conv in space})
   return PrunePlan(kept={conv: kept[conv] for conv in sources}, dense={conv: len(alive[conv]) for conv in sources},

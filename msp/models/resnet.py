@@ -159,6 +159,12 @@ class ResNet(nn.Module):
       sources.update(block_sources)
     return sources, stream
 
+  def channel_spaces(self) -> list[tuple[str, ...]]:
+    """The convs (paths as in `channel_sources`) partitioned into groups whose outputs are added into one tensor, in
+    execution order: a residual stream's producers form one group (e.g. ("stage2_block0/conv2",
+    "stage2_block0/shortcut")), every other conv its own. Shape-free: nothing is computed on arrays."""
+    return channel_spaces(*self.channel_sources())
+
   def _blocks(self):
     """Yields (name, block class, its fields) of every block in order.
 
@@ -195,3 +201,19 @@ class ResNet(nn.Module):
     else:
       raise ValueError(f"unknown stem {self.stem!r}; choose one of {STEMS}")
     return nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+
+
+def channel_spaces(sources: dict[str, tuple[str, ...]], features: tuple[str, ...]) -> list[tuple[str, ...]]:
+  """Partitions the convs (keys of `sources`) into groups whose outputs are added into one tensor.
+
+  Two convs share a space when they appear together among the producers of some conv's input or of the backbone's
+  output (`features`), directly or through a chain of such appearances.
+  """
+  space = {conv: {conv} for conv in sources}
+  for producers in (*sources.values(), features):
+    merged = set().union(*(space[conv] for conv in producers))
+    for conv in merged:
+      space[conv] = merged
+  unique = {id(s): s for s in space.values()}.values()
+  order = {conv: i for i, conv in enumerate(sources)}
+  return sorted((tuple(sorted(s, key=order.get)) for s in unique), key=lambda s: order[s[0]])

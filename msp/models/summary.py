@@ -18,7 +18,7 @@ from ml_collections import config_flags
 
 from msp import cli
 from msp.models.factory import build_model
-from msp.sparsity import CostModel, GroupSpec
+from msp.sparsity import CostModel, group_spec
 from msp.tasks import build_tasks
 
 COLUMNS = ("params", "kernels", "channels", "groups", "gflops")
@@ -39,8 +39,7 @@ def summary_rows(config: ml_collections.ConfigDict, params=None) -> dict[str, di
   model = build_model(config.model, build_tasks(config.tasks, config.seen_tasks))
   size = config.image_size
   abstract = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, size, size, 3)), train=False))
-  spec = GroupSpec.from_params(abstract["params"], include=config.sparsity.include,
-                               grouping=config.sparsity.grouping, weighting=config.sparsity.weighting)
+  spec = group_spec(config.sparsity, model, abstract["params"])
   costs = CostModel.from_model(model, spec, size)
   rows = collections.defaultdict(lambda: dict.fromkeys(COLUMNS, 0))
   for name, count in costs.counts(params).items():
@@ -64,7 +63,8 @@ def summary_table(config: ml_collections.ConfigDict, params=None) -> str:
   """`summary_rows` as a markdown table, headed by the backbone's description and the input size."""
   b = config.model.backbone
   lines = [f"{b.block} ResNet, stem {b.stem} ({b.stem_width}), depths {tuple(b.depths)}, widths {tuple(b.widths)}, "
-           f"dilations {tuple(b.dilations)}; input {config.image_size}²; groups: {config.sparsity.grouping}", "",
+           f"dilations {tuple(b.dilations)}; input {config.image_size}²; groups: {config.sparsity.grouping}"
+           f"{', residual streams tied' if config.sparsity.get('tie_streams') else ''}", "",
            "| part | " + " | ".join(COLUMNS) + " |", "|---|" + "---:|" * len(COLUMNS)]
   for part, row in summary_rows(config, params).items():
     cells = [f"{row[c]:,.0f}" if c != "gflops" else f"{row[c]:.3f}" for c in COLUMNS]

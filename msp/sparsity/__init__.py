@@ -6,9 +6,10 @@ from msp.sparsity.costs import COST_KINDS, CostModel, backbone_flops
 from msp.sparsity.magnitude import PRUNE_SCOPES, magnitude_prune
 from msp.sparsity.prox import block_soft_threshold, floor_engaged, proximal_group_lasso, shrink_factors
 from msp.sparsity.stats import sparsity_stats
+from msp.sparsity.streams import group_spec, stream_ties
 from msp.sparsity.thin import ThinBackbone, thin_backbone
 
 __all__ = ["BUDGET_TARGETS", "Budget", "COST_KINDS", "CostModel", "DEFAULT_INCLUDE", "GROUPINGS", "WEIGHTINGS",
            "GroupSpec", "LayerGroups", "PRUNE_SCOPES", "ThinBackbone", "backbone_flops", "block_soft_threshold",
-           "floor_engaged", "group_lasso", "magnitude_prune", "proximal_group_lasso", "shrink_factors",
-           "sparsity_stats", "thin_backbone"]
+           "floor_engaged", "group_lasso", "group_spec", "magnitude_prune", "proximal_group_lasso", "shrink_factors",
+           "sparsity_stats", "stream_ties", "thin_backbone"]

@@ -122,7 +122,7 @@ class CostModel:
     for the others, and for every conv when `alive` is None (the dense network)."""
     masks = {c.name: jnp.ones(c.out_channels, bool) for c in self.convs}
     if alive is not None:
-      masks.update({layer.name: jnp.asarray(a, bool) for layer, a in zip(self.spec.layers, alive)})
+      masks.update({conv: jnp.asarray(a, bool) for layer, a in zip(self.spec.layers, alive) for conv in layer.members})
     return masks
 
   @staticmethod
@@ -168,8 +168,9 @@ class CostModel:
   def channel_costs(self, kind: str = "flops") -> np.ndarray:
     """(L,) cost c_ℓ of one output channel of each spec layer, normalised to a group-weighted mean of 1.
 
-    flops: the channel's own FLOPs plus the FLOPs of its consumers' matching input channel (a residual-stream
-    channel's consumer cost is shared between its producers); params: likewise in weights; uniform: all 1.
+    flops: the channel's own FLOPs (in every conv of a tied layer) plus the FLOPs of its consumers' matching input
+    channel (shared between a residual stream's producers, so a layer tying them all gets all of it); params:
+    likewise in weights; uniform: all 1.
     """
     if kind not in COST_KINDS:
       raise ValueError(f"budget.cost={kind!r}; choose one of {COST_KINDS}")
@@ -180,8 +181,9 @@ class CostModel:
       if kind == "uniform":
         values.append(1.0)
         continue
-      own = per_pair(by_name[layer.name]) * by_name[layer.name].in_channels
-      consumers = sum(per_pair(c) * c.out_channels / len(c.sources) for c in self.convs if layer.name in c.sources)
+      own = sum(per_pair(by_name[conv]) * by_name[conv].in_channels for conv in layer.members)
+      shares = [(c, sum(conv in c.sources for conv in layer.members) / len(c.sources)) for c in self.convs if c.sources]
+      consumers = sum(per_pair(c) * c.out_channels * share for c, share in shares)
       values.append(own + consumers)
     values = np.array(values)
     groups = np.array([layer.num_groups for layer in self.spec.layers])

@@ -4,6 +4,9 @@
 W[..., c] together with entry c of the BatchNorm that follows it (`<module>/norm/scale`, `<module>/norm/bias`).
 Zeroing such a group makes output channel c exactly zero after BatchNorm and a zero-preserving activation.
 `in_channel` (the authors' code): group c is W[:, :, c, :]; BatchNorm entries are not grouped.
+`ties` merge the out-channel groups of several convs into one layer: group c is channel c of every one of them
+(e.g. the convs whose outputs are summed into one residual stream, so that zeroing a group removes the channel from
+the stream; `ResNet.channel_spaces`).
 
 All functions are pure: they take a params pytree (nested dicts as Flax returns them) and return arrays or a new
 pytree of the same structure.
@@ -11,7 +14,7 @@ pytree of the same structure.
 import dataclasses
 import math
 import re
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -24,22 +27,33 @@ DEFAULT_INCLUDE = r"^backbone/.*/conv/kernel$"
 
 @dataclasses.dataclass(frozen=True)
 class LayerGroups:
-  """The groups of one sparsified conv layer. `name` is the module path, e.g. backbone/stage1_block0/conv1."""
+  """The groups of one sparsified layer: one conv kernel, or (tied) several whose output channel c forms one group.
+
+  `name` is the module path, e.g. backbone/stage1_block0/conv1 (a tie's name is the caller's); `members` the module
+  paths of its convs, `kernels` their kernel paths and `kernel_shapes` their (kh, kw, I, O) shapes, in that order;
+  `coupled` the BatchNorm scale and bias paths grouped with them.
+  """
   name: str
-  kernel: Path
+  members: tuple[str, ...]
+  kernels: tuple[Path, ...]
   coupled: tuple[Path, ...]
   grouping: str
-  kernel_shape: tuple[int, int, int, int]
+  kernel_shapes: tuple[tuple[int, int, int, int], ...]
   weight: float
 
   @property
   def num_groups(self) -> int:
-    return self.kernel_shape[3] if self.grouping == "out_channel" else self.kernel_shape[2]
+    return self.kernel_shapes[0][3] if self.grouping == "out_channel" else self.kernel_shapes[0][2]
 
   @property
   def group_size(self) -> int:
     """Number of scalars in one group, |g|."""
-    return math.prod(self.kernel_shape) // self.num_groups + len(self.coupled)
+    return sum(math.prod(shape) for shape in self.kernel_shapes) // self.num_groups + len(self.coupled)
+
+  @property
+  def in_channels(self) -> int:
+    """Input channels of its kernels together."""
+    return sum(shape[2] for shape in self.kernel_shapes)
 
   @property
   def kernel_reduce_axes(self) -> tuple[int, ...]:
@@ -49,7 +63,7 @@ class LayerGroups:
 WEIGHTINGS: dict[str, Callable[[LayerGroups], float]] = {
     "sqrt_group_size": lambda layer: math.sqrt(layer.group_size),  # Yuan & Lin
     "unweighted": lambda layer: 1.0,
-    "sqrt_in_channels": lambda layer: math.sqrt(layer.kernel_shape[2]),  # the authors' code
+    "sqrt_in_channels": lambda layer: math.sqrt(layer.in_channels),  # the authors' code
 }
 
 
@@ -60,10 +74,13 @@ class GroupSpec:
 
   @classmethod
   def from_params(cls, params, include: str = DEFAULT_INCLUDE, grouping: str = "out_channel",
-                  weighting: str = "sqrt_group_size", norm_name: str = "norm") -> "GroupSpec":
+                  weighting: str = "sqrt_group_size", norm_name: str = "norm",
+                  ties: Mapping[str, Sequence[str]] | None = None) -> "GroupSpec":
     """Finds every 4-D kernel whose '/'-joined path matches `include` and builds its groups.
 
-    Raises ValueError when the regex matches nothing or an option is unknown.
+    ties: {layer name: module paths of sparsified convs with equal output channels}; each becomes one layer (only
+    with `out_channel`), in place of its members. Raises ValueError when the regex matches nothing, an option is
+    unknown or a tie does not fit.
     """
     if grouping not in GROUPINGS:
       raise ValueError(f"sparsity.grouping={grouping!r}; choose one of {GROUPINGS}")
@@ -71,7 +88,7 @@ class GroupSpec:
       raise ValueError(f"sparsity.weighting={weighting!r}; choose one of {sorted(WEIGHTINGS)}")
     flat = traverse_util.flatten_dict(params)
     pattern = re.compile(include)
-    layers = []
+    convs = {}
     for path, value in flat.items():
       if value.ndim != 4 or not pattern.search("/".join(path)):
         continue
@@ -79,11 +96,14 @@ class GroupSpec:
       if grouping == "out_channel":
         norm = path[:-2] + (norm_name,)
         coupled = tuple(p for p in (norm + ("scale",), norm + ("bias",)) if p in flat)
-      layer = LayerGroups(name="/".join(path[:-2]), kernel=path, coupled=coupled, grouping=grouping,
-                          kernel_shape=tuple(value.shape), weight=0.0)
-      layers.append(dataclasses.replace(layer, weight=WEIGHTINGS[weighting](layer)))
-    if not layers:
+      name = "/".join(path[:-2])
+      convs[name] = LayerGroups(name=name, members=(name,), kernels=(path,), coupled=coupled, grouping=grouping,
+                                kernel_shapes=(tuple(value.shape),), weight=0.0)
+    if not convs:
       raise ValueError(f"sparsity.include={include!r} matches no 4-D conv kernel in the parameter tree")
+    for name, members in (ties or {}).items():
+      convs = {**{k: v for k, v in convs.items() if k not in members}, name: _tie(name, members, convs)}
+    layers = [dataclasses.replace(layer, weight=WEIGHTINGS[weighting](layer)) for layer in convs.values()]
     return cls(tuple(sorted(layers, key=lambda layer: _natural_key(layer.name))))
 
   @property
@@ -104,7 +124,7 @@ class GroupSpec:
     flat = traverse_util.flatten_dict(params)
     out = []
     for layer in self.layers:
-      sq = jnp.sum(jnp.square(flat[layer.kernel]), axis=layer.kernel_reduce_axes)
+      sq = sum(jnp.sum(jnp.square(flat[kernel]), axis=layer.kernel_reduce_axes) for kernel in layer.kernels)
       for path in layer.coupled:
         sq = sq + jnp.square(flat[path])
       out.append(sq)
@@ -122,12 +142,28 @@ class GroupSpec:
     """Returns params with every entry of group c of layer ℓ multiplied by factors[ℓ][c]; others unchanged."""
     flat = dict(traverse_util.flatten_dict(params))
     for layer, factor in zip(self.layers, factors):
-      kernel = flat[layer.kernel]
       shape = (1, 1, 1, -1) if layer.grouping == "out_channel" else (1, 1, -1, 1)
-      flat[layer.kernel] = kernel * factor.reshape(shape).astype(kernel.dtype)
+      for kernel in layer.kernels:
+        flat[kernel] = flat[kernel] * factor.reshape(shape).astype(flat[kernel].dtype)
       for path in layer.coupled:
         flat[path] = flat[path] * factor.astype(flat[path].dtype)
     return traverse_util.unflatten_dict(flat)
+
+
+def _tie(name: str, members: Sequence[str], convs: Mapping[str, LayerGroups]) -> LayerGroups:
+  """One layer of the out-channel groups of the convs `members` (module paths, keys of `convs`), named `name`."""
+  missing = [m for m in members if m not in convs]
+  if missing or not members:
+    raise ValueError(f"sparsity tie {name!r}: " + (f"{missing} are not sparsified convs" if missing else "no convs"))
+  layers = [convs[m] for m in members]
+  if layers[0].grouping != "out_channel":
+    raise ValueError(f"sparsity tie {name!r}: ties need grouping 'out_channel', not {layers[0].grouping!r}")
+  if len({layer.num_groups for layer in layers}) > 1:
+    raise ValueError(f"sparsity tie {name!r}: its convs have different output channels "
+                     f"{[layer.num_groups for layer in layers]}")
+  gather = lambda field: tuple(item for layer in layers for item in getattr(layer, field))
+  return LayerGroups(name=name, members=tuple(members), kernels=gather("kernels"), coupled=gather("coupled"),
+                     grouping="out_channel", kernel_shapes=gather("kernel_shapes"), weight=0.0)
 
 
 def _natural_key(name: str) -> list:

@@ -17,7 +17,7 @@ def sparsity_stats(params, spec: GroupSpec) -> dict[str, jax.Array]:
   flat = traverse_util.flatten_dict(params)
   # An ordered collection: iterating a set would order the ops by string hashes, which differ between processes
   # and so defeat the persistent compilation cache.
-  paths = dict.fromkeys(p for layer in spec.layers for p in (layer.kernel, *layer.coupled))
+  paths = dict.fromkeys(p for layer in spec.layers for p in (*layer.kernels, *layer.coupled))
   zeros = sum(jnp.sum(flat[p] == 0) for p in paths)
   total = sum(flat[p].size for p in paths)
   return {

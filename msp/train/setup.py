@@ -15,7 +15,7 @@ from msp.models import MultiTaskNet, build_model
 from msp.models.resnet import ResNet
 from msp.models.torchvision_import import backbone_variables, load_state_dict, replace_backbone
 from msp.parallel import DATA_AXIS, make_mesh, replicate
-from msp.sparsity import Budget, CostModel, GroupSpec
+from msp.sparsity import Budget, CostModel, GroupSpec, group_spec
 from msp.tasks import Task, build_tasks
 from msp.train.config import ConfigError, validate_config
 from msp.train.safeguards import Safeguards
@@ -109,7 +109,7 @@ def build_meta_learner(config: ml_collections.ConfigDict) -> MetaLearner:
   size = config.image_size
   abstract = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, size, size, 3)), train=False))
   sp = config.sparsity
-  spec = GroupSpec.from_params(abstract["params"], include=sp.include, grouping=sp.grouping, weighting=sp.weighting)
+  spec = group_spec(sp, model, abstract["params"])
   cost_model = CostModel.from_model(model, spec, size)
   safeguards = Safeguards(**config.safeguards)
   budget = None
