@@ -7,6 +7,7 @@ import numpy as np
 import optax
 import pytest
 
+from experiments.configs import synthetic
 from msp.meta import MetaObjective, sum_over_episodes
 from msp.models import MultiTaskNet, ResNet
 from msp.parallel import make_mesh, replicate
@@ -14,6 +15,7 @@ from msp.sparsity.budget import TREND_DECAY, BudgetState
 from msp.sparsity import Budget, CostModel, GroupSpec, block_soft_threshold, floor_engaged, sparsity_stats
 from msp.sparsity.prox import spared_by_cap, spared_by_kept_fraction
 from msp.train import MetaTrainState, make_meta_train_step
+from msp.train.setup import build_meta_learner
 from msp.train.safeguards import LambdaWatch, Safeguards
 from tests.meta_fixtures import tiny_problem
 
@@ -258,3 +260,16 @@ def test_non_finite_meta_gradient_skips_the_step():
   state, metrics = step(state, mb)
   assert not bool(metrics["skipped"]) and int(state.accepted_steps) == 1
   assert not np.allclose(np.asarray(state.rho), before.rho)
+
+
+def test_cost_init_prices_each_layers_lambda_by_its_channel_cost():
+  config = synthetic.get_config("budget,flops=0.25,tiny")
+  config.budget.cost_init = True
+  learner = build_meta_learner(config)
+  rho = np.asarray(learner.init_state(jax.random.key(0)).rho)
+  costs = learner.cost_model.channel_costs("flops")
+  np.testing.assert_allclose(np.exp(rho), config.sparsity.lambda_init * costs, rtol=1e-5)
+  assert np.ptp(costs) > 0  # the layers' prices differ
+  config.budget.cost_init = False
+  np.testing.assert_allclose(np.exp(np.asarray(build_meta_learner(config).init_state(jax.random.key(0)).rho)),
+                             config.sparsity.lambda_init, rtol=1e-6)

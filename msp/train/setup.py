@@ -48,6 +48,8 @@ class MetaLearner:
   def init_state(self, rng: jax.Array) -> MetaTrainState:
     """A fresh state: initial variables for images of `config.image_size`, ρ = log(lambda_init), replicated.
 
+    With `budget.cost_init` (and per-layer λ), ρ_ℓ = log(lambda_init · c_ℓ), c_ℓ the budget's channel costs.
+
     With `model.init_from` (a torchvision ResNet state dict), the backbone's parameters and BatchNorm statistics are
     that state dict's; the heads are initialised from `rng` either way. ConfigError (one line, naming the path) when
     it cannot be read or does not fit the backbone.
@@ -63,6 +65,9 @@ class MetaLearner:
     if imported is not None:
       variables = replace_backbone(variables, imported)
     rho = init_rho(self.spec.num_layers, cfg.sparsity.lambda_mode, cfg.sparsity.lambda_init)
+    budget = self.objective.budget
+    if budget is not None and cfg.budget.get("cost_init", False) and cfg.sparsity.lambda_mode == "per_layer":
+      rho = rho + jnp.log(jnp.asarray(budget.costs, rho.dtype))  # λ_ℓ = λ_init · c_ℓ: a channel's price is its cost
     state = MetaTrainState.create(params=variables["params"], batch_stats=variables["batch_stats"], rho=rho,
                                   tx=self.tx, rho_tx=self.rho_tx)
     return replicate(state, self.mesh)
