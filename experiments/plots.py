@@ -42,6 +42,32 @@ def _short(name: str) -> str:
   return name.removeprefix("backbone/")
 
 
+LEGEND_HANDLE_IN, LEGEND_CHAR_IN, LEGEND_LINE_IN = 0.6, 0.068, 0.22  # one 9 pt legend entry: handle, character, line
+
+
+def _wrap_label(label: str, max_chars: int) -> str:
+  """`label` broken into lines of at most `max_chars` characters before a "+" (a sweep's overrides) where it is
+  longer; a part longer than that stays whole."""
+  lines = [""]
+  for i, part in enumerate(label.split("+")):
+    piece = part if i == 0 else "+" + part
+    if lines[-1] and len(lines[-1]) + len(piece) > max_chars:
+      lines.append(piece)
+    else:
+      lines[-1] += piece
+  return "\n".join(lines)
+
+
+def _legend_below(labels: Sequence[str], width_in: float) -> tuple[list[str], int, float]:
+  """A legend below the axes of a figure `width_in` wide: (labels wrapped to fit it, columns, height in inches)."""
+  max_chars = max(12, int((width_in - LEGEND_HANDLE_IN) / LEGEND_CHAR_IN))
+  wrapped = [_wrap_label(label, max_chars) for label in labels]
+  entry_in = LEGEND_HANDLE_IN + LEGEND_CHAR_IN * max(len(line) for label in wrapped for line in label.split("\n"))
+  cols = max(1, min(len(labels), int(width_in // entry_in)))
+  lines = sum(max(label.count("\n") + 1 for label in wrapped[i:i + cols]) for i in range(0, len(wrapped), cols))
+  return wrapped, cols, LEGEND_LINE_IN * lines
+
+
 def _layer_styles(names: Sequence[str]) -> dict[str, dict[str, Any]]:
   """Colour and line style per layer name: tab10 colours in order, the line style changing every 10 layers."""
   colours = colormaps["tab10"].colors
@@ -343,8 +369,10 @@ def delta_m_front(points: Sequence[Mapping[str, Any]], stages: Sequence[str], pa
     raise ValueError(f"stages must be one or two names covering every point's stage, got {list(stages)}")
   methods = list(dict.fromkeys(p["method"] for p in points))
   styles = _method_styles(methods)
+  width = min(MAX_WIDTH_IN, max(6.4, LEGEND_HANDLE_IN + LEGEND_CHAR_IN * max(len(m) for m in methods)))
+  labels, legend_cols, legend_in = _legend_below([*methods, *stages], width)
   with rc_context(_FONT):
-    fig = _new_figure(6.4, 4.6)
+    fig = _new_figure(width, math.ceil((4.2 + legend_in) * DPI) / DPI)  # whole pixels
     fig.set_layout_engine("constrained")
     ax = fig.add_subplot()
     ax.axhline(0.0, color="0.6", lw=0.8, zorder=0)
@@ -365,11 +393,11 @@ def delta_m_front(points: Sequence[Mapping[str, Any]], stages: Sequence[str], pa
     ax.set_xlim(0, 1.05)
     ax.grid(True, color="0.9", lw=0.6)
     handles = [Line2D([], [], linestyle="none", markersize=8, markerfacecolor=styles[m]["color"],
-                      markeredgecolor=styles[m]["color"], marker=styles[m]["marker"], label=m) for m in methods]
+                      markeredgecolor=styles[m]["color"], marker=styles[m]["marker"]) for m in methods]
     handles += [Line2D([], [], linestyle="none", marker="o", markersize=8, color="0.3",
-                       markerfacecolor="0.3" if i == 0 else "white", markeredgewidth=1.5, label=stage)
-                for i, stage in enumerate(stages)]
-    fig.legend(handles=handles, loc="outside right upper", frameon=False, fontsize=9)
+                       markerfacecolor="0.3" if i == 0 else "white", markeredgewidth=1.5)
+                for i, _ in enumerate(stages)]
+    fig.legend(handles, labels, loc="outside lower center", ncols=legend_cols, frameon=False, fontsize=9)
     if title:
       ax.set_title("\n".join(textwrap.wrap(title, width=60)))
     fig.savefig(path, dpi=DPI)
@@ -406,19 +434,18 @@ def kept_channels(layers: Sequence[str], num_groups: Sequence[int], series: Sequ
       raise ValueError(f"series {s['method']!r}: mean and std must have shape ({l},) (one entry per layer)")
   styles = _method_styles([s["method"] for s in series])
   label_in = 0.075 * max(len(_short(n)) for n in layers)  # rotated tick labels at 8 pt
-  entry_in = 0.6 + 0.068 * max(len(s["method"]) for s in series)  # one legend entry at 9 pt
+  entry_in = LEGEND_HANDLE_IN + LEGEND_CHAR_IN * max(len(s["method"]) for s in series)
   width = min(MAX_WIDTH_IN, max(5.0, 2.2 + 0.28 * l, entry_in))
-  legend_cols = max(1, min(len(series), int(width // entry_in)))
-  legend_rows = math.ceil(len(series) / legend_cols)
+  labels, legend_cols, legend_in = _legend_below([s["method"] for s in series], width)
   with rc_context(_FONT):
-    fig = _new_figure(width, math.ceil((3.2 + 0.75 * label_in + 0.22 * legend_rows) * DPI) / DPI)  # whole pixels
+    fig = _new_figure(width, math.ceil((3.2 + 0.75 * label_in + legend_in) * DPI) / DPI)  # whole pixels
     fig.set_layout_engine("constrained")
     ax = fig.add_subplot()
     x = np.arange(l)
-    for s in series:
+    for s, label in zip(series, labels):
       std = np.asarray(s["std"], np.float64)
       ax.errorbar(x, np.asarray(s["mean"], np.float64) / groups,
-                  yerr=np.where(np.isfinite(std), std, 0.0) / groups, label=s["method"], lw=1.2, markersize=5,
+                  yerr=np.where(np.isfinite(std), std, 0.0) / groups, label=label, lw=1.2, markersize=5,
                   capsize=2, elinewidth=0.8, markerfacecolor="white", markeredgewidth=1.2, **styles[s["method"]])
     step = max(1, math.ceil(l / 30))  # at most ~30 labelled ticks
     ax.set_xticks(x[::step], [_short(n) for n in layers][::step], rotation=60, ha="right", rotation_mode="anchor")

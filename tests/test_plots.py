@@ -224,3 +224,29 @@ def test_kept_channels_draws_fractions_of_each_layer(tmp_path):
   assert [t.get_text() for t in ax.get_xticklabels()] == [n.removeprefix("backbone/") for n in LAYERS]
   with pytest.raises(ValueError, match="shape"):
     plots.kept_channels(LAYERS[:-1], GROUPS[:-1], series, str(path))
+
+
+def _inside_figure(fig):
+  """Whether every legend text of `fig` lies within the figure (drawn at its saved size)."""
+  renderer = fig.canvas.get_renderer()
+  box = fig.bbox
+  texts = [t for legend in fig.legends for t in legend.get_texts()]
+  extents = [t.get_window_extent(renderer) for t in texts]
+  return bool(texts) and all(box.x0 - 1 <= e.x0 and e.x1 <= box.x1 + 1 and box.y0 - 1 <= e.y0 for e in extents)
+
+
+def test_long_labels_wrap_at_their_overrides_and_stay_inside_both_figures(tmp_path):
+  labels = [f"budget,flops=0.25+sparsity.tie_streams=True+sparsity.weighting=unweighted+budget.cost_init=True+"
+            f"sparsity.lambda_init=0.{i}" for i in range(1, 13)] + ["dense_mtl"]
+  points = [{"method": m, "stage": "as trained", "flops_kept": (0.3, 0.01), "delta_m": (-1.0, 0.5)} for m in labels]
+  front = plots.delta_m_front(points, ["as trained"], str(tmp_path / "front.png"))
+  series = [{"method": m, "mean": GROUPS / 2, "std": np.ones(len(LAYERS))} for m in labels]
+  channels = plots.kept_channels(LAYERS, GROUPS, series, str(tmp_path / "channels.png"))
+  for fig, name in ((front, "front.png"), (channels, "channels.png")):
+    height, width = _pixels(tmp_path / name)
+    assert (height, width) == _expected_pixels(fig) and width <= plots.MAX_WIDTH_IN * plots.DPI
+    assert _inside_figure(fig)
+    texts = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert [t.replace("\n", "") for t in texts[:len(labels)]] == labels  # wrapped, nothing lost
+    assert any("\n+" in t for t in texts)  # broken before an override
+  assert plots._wrap_label("a+bb+ccc", 4) == "a+bb\n+ccc" and plots._wrap_label("short", 4) == "short"
