@@ -13,8 +13,9 @@ Runtime:   synthetic on 2 CPU cores: 63 runs, each trained 600 outer steps (or p
            slices in parallel, the README's section) plus 22 min for the 6 magnitude runs at 20 % and 30 %; the
            adaptation of the 48 fine-tuned multi-task runs (about a minute each) adds about 30 min on two slices.
            --shard splits it over processes or machines, and a rerun skips what is finished.
-Expected:  after fine-tuning, budget,flops=0.25 at 25 % of the FLOPs about 6.7 points of Δm behind global magnitude
-           pruning at 25 % (−8.5 % against −1.8 %); the README's "Does learned sparsity pay?" section has the table.
+Expected:  after fine-tuning, budget,flops=0.5 at 51 % of the FLOPs about 1.6 points of Δm behind global magnitude
+           pruning at 50 % (−2.0 % against −0.4 %); budget,flops=0.25 stops at about 29 % (−4.6 %, global magnitude
+           at 30 %: −2.0 %); the README's "Does learned sparsity pay?" section has the table.
 
 Every run is `experiments/configs/<DATASET>.py:<method>[,tiny]` with `--config.seed=<seed>` (magnitude runs prune the
 same seed's dense_mtl run) and goes through the same stages: train → evaluate → adapt (unseen tasks) → finetune
