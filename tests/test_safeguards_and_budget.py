@@ -87,20 +87,24 @@ def test_kept_fraction_cap_lets_go_the_longest_prefix_of_the_ranking_that_keeps_
   np.testing.assert_array_equal(np.concatenate([np.asarray(s) for s in spared]), expected)
 
 
-def test_a_flops_budgets_outer_prox_stops_at_its_target():
+@pytest.mark.parametrize("cap_rank", ["threshold", "layer_norm"])
+def test_a_flops_budgets_outer_prox_stops_at_its_target(cap_rank):
   net = _net("basic")
   variables = net.init(jax.random.key(0), jnp.zeros((1, 8, 8, 3)), train=False)
   spec = GroupSpec.from_params(variables["params"])
   costs = CostModel.from_model(net, spec, 8)
-  budget = Budget("flops_kept", 0.4, costs.channel_costs("flops"), costs, 0.1)
+  budget = Budget("flops_kept", 0.4, costs.channel_costs("flops"), costs, 0.1, cap_rank=cap_rank)
   huge = jnp.full(spec.num_layers, 1e3)  # without the cap every channel would die
   out = block_soft_threshold(variables["params"], spec, huge, cap=budget.prox_cap)
   alive = [np.asarray(a) for a in spec.alive(out)]
   assert float(costs.flops_kept(out)) >= 0.4
-  # maximal: any one more dead channel (of those the ranking let go next) would take the network below the target
-  norms = spec.group_norms(variables["params"])
-  ratios = np.concatenate([np.asarray(n) / (1e3 * l.weight) for n, l in zip(norms, spec.layers)])
+  # ranked: every removed group ranks below every survivor, by norm / (τ w) or by norm / the layer's mean norm
+  norms = [np.asarray(n) for n in spec.group_norms(variables["params"])]
+  scales = [1e3 * l.weight if cap_rank == "threshold" else n.mean() for n, l in zip(norms, spec.layers)]
+  ratios = np.concatenate([n / scale for n, scale in zip(norms, scales)])
   survivors = np.concatenate(alive)
+  assert ratios[~survivors].max() <= ratios[survivors].min()
+  # maximal: any one more dead channel (of those the ranking let go next) would take the network below the target
   next_group = np.argmin(np.where(survivors, ratios, np.inf))
   fewer = survivors.copy()
   fewer[next_group] = False

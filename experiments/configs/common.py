@@ -27,7 +27,7 @@ def method_defaults() -> ml_collections.ConfigDict:
       runaway_factor=100.0, runaway_window=100, max_skipped_steps=20))
   c.budget = ml_collections.ConfigDict(dict(
       enabled=False, target_kind="channels_removed", target=0.5, cost="flops", dual_lr=0.005, constraint="at_most",
-      scale_lr=0.02, horizon=150.0, cap=True, cost_init=False))
+      scale_lr=0.02, horizon=150.0, cap=True, cost_init=False, cap_rank="threshold"))
   c.meta = ml_collections.ConfigDict(dict(
       mode="first_order", inner_steps=1, inner_lr=0.05, remat=False, inner_batch_stats=False, episodes=4,
       support_size=8, query_size=8, task_sampling="subsets", episode_loop="unroll"))

@@ -23,6 +23,7 @@ from msp.sparsity.stats import sparsity_stats
 
 BUDGET_TARGETS = ("channels_removed", "flops_kept")
 CONSTRAINTS = ("at_most", "equal")
+CAP_RANKS = ("threshold", "layer_norm")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,7 +33,9 @@ class Budget:
   constraint: `at_most` (the network may be smaller than the target: μ ≥ 0, the inequality's multiplier) or
   `equal` (μ may go negative, rewarding larger groups, which lowers λ again after an overshoot).
   scale_lr / horizon: σ's integral gain per unit of gap, and how many steps ahead the controllers predict the gap.
-  cap: the outer prox never goes past the target (`prox_cap`)."""
+  cap: the outer prox never goes past the target (`prox_cap`); cap_rank: the order in which the cap lets groups go,
+  `threshold` (norm / (τ_ℓ w_ℓ): the groups nearest to dying first) or `layer_norm` (norm / the layer's mean group
+  norm, as global magnitude pruning ranks channels)."""
   target_kind: str
   target: float
   costs: np.ndarray
@@ -42,10 +45,13 @@ class Budget:
   scale_lr: float = 0.0
   horizon: float = 0.0
   cap: bool = True
+  cap_rank: str = "threshold"
 
   def __post_init__(self):
     if self.target_kind not in BUDGET_TARGETS:
       raise ValueError(f"budget.target_kind={self.target_kind!r}; choose one of {BUDGET_TARGETS}")
+    if self.cap_rank not in CAP_RANKS:
+      raise ValueError(f"budget.cap_rank={self.cap_rank!r}; choose one of {CAP_RANKS}")
     if self.constraint not in CONSTRAINTS:
       raise ValueError(f"budget.constraint={self.constraint!r}; choose one of {CONSTRAINTS}")
     if not 0.0 < self.target < 1.0:
@@ -66,11 +72,14 @@ class Budget:
     """
     if not self.cap:
       return None
+    # the caps rank groups by norm / scale: the prox thresholds, or each layer's mean group norm
+    scale = (lambda norms, thresholds: thresholds) if self.cap_rank == "threshold" else (
+        lambda norms, thresholds: [jnp.mean(n) for n in norms])
     if self.target_kind == "channels_removed":
       max_removed = int(self.target * sum(layer.num_groups for layer in self.cost_model.spec.layers))
-      return lambda norms, thresholds: spared_by_cap(norms, thresholds, max_removed)
-    return lambda norms, thresholds: spared_by_kept_fraction(norms, thresholds, self.cost_model.flops_kept_by_alive,
-                                                             self.target)
+      return lambda norms, thresholds: spared_by_cap(norms, scale(norms, thresholds), max_removed)
+    return lambda norms, thresholds: spared_by_kept_fraction(norms, scale(norms, thresholds),
+                                                             self.cost_model.flops_kept_by_alive, self.target)
 
   def gap(self, params) -> jax.Array:
     """> 0 while the network is larger than the target, < 0 once it is smaller (a fraction)."""

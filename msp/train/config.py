@@ -8,7 +8,7 @@ from msp.meta import EPISODE_LOOPS, LAMBDA_MODES, META_GRADIENT_MODES
 from msp.meta.episodes import TASK_SAMPLING
 from msp.models.resnet import BLOCKS
 from msp.train.adaptation import TRAINABLE
-from msp.sparsity.budget import CONSTRAINTS
+from msp.sparsity.budget import CAP_RANKS, CONSTRAINTS
 from msp.sparsity import BUDGET_TARGETS, COST_KINDS, GROUPINGS, PRUNE_SCOPES, WEIGHTINGS
 
 
@@ -120,6 +120,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   _choice(config, "budget.target_kind", BUDGET_TARGETS)
   _choice(config, "budget.cost", COST_KINDS)
   _choice(config, "budget.constraint", CONSTRAINTS)
+  if "cap_rank" in config.budget:
+    _choice(config, "budget.cap_rank", CAP_RANKS)
   if config.sparsity.get("freeze_pattern") and config.meta.mode != "joint":
     raise ConfigError(f"config.sparsity.freeze_pattern=True needs meta.mode='joint', not {config.meta.mode!r}: an "
                       "inner loop would train the frozen channels")

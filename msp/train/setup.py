@@ -122,7 +122,8 @@ def build_meta_learner(config: ml_collections.ConfigDict) -> MetaLearner:
     b = config.budget
     budget = Budget(target_kind=b.target_kind, target=b.target, costs=cost_model.channel_costs(b.cost),
                     cost_model=cost_model, dual_lr=b.dual_lr, constraint=b.constraint,
-                    scale_lr=b.scale_lr, horizon=b.horizon, cap=b.cap)
+                    scale_lr=b.scale_lr, horizon=b.horizon, cap=b.cap,
+                    cap_rank=b.get("cap_rank", "threshold"))
   m = config.meta
   objective = MetaObjective(
       loss=MultiTaskLoss(model.apply, tasks), spec=spec, inner_steps=m.inner_steps, inner_lr=m.inner_lr,
