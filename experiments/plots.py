@@ -45,6 +45,11 @@ def _short(name: str) -> str:
 LEGEND_HANDLE_IN, LEGEND_CHAR_IN, LEGEND_LINE_IN = 0.6, 0.068, 0.22  # one 9 pt legend entry: handle, character, line
 
 
+def _entry_in(labels: Sequence[str]) -> float:
+  """Width (inches) of the widest legend entry among `labels` (9 pt; a label's lines are its parts between "\\n")."""
+  return LEGEND_HANDLE_IN + LEGEND_CHAR_IN * max(len(line) for label in labels for line in label.split("\n"))
+
+
 def _wrap_label(label: str, max_chars: int) -> str:
   """`label` broken into lines of at most `max_chars` characters before a "+" (a sweep's overrides) where it is
   longer; a part longer than that stays whole."""
@@ -62,8 +67,7 @@ def _legend_below(labels: Sequence[str], width_in: float) -> tuple[list[str], in
   """A legend below the axes of a figure `width_in` wide: (labels wrapped to fit it, columns, height in inches)."""
   max_chars = max(12, int((width_in - LEGEND_HANDLE_IN) / LEGEND_CHAR_IN))
   wrapped = [_wrap_label(label, max_chars) for label in labels]
-  entry_in = LEGEND_HANDLE_IN + LEGEND_CHAR_IN * max(len(line) for label in wrapped for line in label.split("\n"))
-  cols = max(1, min(len(labels), int(width_in // entry_in)))
+  cols = max(1, min(len(labels), int(width_in // _entry_in(wrapped))))
   lines = sum(max(label.count("\n") + 1 for label in wrapped[i:i + cols]) for i in range(0, len(wrapped), cols))
   return wrapped, cols, LEGEND_LINE_IN * lines
 
@@ -369,7 +373,7 @@ def delta_m_front(points: Sequence[Mapping[str, Any]], stages: Sequence[str], pa
     raise ValueError(f"stages must be one or two names covering every point's stage, got {list(stages)}")
   methods = list(dict.fromkeys(p["method"] for p in points))
   styles = _method_styles(methods)
-  width = min(MAX_WIDTH_IN, max(6.4, LEGEND_HANDLE_IN + LEGEND_CHAR_IN * max(len(m) for m in methods)))
+  width = min(MAX_WIDTH_IN, max(6.4, _entry_in(methods)))
   labels, legend_cols, legend_in = _legend_below([*methods, *stages], width)
   with rc_context(_FONT):
     fig = _new_figure(width, math.ceil((4.2 + legend_in) * DPI) / DPI)  # whole pixels
@@ -434,8 +438,7 @@ def kept_channels(layers: Sequence[str], num_groups: Sequence[int], series: Sequ
       raise ValueError(f"series {s['method']!r}: mean and std must have shape ({l},) (one entry per layer)")
   styles = _method_styles([s["method"] for s in series])
   label_in = 0.075 * max(len(_short(n)) for n in layers)  # rotated tick labels at 8 pt
-  entry_in = LEGEND_HANDLE_IN + LEGEND_CHAR_IN * max(len(s["method"]) for s in series)
-  width = min(MAX_WIDTH_IN, max(5.0, 2.2 + 0.28 * l, entry_in))
+  width = min(MAX_WIDTH_IN, max(5.0, 2.2 + 0.28 * l, _entry_in([s["method"] for s in series])))
   labels, legend_cols, legend_in = _legend_below([s["method"] for s in series], width)
   with rc_context(_FONT):
     fig = _new_figure(width, math.ceil((3.2 + 0.75 * label_in + legend_in) * DPI) / DPI)  # whole pixels

@@ -43,15 +43,13 @@ import json
 import os
 import re
 
-import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import flags
 
 from experiments import common, plots, reporting
 from msp.models import build_model
-from msp.sparsity import GroupSpec, group_spec
+from msp.sparsity import group_spec
 from msp.tasks import build_tasks
 from msp.tasks.delta_m import delta_m, result_parts
 from msp.train import ConfigError
@@ -426,17 +424,17 @@ def _layers(run: Run) -> tuple[list[str], np.ndarray, list[dict]]:
 
 @functools.cache
 def _conv_layout(network: str) -> tuple[tuple[str, ...], np.ndarray, dict[str, int]]:
-  """(backbone convs in layer order, (C,) their channels, {conv: index of its layer among the run's sparsity layers})
-  of a run's network and groups, `network` the JSON of its config's model, tasks, seen_tasks, image_size and
-  sparsity sections; from shapes alone. A tied layer (sparsity.tie_streams) is the layer of each of its convs."""
+  """(sparsified convs in execution order, (C,) their channels, {conv: index of its layer among the run's sparsity
+  layers}) of a run's network and groups, `network` the JSON of its config's model, tasks, seen_tasks, image_size
+  and sparsity sections; from shapes alone. A tied layer (sparsity.tie_streams) is the layer of each of its convs."""
   config = ml_collections.ConfigDict(json.loads(network))
   model = build_model(config.model, build_tasks(config.tasks, config.seen_tasks))
-  size = config.image_size
-  params = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, size, size, 3)), train=False))["params"]
-  sp = config.sparsity
-  convs = GroupSpec.from_params(params, include=sp.include, grouping=sp.grouping, weighting=sp.weighting).layers
-  layer_of = {conv: i for i, layer in enumerate(group_spec(sp, model, params).layers) for conv in layer.members}
-  return tuple(c.name for c in convs), np.array([c.num_groups for c in convs]), layer_of
+  layers = group_spec(config.sparsity, model, config.image_size).layers
+  channels = {conv: layer.num_groups for layer in layers for conv in layer.members}
+  order = {f"backbone/{conv}": i for i, conv in enumerate(model.backbone.channel_sources()[0])}
+  convs = tuple(sorted(channels, key=lambda conv: (order.get(conv, len(order)), conv)))
+  layer_of = {conv: i for i, layer in enumerate(layers) for conv in layer.members}
+  return convs, np.array([channels[c] for c in convs]), layer_of
 
 
 def _layout_of(run: Run) -> tuple[tuple[str, ...], np.ndarray, dict[str, int]]:

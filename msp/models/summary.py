@@ -10,8 +10,6 @@ params: trainable parameters (kernels, biases, BatchNorm scale and bias; not run
 """
 import collections
 
-import jax
-import jax.numpy as jnp
 import ml_collections
 from absl import flags
 from ml_collections import config_flags
@@ -38,8 +36,7 @@ def summary_rows(config: ml_collections.ConfigDict, params=None) -> dict[str, di
   image size); with `params`, parameters and FLOPs count only the channels alive in them."""
   model = build_model(config.model, build_tasks(config.tasks, config.seen_tasks))
   size = config.image_size
-  abstract = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, size, size, 3)), train=False))
-  spec = group_spec(config.sparsity, model, abstract["params"])
+  spec = group_spec(config.sparsity, model, size)
   costs = CostModel.from_model(model, spec, size)
   rows = collections.defaultdict(lambda: dict.fromkeys(COLUMNS, 0))
   for name, count in costs.counts(params).items():

@@ -7,6 +7,8 @@ them zero it. Per-conv groups almost never zero the same index in all of them, s
 producers' own FLOPs; tied, group c is channel c of every producer, and zeroing it removes the channel from the
 stream.
 """
+import jax
+import jax.numpy as jnp
 import ml_collections
 
 from msp.models import MultiTaskNet
@@ -25,8 +27,11 @@ def stream_ties(model: MultiTaskNet, sparsified: set[str]) -> dict[str, tuple[st
   return ties
 
 
-def group_spec(sparsity: ml_collections.ConfigDict, model: MultiTaskNet, params) -> GroupSpec:
-  """The GroupSpec of the config section `sparsity` for `model`'s `params` (a pytree, abstract shapes suffice)."""
+def group_spec(sparsity: ml_collections.ConfigDict, model: MultiTaskNet, image_size: int) -> GroupSpec:
+  """The GroupSpec of the config section `sparsity` for `model` on image_size² images (from parameter shapes alone:
+  nothing is computed on arrays)."""
+  params = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, image_size, image_size, 3)),
+                                             train=False))["params"]
   options = dict(include=sparsity.include, grouping=sparsity.grouping, weighting=sparsity.weighting)
   spec = GroupSpec.from_params(params, **options)
   if not sparsity.get("tie_streams", False):

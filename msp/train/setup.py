@@ -112,9 +112,8 @@ def build_meta_learner(config: ml_collections.ConfigDict) -> MetaLearner:
   tasks = build_tasks(config.tasks, config.seen_tasks)
   model = build_model(config.model, tasks)
   size = config.image_size
-  abstract = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, size, size, 3)), train=False))
   sp = config.sparsity
-  spec = group_spec(sp, model, abstract["params"])
+  spec = group_spec(sp, model, size)
   cost_model = CostModel.from_model(model, spec, size)
   safeguards = Safeguards(**config.safeguards)
   budget = None
