@@ -163,3 +163,48 @@ def test_optax_proximal_transform_equals_prox_of_the_sgd_step():
   want = _numpy_out_channel_prox(stepped, np.asarray(lr * lambdas))
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), got, want)
   assert sparsity_stats(got, spec)["group_sparsity_total"] > 0
+
+
+def _numpy_relative_prox(params, tau):
+  """Independent closed form of the relative prox: layer ℓ's threshold is τ_ℓ √|g| times the mean of its non-zero
+  group norms."""
+  means = []
+  for name in sorted(params["backbone"]):
+    norms = _norms(params["backbone"][name])
+    means.append(np.mean(norms[norms > 0]))
+  return _numpy_out_channel_prox(params, np.asarray(tau) * np.asarray(means))
+
+
+def test_relative_prox_thresholds_in_units_of_the_mean_alive_group_norm(x64):
+  params, tau = _edge_case_params(np.random.default_rng(11))  # layer 0 has an all-zero group, left out of the mean
+  spec = GroupSpec.from_params(params, relative=True)
+  got = block_soft_threshold(jax.tree.map(jnp.asarray, params), spec, jnp.asarray(tau))
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14), got,
+               _numpy_relative_prox(params, tau))
+  absolute = block_soft_threshold(jax.tree.map(jnp.asarray, params), GroupSpec.from_params(params), jnp.asarray(tau))
+  assert not np.allclose(absolute["backbone"]["layer1"]["conv"]["kernel"], got["backbone"]["layer1"]["conv"]["kernel"])
+
+
+def test_relative_prox_commutes_with_scaling_a_layer_and_the_absolute_one_does_not(x64):
+  params = jax.tree.map(jnp.asarray, _params(np.random.default_rng(12)))
+  scaled = jax.tree.map(lambda x: x, params)
+  scaled["backbone"]["layer1"] = jax.tree.map(lambda x: 7.0 * x, params["backbone"]["layer1"])
+  tau = jnp.asarray([0.05, 0.05])
+  for relative, commutes in ((True, True), (False, False)):
+    spec = GroupSpec.from_params(params, relative=relative)
+    a = block_soft_threshold(scaled, spec, tau)["backbone"]["layer1"]["conv"]["kernel"]
+    b = 7.0 * block_soft_threshold(params, spec, tau)["backbone"]["layer1"]["conv"]["kernel"]
+    assert np.allclose(a, b, rtol=1e-12) == commutes
+
+
+def test_relative_prox_gradient_in_tau_matches_central_differences(x64):
+  params = jax.tree.map(jnp.asarray, _params(np.random.default_rng(13)))
+  spec = GroupSpec.from_params(params, relative=True)
+  tau = jnp.asarray([0.3, 0.3])  # kills some groups of each layer, shrinks the rest
+  assert 0 < float(sparsity_stats(block_soft_threshold(params, spec, tau), spec)["group_sparsity_total"]) < 1
+  f = _linear_probe(spec, params, seed=14)
+  gt = jax.grad(f, argnums=1)(params, tau)
+  eps = 1e-6
+  for i in range(2):
+    e = jnp.zeros(2).at[i].set(eps)
+    np.testing.assert_allclose(gt[i], (f(params, tau + e) - f(params, tau - e)) / (2 * eps), rtol=1e-6)

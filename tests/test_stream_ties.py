@@ -158,3 +158,11 @@ def test_a_tied_layers_channel_cost_is_the_sum_of_its_convs_costs():
     unit = "backbone/stage1_block0/conv1"
     for name, members in ties.items():
       assert per_layer[name] / per_layer[unit] == pytest.approx(sum(per_conv[m] for m in members) / per_conv[unit])
+
+
+def test_relative_threshold_in_a_config_reaches_the_spec():
+  config = synthetic.get_config("budget,tiny")
+  model = build_model(config.model, build_tasks(config.tasks, config.seen_tasks))
+  assert not group_spec(config.sparsity, model, config.image_size).relative
+  config.sparsity.relative_threshold = True
+  assert group_spec(config.sparsity, model, config.image_size).relative

@@ -21,7 +21,7 @@ def method_defaults() -> ml_collections.ConfigDict:
   c.sparsity = ml_collections.ConfigDict(dict(
       enabled=True, include=DEFAULT_INCLUDE, grouping="out_channel", weighting="sqrt_group_size",
       lambda_mode="per_layer", lambda_init=1e-2, learn_lambda=True, freeze_pattern=False,
-      tie_streams=False))
+      tie_streams=False, relative_threshold=False))
   c.safeguards = ml_collections.ConfigDict(dict(
       lambda_min=1e-8, lambda_max=10.0, min_channels=1, outlier_factor=10.0, outlier_warmup=10,
       runaway_factor=100.0, runaway_window=100, max_skipped_steps=20))

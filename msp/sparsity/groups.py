@@ -69,13 +69,19 @@ WEIGHTINGS: dict[str, Callable[[LayerGroups], float]] = {
 
 @dataclasses.dataclass(frozen=True)
 class GroupSpec:
-  """The ordered sparsified layers of a network; layer ℓ of every per-layer array (λ, Ω, stats) is `layers[ℓ]`."""
+  """The ordered sparsified layers of a network; layer ℓ of every per-layer array (λ, Ω, stats) is `layers[ℓ]`.
+
+  relative: the prox's thresholds are in units of each layer's mean alive group norm (`prox_thresholds`), so that
+  one λ thins every layer by the same fraction of its own scale, as globally normalised magnitude pruning ranks
+  channels; the penalty Ω keeps the static weights.
+  """
   layers: tuple[LayerGroups, ...]
+  relative: bool = False
 
   @classmethod
   def from_params(cls, params, include: str = DEFAULT_INCLUDE, grouping: str = "out_channel",
                   weighting: str = "sqrt_group_size", norm_name: str = "norm",
-                  ties: Mapping[str, Sequence[str]] | None = None) -> "GroupSpec":
+                  ties: Mapping[str, Sequence[str]] | None = None, relative: bool = False) -> "GroupSpec":
     """Finds every 4-D kernel whose '/'-joined path matches `include` and builds its groups.
 
     ties: {layer name: module paths of sparsified convs with equal output channels}; each becomes one layer (only
@@ -104,7 +110,7 @@ class GroupSpec:
     for name, members in (ties or {}).items():
       convs = {**{k: v for k, v in convs.items() if k not in members}, name: _tie(name, members, convs)}
     layers = [dataclasses.replace(layer, weight=WEIGHTINGS[weighting](layer)) for layer in convs.values()]
-    return cls(tuple(sorted(layers, key=lambda layer: _natural_key(layer.name))))
+    return cls(tuple(sorted(layers, key=lambda layer: _natural_key(layer.name))), relative=relative)
 
   @property
   def names(self) -> tuple[str, ...]:
@@ -133,6 +139,18 @@ class GroupSpec:
   def group_norms(self, params) -> list[jax.Array]:
     """Per layer, (G_ℓ,) l2 norms ‖θ_g‖₂; zero groups give 0 with a zero (not NaN) gradient."""
     return [safe_sqrt(sq) for sq in self.group_sqnorms(params)]
+
+  def prox_thresholds(self, norms: Sequence[jax.Array], taus: jax.Array) -> list[jax.Array]:
+    """Per layer, the scalar threshold of its groups' prox: τ_ℓ w_ℓ, times (with `relative`) the layer's mean alive
+    group norm m_ℓ = Σ_c ‖θ_c‖ / #{c: ‖θ_c‖ > 0} (a constant for gradients: λ alone moves the threshold).
+
+    norms: per layer (G_ℓ,) group norms; taus: (L,) τ_ℓ ≥ 0 (step size × λ_ℓ).
+    """
+    thresholds = [taus[i] * layer.weight for i, layer in enumerate(self.layers)]
+    if not self.relative:
+      return thresholds
+    means = [jax.lax.stop_gradient(jnp.sum(n) / jnp.maximum(jnp.sum(n > 0), 1)) for n in norms]
+    return [t * m for t, m in zip(thresholds, means)]
 
   def alive(self, params) -> list[jax.Array]:
     """Per layer, (G_ℓ,) bool: the groups that are not all zero (the channels a pruned network keeps)."""

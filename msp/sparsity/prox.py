@@ -1,7 +1,8 @@
 """The proximal operator of the group lasso (block soft-threshold), as a function and as an optax transformation.
 
 prox_{τΩ}(θ)_g = θ_g · max(0, 1 − τ_ℓ w_ℓ / ‖θ_g‖₂) for each group g of layer ℓ, where τ_ℓ is the layer's
-threshold (a step size times λ_ℓ) and w_ℓ its group weight. Differentiable in θ and τ wherever ‖θ_g‖₂ ≠ τ_ℓ w_ℓ;
+threshold (a step size times λ_ℓ) and w_ℓ its group weight (with a `relative` GroupSpec, τ_ℓ w_ℓ m_ℓ, m_ℓ the layer's
+mean alive group norm held constant). Differentiable in θ and τ wherever ‖θ_g‖₂ ≠ τ_ℓ w_ℓ;
 groups at or below the threshold, and all-zero groups, map to zero with zero gradient (no NaN).
 """
 from typing import Callable, NamedTuple
@@ -42,7 +43,7 @@ def block_soft_threshold(params, spec: GroupSpec, thresholds: jax.Array, min_ali
   cap: budget mode's cap on what the prox may remove: the groups it spares are left unchanged.
   """
   norms = spec.group_norms(params)
-  weighted = [thresholds[i] * layer.weight for i, layer in enumerate(spec.layers)]  # τ_ℓ w_ℓ
+  weighted = spec.prox_thresholds(norms, thresholds)  # τ_ℓ w_ℓ (× m_ℓ with `spec.relative`)
   factors = [shrink_factors(n, t, min_alive) for n, t in zip(norms, weighted)]
   if cap is not None:
     factors = [jnp.where(keep, 1.0, f) for keep, f in zip(cap(norms, weighted), factors)]
@@ -96,8 +97,8 @@ def spared_by_kept_fraction(norms: list[jax.Array], thresholds: list[jax.Array],
 def floor_engaged(params, spec: GroupSpec, thresholds: jax.Array, min_alive: int) -> jax.Array:
   """(L,) int: how many of each layer's `min_alive` largest groups the prox would have zeroed without the floor."""
   norms = spec.group_norms(params)
-  return jnp.stack([jnp.sum(top_m_mask(n, min_alive) & (n <= thresholds[i] * layer.weight))
-                    for i, (layer, n) in enumerate(zip(spec.layers, norms))])
+  return jnp.stack([jnp.sum(top_m_mask(n, min_alive) & (n <= t))
+                    for n, t in zip(norms, spec.prox_thresholds(norms, thresholds))])
 
 
 class ProximalGroupLassoState(NamedTuple):

@@ -1,5 +1,5 @@
-"""The sparsity groups of a config's network: `sparsity.include`, `grouping` and `weighting`, and with
-`sparsity.tie_streams` one layer per residual stream.
+"""The sparsity groups of a config's network: `sparsity.include`, `grouping`, `weighting` and
+`relative_threshold`, and with `sparsity.tie_streams` one layer per residual stream.
 
 A residual-stream channel is written by every conv whose output is added into the stream (a block's last conv and
 its shortcut, or the stem and the identity blocks' last convs), and it costs FLOPs in every consumer until all of
@@ -32,7 +32,8 @@ def group_spec(sparsity: ml_collections.ConfigDict, model: MultiTaskNet, image_s
   nothing is computed on arrays)."""
   params = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, image_size, image_size, 3)),
                                              train=False))["params"]
-  options = dict(include=sparsity.include, grouping=sparsity.grouping, weighting=sparsity.weighting)
+  options = dict(include=sparsity.include, grouping=sparsity.grouping, weighting=sparsity.weighting,
+                 relative=sparsity.get("relative_threshold", False))
   spec = GroupSpec.from_params(params, **options)
   if not sparsity.get("tie_streams", False):
     return spec
