@@ -259,9 +259,11 @@ def apply_variant(c: ml_collections.ConfigDict, arg: ConfigArg) -> None:
     c.budget.enabled = True
     if settings["flops"] is not None:
       c.budget.update(target_kind="flops_kept", target=settings["flops"])
-      # measured on synthetic scenes, these halve the gap to magnitude pruning at equal FLOPs (README, "Does learned
-      # sparsity pay?"): the prox can remove residual-stream channels, and λ starts priced by what a channel costs
+      # measured on synthetic scenes (README, "Does learned sparsity pay?"): the prox can remove residual-stream
+      # channels, λ starts priced by what a channel costs, and λ is a fraction of each layer's own scale, so that the
+      # budget thins layers instead of taking a few to their floor
       c.sparsity.tie_streams = True
+      c.sparsity.relative_threshold = True
       c.budget.cost_init = True
   elif variant == "maml":
     c.sparsity.enabled = False
