@@ -85,7 +85,8 @@ class GroupSpec:
     """Finds every 4-D kernel whose '/'-joined path matches `include` and builds its groups.
 
     ties: {layer name: module paths of sparsified convs with equal output channels}; each becomes one layer (only
-    with `out_channel`), in place of its members. Raises ValueError when the regex matches nothing, an option is
+    with `out_channel`), in place of its members. relative: the spec's `relative` (prox thresholds in units of each
+    layer's mean alive group norm). Raises ValueError when the regex matches nothing, an option is
     unknown or a tie does not fit.
     """
     if grouping not in GROUPINGS:
