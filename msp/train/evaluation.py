@@ -28,6 +28,7 @@ from flax import traverse_util
 from msp.meta import MetaBatch, lambdas_from_rho
 from msp.sparsity import sparsity_stats
 from msp.tasks import Task
+from msp.train.files import write_text_atomic, writing
 from msp.train.setup import MetaLearner
 from msp.train.state import MetaTrainState
 
@@ -185,11 +186,11 @@ def _format(value) -> str:
 
 
 def write_results(directory: str, name: str, payload: dict, table: str) -> tuple[str, str]:
-  """Writes `<name>.json` (payload) and `<name>.md` (table) into `directory`; returns both paths."""
-  os.makedirs(directory, exist_ok=True)
+  """Writes `<name>.json` (payload) and `<name>.md` (table) into `directory`, each whole or not at all; returns both
+  paths. WriteError (naming the file and the reason) when that fails."""
   json_path, md_path = os.path.join(directory, f"{name}.json"), os.path.join(directory, f"{name}.md")
-  with open(json_path, "w", encoding="utf-8") as f:
-    json.dump(payload, f, indent=1, default=float)
-  with open(md_path, "w", encoding="utf-8") as f:
-    f.write(table + "\n")
+  with writing(directory):
+    os.makedirs(directory, exist_ok=True)
+  write_text_atomic(json_path, json.dumps(payload, indent=1, default=float))
+  write_text_atomic(md_path, table + "\n")
   return json_path, md_path

@@ -1,7 +1,9 @@
 """Scalar logs of a run: one JSON line per record in `<workdir>/metrics.jsonl`, and TensorBoard event files.
 
-TensorBoard events are written with tensorboardX, which needs no TensorFlow. Vector metrics (one value per
-sparsified layer or per task) are split into one scalar per entry, named `<metric>/<entry name>`.
+TensorBoard events are written with tensorboardX's protos and record framing, which need no TensorFlow, in the
+calling thread: a failed write (a full disk) raises at once as a WriteError naming the file, where a background
+writer thread would die and leave its queue to block the training loop. Vector metrics (one value per sparsified
+layer or per task) are split into one scalar per entry, named `<metric>/<entry name>`.
 
 A resumed run recomputes the steps after its checkpoint, so `MetricWriter(..., resume_step=N)` first removes every
 record and event of a step after N from both logs: each step is logged once however often a run is resumed.
@@ -15,10 +17,11 @@ import time
 from typing import Any, Mapping, Sequence
 
 import numpy as np
-from tensorboardX import SummaryWriter
-from tensorboardX.proto import event_pb2
+from tensorboardX.proto import event_pb2, summary_pb2
 from tensorboardX.record_writer import RecordWriter, masked_crc32c
 from tensorboardX.summary import hparams
+
+from msp.train.files import write_text_atomic, writing
 
 _EVENTS_GLOB = "events.out.tfevents.*"
 _REWRITE_TMP = "rewrite.tmp"  # no "tfevents" in the name: TensorBoard ignores it while it is written
@@ -54,11 +57,13 @@ def config_hparams(config: Mapping[str, Any], prefix: str = "") -> dict[str, flo
 
 
 class MetricWriter:
-  """Appends scalar records to `<workdir>/metrics.jsonl` and to TensorBoard events under `<workdir>/tensorboard`.
+  """Appends scalar records to `<workdir>/metrics.jsonl` and to a TensorBoard event file under
+  `<workdir>/tensorboard`, both flushed after every record.
 
   names: entry names for vector metrics, e.g. {"lambda": layer names, "task_loss": task names}.
   resume_step: the step the run resumes from; records and events of later steps are removed first (None: a new
   log, or keep everything).
+  Raises WriteError (naming the file) when a log cannot be written.
   """
 
   def __init__(self, workdir: str, names: Mapping[str, Sequence[str]] | None = None, resume_step: int | None = None):
@@ -68,27 +73,46 @@ class MetricWriter:
     if resume_step is not None:
       truncate_jsonl(self.path, resume_step)
       truncate_events(self.tensorboard_dir, resume_step)
-    self._jsonl = open(self.path, "a", encoding="utf-8")
-    self._tensorboard = SummaryWriter(self.tensorboard_dir)
+    # the pid keeps two writers opened within one second (a quick resume) from sharing a file name
+    self.events_path = os.path.join(
+        self.tensorboard_dir, f"events.out.tfevents.{int(time.time())}.{socket.gethostname()}.{os.getpid()}")
+    with writing(self.path):
+      self._jsonl = open(self.path, "a", encoding="utf-8")
+    with writing(self.events_path):
+      os.makedirs(self.tensorboard_dir, exist_ok=True)
+      self._events = RecordWriter(self.events_path)
+    self._write_events([event_pb2.Event(wall_time=time.time(), file_version="brain.Event:2")])
 
   def write(self, step: int, record: Mapping[str, object]) -> dict[str, float]:
     """Writes one record at outer step `step`; returns the flat scalars written."""
     flat = flatten_scalars({k: v for k, v in record.items() if k != "step"}, self.names)
-    self._jsonl.write(json.dumps({"step": int(step), **flat}) + "\n")
-    self._jsonl.flush()
-    for tag, value in flat.items():
-      self._tensorboard.add_scalar(tag, value, int(step))
+    with writing(self.path):
+      self._jsonl.write(json.dumps({"step": int(step), **flat}) + "\n")
+      self._jsonl.flush()
+    summary = summary_pb2.Summary(value=[summary_pb2.Summary.Value(tag=tag, simple_value=value)
+                                         for tag, value in flat.items()])
+    self._write_events([event_pb2.Event(wall_time=time.time(), step=int(step), summary=summary)])
     return flat
 
   def write_hparams(self, config: Mapping[str, Any], metrics: Sequence[str]) -> None:
     """The run's config as TensorBoard hparams (the HPARAMS tab), with `metrics` (scalar tags) as its metrics."""
-    writer = self._tensorboard._get_file_writer()  # pylint: disable=protected-access
-    for summary in hparams(config_hparams(config), {m: None for m in metrics}):
-      writer.add_summary(summary)
+    summaries = hparams(config_hparams(config), {m: None for m in metrics})
+    self._write_events([event_pb2.Event(wall_time=time.time(), summary=s) for s in summaries])
+
+  def _write_events(self, events: Sequence[event_pb2.Event]) -> None:
+    with writing(self.events_path):
+      for event in events:
+        self._events.write(event.SerializeToString())
+      self._events.flush()
 
   def close(self) -> None:
-    self._jsonl.close()
-    self._tensorboard.close()
+    """Closes both files (a close that fails to flush raises WriteError)."""
+    try:
+      with writing(self.path):
+        self._jsonl.close()
+    finally:
+      with writing(self.events_path):
+        self._events.close()
 
 
 def read_jsonl(path: str) -> list[dict]:
@@ -122,10 +146,7 @@ def truncate_jsonl(path: str, last_step: int) -> None:
         continue
       if record["step"] <= last_step:
         kept.append(line if line.endswith("\n") else line + "\n")
-  tmp = path + ".tmp"
-  with open(tmp, "w", encoding="utf-8") as f:
-    f.writelines(kept)
-  os.replace(tmp, path)
+  write_text_atomic(path, "".join(kept))
 
 
 def read_events(path: str) -> list[event_pb2.Event]:
@@ -173,15 +194,16 @@ def truncate_events(directory: str, last_step: int) -> None:
       kept.append(serialized)
   if not dropped and len(sources) == 1 and sources[0] != tmp:
     return
-  writer = RecordWriter(tmp + ".new")
-  writer.write(event_pb2.Event(wall_time=time.time(), file_version="brain.Event:2").SerializeToString())
-  for serialized in kept:
-    writer.write(serialized)
-  writer.flush()
-  writer.close()
-  os.replace(tmp + ".new", tmp)
-  for path in files:
-    os.remove(path)
-  # named by its oldest event: TensorBoard reads files in name order, and a step older than one already read would
-  # make it discard the newer ones (it takes that for a restart)
-  os.replace(tmp, os.path.join(directory, f"events.out.tfevents.{int(first_time)}.{socket.gethostname()}.msp"))
+  with writing(directory):
+    writer = RecordWriter(tmp + ".new")
+    writer.write(event_pb2.Event(wall_time=time.time(), file_version="brain.Event:2").SerializeToString())
+    for serialized in kept:
+      writer.write(serialized)
+    writer.flush()
+    writer.close()
+    os.replace(tmp + ".new", tmp)
+    for path in files:
+      os.remove(path)
+    # named by its oldest event: TensorBoard reads files in name order, and a step older than one already read would
+    # make it discard the newer ones (it takes that for a restart)
+    os.replace(tmp, os.path.join(directory, f"events.out.tfevents.{int(first_time)}.{socket.gethostname()}.msp"))

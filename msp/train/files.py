@@ -1,0 +1,61 @@
+"""Writing a run's files: any failed write (a full disk, a read-only mount, a quota) becomes one WriteError that
+names the path and the operating system's reason, and small files are replaced whole or not at all."""
+import contextlib
+import os
+import re
+from typing import Iterator
+
+from msp.train.config import ConfigError
+
+
+class WriteError(ConfigError):
+  """A file of a run could not be written; the message names the path and the reason."""
+
+
+def os_reason(error: OSError) -> str:
+  """The operating system's words for `error` ("No space left on device"), else its message."""
+  return os.strerror(error.errno) if error.errno else (str(error) or type(error).__name__)
+
+
+_OS_ERROR = re.compile(r"(?:\[OS error |\[Errno |os_error_code=')(\d+)")
+
+
+def error_reason(error: BaseException, limit: int = 200) -> str:
+  """The first line of an error's message, at most `limit` characters (orbax's messages run to kilobytes), led by
+  the operating system's reason where the error or one it was raised from names one ("No space left on device")."""
+  text = (str(error).strip().splitlines() or [type(error).__name__])[0]
+  text = text if len(text) <= limit else text[:limit] + "…"
+  cause = error
+  while cause is not None:
+    if isinstance(cause, OSError) and cause.errno:
+      return f"{os.strerror(cause.errno)} ({text})"
+    if match := _OS_ERROR.search(str(cause)):
+      return f"{os.strerror(int(match[1]))} ({text})"
+    cause = cause.__cause__ or cause.__context__
+  return text
+
+
+@contextlib.contextmanager
+def writing(path: str | os.PathLike) -> Iterator[None]:
+  """Turns an OSError raised inside the block into WriteError("cannot write PATH: REASON").
+
+  Writes to an open file (`f.write`) raise OSErrors without a file name; this puts the path back."""
+  try:
+    yield
+  except OSError as e:
+    raise WriteError(f"cannot write {os.fspath(path)}: {os_reason(e)}") from e
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+  """Writes `text` to `path` through a temporary sibling and a rename, so that `path` is never half-written;
+  WriteError naming `path` when that fails (the temporary file is removed)."""
+  path = os.fspath(path)
+  tmp = f"{path}.tmp.{os.getpid()}"
+  with writing(path):
+    try:
+      with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+      os.replace(tmp, path)
+    finally:
+      if os.path.exists(tmp):
+        os.remove(tmp)
