@@ -9,17 +9,24 @@ A workdir belongs to one run: reopening it with a config that differs in anythin
 MAY_DIFFER_ON_RESUME raises CheckpointError before anything is written. config.json is written with the first
 checkpoint, so that commands that fail earlier, or only read the run, leave the workdir as it was.
 
-A step directory that cannot be read back (a truncated file, a damaged manifest) is "corrupt or incomplete":
-`restore_latest_readable` warns, renames it to `<step>.corrupt` (kept for inspection, no longer a checkpoint) and
-resumes from the newest readable one.
+A step directory that cannot be read back (a truncated or missing file, a damaged manifest) is corrupt:
+`restore_latest_readable` resumes from the newest readable checkpoint, renaming each newer corrupt one to
+`<step>.corrupt` (kept for inspection, no longer a checkpoint) with a warning. Corrupt is not incompatible: a
+checkpoint that reads back but does not fit the run's state (another config or msp version) is refused with the
+list of differing leaves and never set aside, and a workdir whose checkpoints are all unreadable is refused, never
+trained again from step 0.
+
+Orbax reports its own failures from background threads and coroutines (tracebacks by the hundred after one bad
+file); msp says what happened in one line, so those reports are dropped (`_silence_orbax`).
 """
 import base64
-import contextlib
 import json
+import logging as py_logging
 import os
 import pathlib
 import re
 import sys
+import threading
 from typing import Any
 
 import jax
@@ -30,6 +37,7 @@ from absl import logging
 from orbax.checkpoint import v1 as ocp
 
 from msp.train.config import ConfigError
+from msp.train.files import error_reason, write_text_atomic
 from msp.train.state import MetaTrainState
 
 # Config keys (a section covers its sub-keys) that may change when a run is resumed: run length, logging and
@@ -40,9 +48,13 @@ from msp.train.state import MetaTrainState
 # fine-tuning). Every other key defines the state's structure
 # or meaning (model, tasks, data, sparsity, meta-objective, optimisers, budget, safeguards, seed) and must match.
 MAY_DIFFER_ON_RESUME = ("steps", "log_every", "checkpoint_every", "keep_checkpoints", "eval_every", "profile_steps",
-                        "safeguards.max_skipped_steps", "num_devices", "meta.remat", "meta.episode_loop",
-                        "data.data_dir", "data.num_threads", "data.prefetch", "data.eval_split", "eval", "adapt",
+                        "safeguards.max_skipped_fraction", "safeguards.skip_window", "num_devices", "meta.remat",
+                        "meta.episode_loop", "data.data_dir", "data.num_threads", "data.prefetch", "data.eval_split", "eval", "adapt",
                         "model.init_from", "init", "finetune", "prune")
+
+# Keys that earlier versions of msp wrote into config.json and this one no longer has (key: what replaced it). A
+# run made then is still resumed, evaluated and exported: its config.json is read without them (`drop_retired`).
+RETIRED_KEYS = {"safeguards.max_skipped_steps": "safeguards.max_skipped_fraction over safeguards.skip_window"}
 
 # Task options that only change how a task is scored (its metric), never the state: `tasks.<name>.<option>`.
 METRIC_OPTIONS = ("tolerance", "thresholds", "matching", "max_dist", "thin", "zero_division", "median_resolution")
@@ -59,7 +71,11 @@ class CheckpointError(ConfigError):
 
 
 class CorruptCheckpointError(CheckpointError):
-  """A step directory exists but cannot be read back as the run's state."""
+  """A step directory exists but cannot be read back."""
+
+
+class IncompatibleCheckpointError(CheckpointError):
+  """A checkpoint reads back but its leaves do not fit the run's state (another config or version of msp)."""
 
 
 class RunCheckpointer:
@@ -113,6 +129,7 @@ class RunCheckpointer:
   @property
   def _checkpointer(self) -> ocp.training.Checkpointer:
     if self._orbax is None:
+      _silence_orbax(self.directory)
       registry = ocp.handlers.local_registry()
       registry.add(ocp.handlers.JsonHandler, checkpointable_name=_DATA_STATE)
       context = ocp.Context()
@@ -152,12 +169,12 @@ class RunCheckpointer:
     if not (force or self._checkpointer.should_save(step)) or step in self._steps():
       return False
     _check_writable(self.workdir)
-    _write_json(self.config_path, self._config)
+    write_text_atomic(self.config_path, json.dumps(self._config, indent=2, sort_keys=True) + "\n")
     try:
       response = self._checkpointer.save_checkpointables_async(
           step, {_STATE: state, _DATA_STATE: encoded}, force=force)
     except Exception as e:  # an OSError (disk full, permissions) arrives wrapped in orbax's errors
-      raise CheckpointError(f"cannot write the checkpoint of step {step} in {self.directory}: {_first_line(e)}") from e
+      raise CheckpointError(f"cannot write the checkpoint of step {step} in {self.directory}: {error_reason(e)}") from e
     if response is None:
       return False
     if force:
@@ -183,7 +200,9 @@ class RunCheckpointer:
     Raises:
       ValueError: a leaf of `abstract_state` has no sharding (numpy arrays, `jax.eval_shape` results): orbax
         would then place it as it was saved, whatever the current devices.
-      CheckpointError: no checkpoint, or the checkpoint's tree or leaf shapes differ from `abstract_state`'s.
+      CheckpointError: no such checkpoint.
+      CorruptCheckpointError: the checkpoint cannot be read back.
+      IncompatibleCheckpointError: its leaves differ from `abstract_state`'s (tree, shapes or dtypes).
     """
     if any(getattr(leaf, "sharding", None) is None for leaf in jax.tree.leaves(abstract_state)):
       raise ValueError("every leaf of abstract_state must carry a sharding, as those of learner.init_state(rng) do")
@@ -195,38 +214,59 @@ class RunCheckpointer:
       raise CheckpointError(f"no checkpoint of step {step} in {self.directory}; there are {steps}")
     path = self.directory / str(step)
     abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), abstract_state)
-    with _orbax_silenced():  # orbax logs each unreadable file with a traceback; the error below says it in a line
-      try:
-        saved = self._checkpointer.checkpointables_metadata(step).metadata[_STATE]
-      except Exception as e:  # orbax raises many kinds; all mean the step directory is unreadable
-        raise CorruptCheckpointError(f"the checkpoint {path} is corrupt or incomplete: {_first_line(e)}") from e
-      _check_same_leaves(path, saved, abstract)
-      try:
-        loaded = self._checkpointer.load_checkpointables(step, {_STATE: abstract, _DATA_STATE: None})
-        data_state = _decode(loaded[_DATA_STATE])
-        jax.block_until_ready(loaded[_STATE])
-      except Exception as e:
-        raise CorruptCheckpointError(f"the checkpoint {path} is corrupt or incomplete: {_first_line(e)}") from e
+    try:
+      saved = self._checkpointer.checkpointables_metadata(step).metadata[_STATE]
+    except Exception as e:  # orbax raises many kinds; all mean the step directory is unreadable
+      raise CorruptCheckpointError(f"the checkpoint {path} is corrupt: {_unreadable_reason(e)}") from e
+    _check_same_leaves(path, saved, abstract)
+    try:
+      loaded = self._checkpointer.load_checkpointables(step, {_STATE: abstract, _DATA_STATE: None})
+      data_state = _decode(loaded[_DATA_STATE])
+      jax.block_until_ready(loaded[_STATE])
+    except Exception as e:
+      raise CorruptCheckpointError(f"the checkpoint {path} is corrupt: {_unreadable_reason(e)}") from e
     return loaded[_STATE], data_state
 
   def restore_latest_readable(self, abstract_state: MetaTrainState) -> tuple[MetaTrainState, dict] | None:
-    """`restore` of the newest checkpoint that reads back, None when there is none.
+    """`restore` of the newest checkpoint that reads back; None when the run has none (a new run).
 
-    Each newer one that is corrupt or incomplete is renamed to `<step>.corrupt` (kept for inspection; a later save
-    of that step writes a fresh checkpoint) with a warning naming it.
+    Each newer corrupt one is then renamed to `<step>.corrupt` (kept for inspection; a later save of that step
+    writes a fresh checkpoint) with a warning naming it. Nothing is renamed unless a readable checkpoint is found.
+
+    Raises:
+      CheckpointError: the run has checkpoints (or set-aside `*.corrupt` ones) but none can be read; nothing is
+        changed, so that a run is never started again from step 0 over its own checkpoints.
+      IncompatibleCheckpointError: the newest readable checkpoint does not fit the run's state.
     """
+    corrupt = []
     for step in reversed(self._steps()):
       try:
-        return self.restore(abstract_state, step)
+        restored = self.restore(abstract_state, step)
       except CorruptCheckpointError as e:
-        path = self.directory / str(step)
-        aside = path.with_name(f"{step}.corrupt")
-        if aside.exists():
-          aside = path.with_name(f"{step}.corrupt.{os.getpid()}")
-        os.replace(path, aside)
-        self._checkpointer.reload()
-        logging.warning("%s; skipped it (kept as %s) and resuming from an older checkpoint", e, aside.name)
+        corrupt.append((step, e))
+        continue
+      for bad_step, error in corrupt:
+        aside = self._set_aside(bad_step)
+        logging.warning("%s; set it aside as %s and resumed from step %d", error, aside.name, step)
+      return restored
+    set_aside = sorted(p.name for p in self.directory.glob("*.corrupt*")) if self.directory.is_dir() else []
+    if corrupt or set_aside:
+      names = [str(step) for step, _ in corrupt] + set_aside
+      reason = f" ({corrupt[0][1]})" if corrupt else ""
+      raise CheckpointError(
+          f"none of the checkpoints in {self.directory} can be read ({', '.join(names)}){reason}; nothing was "
+          f"changed. To start this run again from step 0, move {self.directory} away (or use another workdir)")
     return None
+
+  def _set_aside(self, step: int) -> pathlib.Path:
+    """Renames the step directory of `step` to `<step>.corrupt` (or `<step>.corrupt.<pid>`); returns the new path."""
+    path = self.directory / str(step)
+    aside = path.with_name(f"{step}.corrupt")
+    if aside.exists():
+      aside = path.with_name(f"{step}.corrupt.{os.getpid()}")
+    os.replace(path, aside)
+    self._checkpointer.reload()
+    return aside
 
   def wait(self) -> None:
     """Blocks until a save in flight is committed (re-raising its error, if any)."""
@@ -234,12 +274,15 @@ class RunCheckpointer:
       try:
         self._orbax.wait()
       except Exception as e:  # the background write failed: disk full, permissions, ...
-        raise CheckpointError(f"cannot write a checkpoint in {self.directory}: {_first_line(e)}") from e
+        raise CheckpointError(f"cannot write a checkpoint in {self.directory}: {error_reason(e)}") from e
 
   def close(self) -> None:
-    """Waits for a save in flight and releases orbax's resources."""
+    """Waits for a save in flight and releases orbax's resources (CheckpointError if that save failed)."""
     if self._orbax is not None:
-      self._orbax.close()
+      try:
+        self._orbax.close()
+      except Exception as e:
+        raise CheckpointError(f"cannot write a checkpoint in {self.directory}: {error_reason(e)}") from e
 
   def _steps(self) -> list[int]:
     if self._orbax is None and not self.directory.is_dir():
@@ -249,32 +292,91 @@ class RunCheckpointer:
     return [c.step for c in self._checkpointer.checkpoints]
 
 
-@contextlib.contextmanager
-def _orbax_silenced():
-  """Only fatal absl log records while reading a checkpoint (orbax logs warnings and errors of its own), and from
-  then on no report of orbax's event loop being closed under its background reads.
-
-  After a damaged file, orbax's reader threads keep calling into an event loop that has been closed; each such
-  call is reported through `sys.unraisablehook` as a traceback (at any moment, also before msp's one-line error).
-  The exception is ignored by Python in any case; the hook stays filtered because those threads outlive the read.
-  """
-  if not getattr(sys.unraisablehook, "ignores_closed_event_loop", False):
-    sys.unraisablehook = _ignoring_closed_event_loop(sys.unraisablehook)
-  verbosity = logging.get_verbosity()
-  logging.set_verbosity(logging.FATAL)
-  try:
-    yield
-  finally:
-    logging.set_verbosity(verbosity)
+_ORBAX_FRAME = re.compile(r"[\\/](orbax|tensorstore)[\\/]")
+# The checkpoint directories this process reads and writes through orbax: a report that names one of them (a
+# tensorstore error from a task orbax started) is about a failure msp reports itself.
+_ORBAX_DIRECTORIES: set[str] = set()
 
 
-def _ignoring_closed_event_loop(hook):
-  """`hook` (a `sys.unraisablehook`) except for RuntimeError('Event loop is closed')."""
-  def filtered(unraisable):
-    if not (isinstance(unraisable.exc_value, RuntimeError) and str(unraisable.exc_value) == "Event loop is closed"):
-      hook(unraisable)
-  filtered.ignores_closed_event_loop = True
-  return filtered
+def _from_orbax(error: BaseException | None) -> bool:
+  """Whether `error` was raised in (or passed through) orbax's or tensorstore's Python code, or names one of
+  _ORBAX_DIRECTORIES."""
+  while error is not None:
+    if _names_orbax_directory(str(error)):
+      return True
+    tb = error.__traceback__
+    while tb is not None:
+      if _ORBAX_FRAME.search(tb.tb_frame.f_code.co_filename):
+        return True
+      tb = tb.tb_next
+    error = error.__cause__ or error.__context__
+  return False
+
+
+def _names_orbax_directory(text: str) -> bool:
+  return bool(_ORBAX_FRAME.search(text)) or any(directory in text for directory in _ORBAX_DIRECTORIES)
+
+
+class _DropOrbaxRecords(py_logging.Filter):
+  """Drops log records written by orbax's code, and asyncio's reports of orbax tasks that failed."""
+
+  def filter(self, record: py_logging.LogRecord) -> bool:
+    if record.pathname == __file__:  # msp's own warnings name the directory too
+      return True
+    if _ORBAX_FRAME.search(record.pathname or ""):
+      return False
+    exc = record.exc_info[1] if record.exc_info else None
+    text = " ".join([str(getattr(record, "msg", "")), *map(str, record.args or ())])
+    return not (_from_orbax(exc) or _names_orbax_directory(text))
+
+
+def _silence_orbax(directory: pathlib.Path) -> None:
+  """From now on, in this process: orbax's log records (absl), its failed threads' and coroutines' tracebacks
+  (threading.excepthook, sys.unraisablehook, asyncio's "exception was never retrieved"), and any of those that
+  name `directory` (a checkpoint directory msp reads or writes through orbax) are dropped.
+
+  Every orbax failure that matters reaches msp as an exception from save, wait or restore, which msp reports in
+  one line; the same failure would otherwise also print up to thousands of lines, from threads that outlive the
+  call (at any moment, also after msp's line). Installed once; other threads' and coroutines' errors are reported
+  as before."""
+  _ORBAX_DIRECTORIES.add(str(directory))
+  if getattr(threading.excepthook, "drops_orbax", False):
+    return
+  thread_hook, unraisable_hook = threading.excepthook, sys.unraisablehook
+
+  def excepthook(args):
+    if not _from_orbax(args.exc_value):
+      thread_hook(args)
+
+  def unraisablehook(unraisable):
+    code = getattr(unraisable.object, "cr_code", None)
+    closed_loop = isinstance(unraisable.exc_value, RuntimeError) and str(unraisable.exc_value) == "Event loop is closed"
+    if not (closed_loop or _from_orbax(unraisable.exc_value) or
+            (code is not None and _ORBAX_FRAME.search(code.co_filename))):
+      unraisable_hook(unraisable)
+
+  excepthook.drops_orbax = True
+  threading.excepthook, sys.unraisablehook = excepthook, unraisablehook
+  for name in ("absl", "asyncio"):
+    logger = py_logging.getLogger(name)
+    if not any(isinstance(f, _DropOrbaxRecords) for f in logger.filters):
+      logger.addFilter(_DropOrbaxRecords())
+
+
+_ARRAY_IN_ERROR = re.compile(r'in "([\w.]+)/c/')
+
+
+def _unreadable_reason(error: Exception) -> str:
+  """Why a checkpoint could not be read, in a line: the array whose data is damaged or missing where orbax's
+  innermost error names it (`params.head.conv.kernel`), else that error's first line."""
+  innermost = error
+  while (innermost.__cause__ or innermost.__context__) is not None:
+    innermost = innermost.__cause__ or innermost.__context__
+  if match := _ARRAY_IN_ERROR.search(str(innermost)):
+    status = re.match(r"([A-Z_]+):", str(innermost))
+    return (f"the data of {match[1].replace('.', '/')} cannot be read (a data file is truncated, missing or "
+            f"damaged{'; ' + status[1] if status else ''})")
+  return error_reason(innermost)
 
 
 def _check_can_create(workdir: pathlib.Path) -> None:
@@ -286,24 +388,6 @@ def _check_can_create(workdir: pathlib.Path) -> None:
     raise CheckpointError(f"the run directory {workdir} cannot be created: {existing} is not a directory")
   if not os.access(existing, os.W_OK | os.X_OK):
     raise CheckpointError(f"the run directory {workdir} cannot be created or written: {existing} is not writable")
-
-
-_OS_ERROR = re.compile(r"(?:\[OS error |\[Errno |os_error_code=')(\d+)")
-
-
-def _first_line(error: Exception, limit: int = 200) -> str:
-  """The first line of an error's message, at most `limit` characters (orbax's messages run to kilobytes), led by
-  the operating system's reason where the error or one it was raised from names one (a full disk, ...)."""
-  text = (str(error).strip().splitlines() or [type(error).__name__])[0]
-  text = text if len(text) <= limit else text[:limit] + "…"
-  cause = error
-  while cause is not None:
-    if isinstance(cause, OSError) and cause.errno:
-      return f"{os.strerror(cause.errno)} ({text})"
-    if match := _OS_ERROR.search(str(cause)):
-      return f"{os.strerror(int(match[1]))} ({text})"
-    cause = cause.__cause__ or cause.__context__
-  return text
 
 
 def _check_writable(workdir: pathlib.Path) -> None:
@@ -320,7 +404,7 @@ def _check_writable(workdir: pathlib.Path) -> None:
 def _check_compatible(config_path: pathlib.Path, new: dict) -> None:
   """Raises CheckpointError listing every key outside MAY_DIFFER_ON_RESUME whose value differs."""
   try:
-    old = json.loads(config_path.read_text())
+    old = drop_retired(json.loads(config_path.read_text()))
   except (OSError, ValueError) as e:
     raise CheckpointError(f"cannot read the run's config {config_path}: {e}") from e
   old, new = _flatten(old), _flatten(new)
@@ -334,6 +418,18 @@ def _check_compatible(config_path: pathlib.Path, new: dict) -> None:
         f"the config differs from the one this run was started with ({config_path}) in keys that define the "
         f"state, so the run cannot be resumed (old → new):\n" + "\n".join(diffs) +
         "\nUse another workdir, or restore these values.")
+
+
+def drop_retired(config: dict) -> dict:
+  """`config` (a run's config.json, nested dicts) without the RETIRED_KEYS, which are removed in place."""
+  for key in RETIRED_KEYS:
+    *parents, leaf = key.split(".")
+    node = config
+    for part in parents:
+      node = node.get(part) if isinstance(node, dict) else None
+    if isinstance(node, dict):
+      node.pop(leaf, None)
+  return config
 
 
 def may_differ_on_resume(key: str) -> bool:
@@ -352,13 +448,6 @@ def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
     else:
       flat[f"{prefix}{key}"] = value
   return flat
-
-
-def _write_json(path: pathlib.Path, value: Any) -> None:
-  """Writes `value` to `path` through a temporary file and a rename, so that `path` is never half-written."""
-  tmp = path.with_name(path.name + ".tmp")
-  tmp.write_text(json.dumps(value, indent=2, sort_keys=True) + "\n")
-  os.replace(tmp, path)
 
 
 def _encode(value: Any, where: str) -> Any:
@@ -407,20 +496,25 @@ def _leaf_specs(tree: Any) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
           for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
 
-def _check_same_leaves(path: pathlib.Path, saved: Any, abstract: Any) -> None:
-  """Raises CheckpointError listing the leaves missing, extra, or of another shape or dtype in the checkpoint."""
+def _check_same_leaves(path: pathlib.Path, saved: Any, abstract: Any, listed: int = 8) -> None:
+  """CorruptCheckpointError when the checkpoint lists no arrays (a damaged manifest or metadata file); else
+  IncompatibleCheckpointError listing (up to `listed` of) the leaves missing, extra, or of another shape or dtype."""
   saved, wanted = _leaf_specs(saved), _leaf_specs(abstract)
+  if not saved:
+    raise CorruptCheckpointError(f"the checkpoint {path} is corrupt: its state lists no arrays (a damaged or "
+                                 f"missing manifest or metadata file)")
   show = lambda spec: f"{spec[0]} {spec[1]}"
   diffs = []
-  for key in sorted(saved.keys() | wanted.keys()):
+  for key in [*wanted, *(k for k in saved if k not in wanted)]:  # in the state's order: parameters first
     if key not in saved:
-      diffs.append(f"  {key}: missing from the checkpoint (expected {show(wanted[key])})")
+      diffs.append(f"{key}: missing from the checkpoint (the run expects {show(wanted[key])})")
     elif key not in wanted:
-      diffs.append(f"  {key}: in the checkpoint ({show(saved[key])}) but not in the state")
+      diffs.append(f"{key}: in the checkpoint ({show(saved[key])}) but not in the run's state")
     elif saved[key] != wanted[key]:
-      diffs.append(f"  {key}: checkpoint {show(saved[key])}, state {show(wanted[key])}")
+      diffs.append(f"{key}: checkpoint {show(saved[key])}, run {show(wanted[key])}")
   if diffs:
-    raise CorruptCheckpointError(
-        f"the checkpoint {path} is corrupt or incomplete (or from another version of msp): {len(diffs)} of its "
-        f"leaves do not fit the run's state "
-        f"(first: {diffs[0].strip()})")
+    more = f"; and {len(diffs) - listed} more" if len(diffs) > listed else ""
+    raise IncompatibleCheckpointError(
+        f"the checkpoint {path} does not fit this run's state (a config.json edited by hand, or a checkpoint of "
+        f"another version of msp), so it is neither resumed nor set aside; {len(diffs)} leaves differ: "
+        + "; ".join(diffs[:listed]) + more + ". Restore the run's config, or use another workdir")
