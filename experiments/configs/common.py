@@ -24,7 +24,8 @@ def method_defaults() -> ml_collections.ConfigDict:
       tie_streams=False, relative_threshold=False))
   c.safeguards = ml_collections.ConfigDict(dict(
       lambda_min=1e-8, lambda_max=10.0, min_channels=1, outlier_factor=10.0, outlier_warmup=10,
-      runaway_factor=100.0, runaway_window=100, max_skipped_steps=20))
+      runaway_factor=100.0, runaway_window=100, max_skipped_fraction=0.5,
+      skip_window=50))
   c.budget = ml_collections.ConfigDict(dict(
       enabled=False, target_kind="channels_removed", target=0.5, cost="flops", dual_lr=0.005, constraint="at_most",
       scale_lr=0.02, horizon=150.0, cap=True, cost_init=False, cap_rank="threshold"))

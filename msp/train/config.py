@@ -78,6 +78,10 @@ def _adapt(config) -> None:
   _integer(config, "adapt.batch_size", 1)
   _positive(config, "adapt.lr")
   _choice(config, "adapt.train", TRAINABLE)
+  for name in config.adapt.get("tasks") or ():
+    if name not in config.tasks:
+      raise ConfigError(f"config.adapt.tasks names {name!r}, which config.tasks does not define; choose from "
+                        f"{sorted(config.get('unseen_tasks') or config.tasks)}")
   fraction = _get(config, "adapt.train_fraction")
   if not isinstance(fraction, (int, float)) or not 0 < fraction <= 1:
     raise ConfigError(f"config.adapt.train_fraction={fraction!r} must lie in (0, 1]")
@@ -101,6 +105,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     for key in ("eval.batch_size", "eval.support_size"):
       _integer(config, key, 1)
     _integer(config, "eval.calibration_size", 0)
+    if config.eval.get("max_examples") is not None:
+      _integer(config, "eval.max_examples", 1)
   if "adapt" in config:
     _adapt(config)
   if "prune" in config:
@@ -135,8 +141,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   if not config.safeguards.lambda_min <= config.sparsity.lambda_init <= config.safeguards.lambda_max:
     raise ConfigError(f"config.sparsity.lambda_init={config.sparsity.lambda_init} lies outside the bounds "
                       f"[safeguards.lambda_min, safeguards.lambda_max]")
-  for key in ("safeguards.min_channels", "safeguards.runaway_window", "safeguards.max_skipped_steps"):
+  for key in ("safeguards.min_channels", "safeguards.runaway_window", "safeguards.skip_window"):
     _integer(config, key, 1)
+  _fraction(config, "safeguards.max_skipped_fraction")
   seen = tuple(_get(config, "seen_tasks"))
   if not seen:
     raise ConfigError("config.seen_tasks is empty")

@@ -1,5 +1,6 @@
 """The outer loop: call the jitted meta-step on successive meta-batches, with a progress bar, logging, the
 divergence checks, an optional profiler trace and a stop request (a signal) honoured between steps."""
+import collections
 import time
 from typing import Callable, Iterator
 
@@ -13,6 +14,10 @@ from msp.train.safeguards import DivergedError, LambdaWatch, nonfinite_names
 from msp.train.setup import MetaLearner
 from msp.train.state import MetaTrainState
 
+# The skipped-step fraction is judged once this many steps (or the whole window, if shorter) have run: fewer
+# would stop a healthy run for one early skip.
+MIN_STEPS_JUDGED = 10
+
 
 def meta_train(learner: MetaLearner, state: MetaTrainState, meta_batches: Iterator[MetaBatch], num_steps: int,
                log_every: int = 0, on_log: Callable[[int, dict], None] | None = None, progress: bool = True,
@@ -21,8 +26,9 @@ def meta_train(learner: MetaLearner, state: MetaTrainState, meta_batches: Iterat
                ) -> tuple[MetaTrainState, list[dict]]:
   """Runs outer steps start_step + 1 … num_steps; every `log_every` steps (and at the last) fetches metrics.
 
-  After every step: DivergedError (naming the step) when a part of the new state is NaN or inf, or when the last
-  `safeguards.max_skipped_steps` steps were all skipped — raised before on_step, so such a state is never saved;
+  After every step: DivergedError (naming the step) when a part of the new state is NaN or inf, or when more than
+  `safeguards.max_skipped_fraction` of the last `safeguards.skip_window` steps were skipped (judged from the
+  `MIN_STEPS_JUDGED`-th step of this call on) — raised before on_step, so such a state is never saved;
   then on_step(step, state) (checkpointing); then, if should_stop() is true, the loop returns early.
   Logged records add steps_per_s and examples_per_s (since the previous record) and wall_time_s (since this call
   began). profile=(directory, n) traces steps start_step + 2 … start_step + n + 1 with jax.profiler (the first
@@ -31,7 +37,8 @@ def meta_train(learner: MetaLearner, state: MetaTrainState, meta_batches: Iterat
   """
   history = []
   watch = LambdaWatch(learner.spec.names, learner.safeguards.runaway_factor, learner.safeguards.runaway_window)
-  max_skipped, skipped_in_a_row = learner.safeguards.max_skipped_steps, 0
+  guards = learner.safeguards
+  recent_skips = collections.deque(maxlen=guards.skip_window)
   bar = tqdm.trange(start_step, num_steps, initial=start_step, total=num_steps, desc="meta-train",
                     disable=not progress, dynamic_ncols=True)
   began = last_time = time.perf_counter()
@@ -53,11 +60,13 @@ def meta_train(learner: MetaLearner, state: MetaTrainState, meta_batches: Iterat
     if broken:
       raise DivergedError(f"step {step}: the {' and the '.join(broken)} became NaN or inf, so the step was not "
                           f"saved (the newest checkpoint is the last good state); lower optim.lr or meta.inner_lr")
-    skipped_in_a_row = skipped_in_a_row + 1 if skipped else 0
-    if skipped_in_a_row >= max_skipped:
-      raise DivergedError(f"steps {step - skipped_in_a_row + 1}-{step}: {skipped_in_a_row} steps in a row were "
-                          f"skipped (meta-gradient non-finite or an outlier; last norm {float(grad_norm):.3g}), so "
-                          f"the run stopped learning; lower meta.inner_lr or optim.lr (safeguards.max_skipped_steps)")
+    recent_skips.append(bool(skipped))
+    if (len(recent_skips) >= min(MIN_STEPS_JUDGED, guards.skip_window) and
+        sum(recent_skips) > guards.max_skipped_fraction * len(recent_skips)):
+      raise DivergedError(
+          f"step {step}: {sum(recent_skips)} of the last {len(recent_skips)} steps were skipped (meta-gradient "
+          f"non-finite or an outlier; last norm {float(grad_norm):.3g}), more than safeguards.max_skipped_fraction="
+          f"{guards.max_skipped_fraction:g}, so the run stopped before saving it; lower optim.lr or meta.inner_lr")
     if (log_every and step % log_every == 0) or step == num_steps:
       now = time.perf_counter()
       rate = (step - last_step) / max(now - last_time, 1e-9)

@@ -1,5 +1,5 @@
 """Safeguards around the outer step: λ bounds, skipping bad meta-gradients, a host-side λ runaway warning, and the
-checks that stop a run which diverged (non-finite state, or nothing but skipped steps) before it is saved.
+checks that stop a run which diverged (non-finite state, or mostly skipped steps) before it is saved.
 
 The channel floor (no layer loses its last `min_channels` channels) lives in the prox itself
 (`msp.sparsity.block_soft_threshold(min_alive=...)`).
@@ -20,7 +20,7 @@ STATE_PARTS = ("parameters", "BatchNorm statistics", "λ and the budget", "optim
 
 
 class DivergedError(ConfigError):
-  """Training produced a state that must not be saved (non-finite), or stopped learning (every step skipped)."""
+  """Training produced a state that must not be saved (non-finite), or stopped learning (most steps skipped)."""
 
 
 def all_finite(tree) -> jax.Array:
@@ -48,7 +48,8 @@ class Safeguards:
   outlier_factor: skip an outer step whose meta-gradient norm exceeds this × its running average (0: never skip
   finite steps); non-finite meta-gradients are always skipped. outlier_warmup: accepted steps before outliers count.
   runaway_factor / runaway_window: warn when a λ_ℓ changes by more than this factor within this many steps.
-  max_skipped_steps: a run stops after this many consecutive skipped steps (it is not learning any more)."""
+  max_skipped_fraction / skip_window: a run stops when more than this fraction of its last `skip_window` outer
+  steps were skipped (it is not learning any more)."""
   lambda_min: float = 1e-8
   lambda_max: float = 10.0
   min_channels: int = 1
@@ -56,11 +57,15 @@ class Safeguards:
   outlier_warmup: int = 10
   runaway_factor: float = 100.0
   runaway_window: int = 100
-  max_skipped_steps: int = 20
+  max_skipped_fraction: float = 0.5
+  skip_window: int = 50
 
   def __post_init__(self):
     if not 0 < self.lambda_min < self.lambda_max:
       raise ValueError(f"safeguards: need 0 < lambda_min ({self.lambda_min}) < lambda_max ({self.lambda_max})")
+    if not 0 < self.max_skipped_fraction < 1 or self.skip_window < 1:
+      raise ValueError(f"safeguards: need 0 < max_skipped_fraction ({self.max_skipped_fraction}) < 1 and "
+                       f"skip_window ({self.skip_window}) ≥ 1")
     if self.min_channels < 1:
       raise ValueError(f"safeguards.min_channels={self.min_channels} must be ≥ 1 (a layer with no channel is dead)")
 
