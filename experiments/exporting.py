@@ -11,10 +11,12 @@ from experiments.evaluation import adapted_to_seen_tasks
 from experiments.train import open_run
 from msp.export import load
 from msp.export.artifact import serialize_inference, spec_dict, write_artifact
+from msp.export.loader import CHECKPOINT_DIR, INFERENCE_FILE, SPEC_FILE
 from msp.export.prune import ExportError, check_exact, max_abs_differences, plan_pruning, prune
 from msp.export.report import build_report, forward_latencies, machine, network_costs, report_markdown
 from msp.train import ConfigError
 from msp.train.evaluation import write_results
+from msp.train.files import WriteError, error_reason
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,12 +35,46 @@ class ExportOptions:
   platforms: tuple[str, ...] = ()
 
 
-def check_out(out: str, overwrite: bool) -> None:
-  """ConfigError unless `out` is new, an empty directory, or (with `overwrite`) a directory to replace."""
+# What an export directory holds (msp/export/artifact.py, and the report): `--overwrite` replaces nothing else.
+EXPORT_ENTRIES = frozenset({INFERENCE_FILE, SPEC_FILE, CHECKPOINT_DIR, "report.json", "report.md"})
+OWN_EXPORT = "export"  # WORKDIR/export: the one place inside a run directory an export of that run may go
+
+
+def is_run_directory(path: str) -> bool:
+  """Whether `path` is (or looks like) a run's workdir: it holds `checkpoints/`, or config.json and metrics.jsonl."""
+  return os.path.isdir(os.path.join(path, "checkpoints")) or all(
+      os.path.isfile(os.path.join(path, name)) for name in ("config.json", "metrics.jsonl"))
+
+
+def check_out(out: str, workdir: str, overwrite: bool) -> None:
+  """ConfigError unless `out` may receive the export of the run in `workdir`: a new or empty directory, or with
+  `overwrite` an earlier export (nothing but EXPORT_ENTRIES), that neither is nor holds a run directory and lies in
+  none, except at the exported run's own WORKDIR/export. So no export ever replaces a run's files."""
+  given = out
+  out, workdir = os.path.realpath(out), os.path.realpath(workdir)
   if os.path.lexists(out) and not os.path.isdir(out):
-    raise ConfigError(f"--out={out!r} exists and is not a directory")
-  if os.path.isdir(out) and os.listdir(out) and not overwrite:
-    raise ConfigError(f"--out={out!r} is not empty; give --overwrite to replace it, or another directory")
+    raise ConfigError(f"--out={given!r} exists and is not a directory")
+  if os.path.commonpath([out, workdir]) == out:
+    raise ConfigError(f"--out={given!r} is or holds the run being exported ({workdir}); an export goes to a "
+                      f"directory of its own, e.g. {os.path.join(workdir, OWN_EXPORT)}")
+  if out != os.path.join(workdir, OWN_EXPORT):
+    ancestor = out
+    while True:
+      if is_run_directory(ancestor):
+        raise ConfigError(f"--out={given!r} {'is' if ancestor == out else 'lies inside'} the run directory "
+                          f"{ancestor}; an export goes to a directory of its own (or its run's WORKDIR/{OWN_EXPORT})")
+      if os.path.dirname(ancestor) == ancestor:
+        break
+      ancestor = os.path.dirname(ancestor)
+  entries = set(os.listdir(out)) if os.path.isdir(out) else set()
+  if entries and not overwrite:
+    raise ConfigError(f"--out={given!r} is not empty; give --overwrite to replace an earlier export there, or "
+                      f"another directory")
+  if entries and (not {SPEC_FILE, INFERENCE_FILE} <= entries or entries - EXPORT_ENTRIES):
+    foreign = sorted(entries - EXPORT_ENTRIES)
+    what = f"it holds {', '.join(foreign[:3])}" if foreign else f"it lacks {SPEC_FILE} or {INFERENCE_FILE}"
+    raise ConfigError(f"--out={given!r} is not an earlier export ({what}), and --overwrite replaces only an "
+                      f"export; choose another directory")
 
 
 def export_run(workdir: str, step: int | None, out: str, config: ml_collections.ConfigDict,
@@ -59,7 +95,7 @@ def export_run(workdir: str, step: int | None, out: str, config: ml_collections.
 
 def _export(workdir: str, step: int | None, out: str, staging: str, config: ml_collections.ConfigDict,
             options: ExportOptions, overwrite: bool) -> tuple[str, int, str]:
-  check_out(out, overwrite)
+  check_out(out, workdir, overwrite)
   run = open_run(config, workdir)
   try:
     step, state = run.trained_state(step)
@@ -80,7 +116,11 @@ def _export(workdir: str, step: int | None, out: str, staging: str, config: ml_c
     source = {"workdir": os.path.abspath(workdir), "step": step,
               "variables": "adapted" if options.adapted else "meta-trained", "multiple_of": options.multiple_of}
     spec = spec_dict(pruned_model, run.config.model.to_dict(), plan, size, platforms, source)
-    write_artifact(staging, spec, pruned_variables, serialize_inference(pruned_model, pruned_variables, size, platforms))
+    serialized = serialize_inference(pruned_model, pruned_variables, size, platforms)
+    try:
+      write_artifact(staging, spec, pruned_variables, serialized)
+    except Exception as e:  # orbax wraps a full disk in its own errors
+      raise WriteError(f"cannot write the export into {staging}: {error_reason(e)}") from e
     exported_differences = max_abs_differences(dense_outputs, load(staging)(images))
     check_exact(exported_differences, options.tolerance)
   except ExportError as e:
@@ -98,6 +138,7 @@ def _export(workdir: str, step: int | None, out: str, staging: str, config: ml_c
   table = reporting.provenance_line(provenance) + "\n\n" + report_markdown(report)
   write_results(staging, "report", {"provenance": provenance, **report}, table)
   if os.path.isdir(out) and os.listdir(out):
-    shutil.rmtree(out)  # check_out allowed this only with `overwrite`
+    check_out(out, workdir, overwrite)  # again: the directory may have changed while the export ran
+    shutil.rmtree(out)
   os.replace(staging, out)
   return out, step, table
