@@ -12,7 +12,7 @@ from absl import flags
 
 from experiments import common
 from experiments.finetuning import finetune
-from experiments.train import Preempted
+from experiments.train import Preempted, skipped_steps
 
 _CONFIG = common.define_optional_config()
 flags.adopt_module_key_flags(common)
@@ -25,11 +25,12 @@ def main(argv):
   with common.clear_errors():
     config = common.run_config(_CONFIG, _WORKDIR.value)
     try:
-      out = finetune(_WORKDIR.value, config, _STEP.value)
+      out, state = finetune(_WORKDIR.value, config, _STEP.value)
     except Preempted as e:
       print(e, file=sys.stderr)
       sys.exit(128 + e.signum)
-    print(f"fine-tuned into {out}")
+    print(f"fine-tuned into {out} to step {int(state.step)}: {skipped_steps(state)} of {int(state.step)} steps "
+          f"skipped (a non-finite or outlying meta-gradient)")
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ import os
 import ml_collections
 
 from experiments.train import load_config, train
+from msp.train.state import MetaTrainState
 
 FINETUNED = "finetuned"  # the fine-tuned run's workdir, inside the run it starts from
 
@@ -34,10 +35,10 @@ def finetune_config(config: ml_collections.ConfigDict, workdir: str,
 
 
 def finetune(workdir: str, config: ml_collections.ConfigDict | None = None, step: int | None = None,
-             progress: bool = True) -> str:
+             progress: bool = True) -> tuple[str, MetaTrainState]:
   """Fine-tunes the run in `workdir` (config: its config.json, or `config` with overrides) into
-  WORKDIR/finetuned, resuming it when it was interrupted; returns that directory."""
+  WORKDIR/finetuned, resuming it when it was interrupted; returns that directory and the final state."""
   config = load_config(workdir) if config is None else config
   out = os.path.join(workdir, FINETUNED)
-  train(finetune_config(config, workdir, step), out, progress)
-  return out
+  state, _ = train(finetune_config(config, workdir, step), out, progress)
+  return out, state

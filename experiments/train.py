@@ -5,9 +5,11 @@ This layer joins the library (`msp`) and the data (`data_pipelines`); neither of
 Everything a resumed run needs is in the checkpoint (the MetaTrainState and the input pipeline's position), so a
 run stopped after N steps and started again computes exactly what an uninterrupted run computes. What protects a
 workdir: nothing is written before the config, the data and the workdir have been checked; a corrupt newest
-checkpoint is set aside with a warning (`RunCheckpointer.restore_latest_readable`); a shorter `steps` than the run
-has reached is refused; a state with NaN or inf is never saved; SIGTERM or SIGINT end the run after the current
-step with a checkpoint; logs hold each step once after any number of resumes.
+checkpoint is set aside with a warning (`RunCheckpointer.restore_latest_readable`), while a checkpoint that does not
+fit the config, or a run none of whose checkpoints can be read, is refused; a shorter `steps` than the run has
+reached is refused; a state with NaN or inf is never saved; a failed write (a full disk) ends the run with one
+error naming the file; SIGTERM or SIGINT end the run after the current step with a checkpoint, or after
+STOP_GRACE_S seconds if that step cannot finish; logs hold each step once after any number of resumes.
 """
 import contextlib
 import dataclasses
@@ -15,6 +17,7 @@ import functools
 import json
 import os
 import signal
+import sys
 import threading
 
 import jax
@@ -23,9 +26,10 @@ import ml_collections
 from data_pipelines.datasets import DATASETS, Dataset, open_dataset
 from data_pipelines.episodes import MetaBatchSampler, meta_batch_dataset
 from experiments.evaluation import check_split, evaluate_seen
-from msp.train.checkpoint import CheckpointError, RunCheckpointer
+from msp.train.checkpoint import CheckpointError, RunCheckpointer, drop_retired
 from msp.train.config import ConfigError
 from msp.train.evaluation import Results, shown_metrics
+from msp.train.files import os_reason, write_text_atomic
 from msp.train.loop import meta_train
 from msp.train.safeguards import finite_parts, nonfinite_names
 from msp.train.setup import MetaLearner, build_meta_learner
@@ -33,15 +37,24 @@ from msp.train.state import MetaTrainState
 from msp.train.writer import MetricWriter
 
 BEST = "checkpoints_best"  # the best checkpoint by eval.select_metric, and best.json naming it
+# After a first SIGTERM or SIGINT a run has this long to finish its step and save it (a cloud VM's preemption
+# notice gives about 30 s); past it, a stuck write is abandoned and the process ends (the newest complete checkpoint
+# stays: an interrupted save never shows up as one).
+STOP_GRACE_S = 25.0
 
 
 class Preempted(Exception):
   """Training was asked to stop by a signal, and saved the step it had reached."""
 
-  def __init__(self, signal_name: str, step: int, num_steps: int, signum: int):
-    super().__init__(f"stopped by {signal_name} after step {step} of {num_steps}; the checkpoint of step {step} "
-                     f"is saved: run the same command to resume")
+  def __init__(self, signal_name: str, step: int, num_steps: int, signum: int, skipped: int):
+    super().__init__(f"stopped by {signal_name} after step {step} of {num_steps} ({skipped} skipped); the "
+                     f"checkpoint of step {step} is saved: run the same command to resume")
     self.signum = signum
+
+
+def skipped_steps(state: MetaTrainState) -> int:
+  """Outer steps of the run so far whose meta-gradient was skipped (non-finite or an outlier)."""
+  return int(state.step) - int(state.accepted_steps)
 
 
 @dataclasses.dataclass
@@ -114,8 +127,13 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
   path = os.path.join(workdir, "config.json")
   if not os.path.exists(path):
     raise CheckpointError(f"{path} does not exist: is {workdir!r} the workdir of a meta_train.py run?")
-  with open(path, encoding="utf-8") as f:
-    return ml_collections.ConfigDict(json.load(f))
+  try:
+    with open(path, encoding="utf-8") as f:
+      return ml_collections.ConfigDict(drop_retired(json.load(f)))
+  except OSError as e:
+    raise CheckpointError(f"cannot read {path}: {os_reason(e)}") from e
+  except ValueError as e:
+    raise CheckpointError(f"{path} is not valid JSON ({e}): restore the run's config") from e
 
 
 def check_same_network(source: MetaTrainState, target: MetaTrainState, what: str) -> None:
@@ -184,27 +202,61 @@ def meta_batches(c: ml_collections.ConfigDict, dataset: Dataset, start_step: int
 
 
 @contextlib.contextmanager
-def stop_requests():
+def stop_requests(grace_s: float | None = None):
   """Yields a function that returns the name of a SIGTERM or SIGINT received meanwhile (None before one).
 
-  The first such signal only records its arrival (training ends after the current step, with a checkpoint); a
-  second one acts as it would without this handler. Outside the main thread signals cannot be caught: the
-  function then always returns None."""
+  The first such signal records its arrival (training ends after the current step, with a checkpoint) and starts
+  a watchdog: if the block has not ended `grace_s` seconds later (a write that hangs), the process ends with one
+  line and status 128 + the signal's number (None: STOP_GRACE_S). A second signal acts as it would without this
+  handler. Outside the main thread signals cannot be caught: the function then always returns None.
+
+  The watchdog learns of the signal through `signal.set_wakeup_fd`, not from the Python handler: that handler runs
+  only when the main thread runs Python code, which a thread blocked on a hung write does not."""
+  grace_s = STOP_GRACE_S if grace_s is None else grace_s
   received = []
   if threading.current_thread() is not threading.main_thread():
     yield lambda: None
     return
 
   def record(signum, _):
-    received.append(signum)
+    if not received:
+      received.append(signum)
     signal.signal(signum, previous[signum])
 
-  previous = {s: signal.signal(s, record) for s in (signal.SIGTERM, signal.SIGINT)}
+  stopping = (signal.SIGTERM, signal.SIGINT)
+  previous = {s: signal.signal(s, record) for s in stopping}
+  wakeup_read, wakeup_write = os.pipe()
+  os.set_blocking(wakeup_write, False)
+  previous_wakeup = signal.set_wakeup_fd(wakeup_write, warn_on_full_buffer=False)
+  done = threading.Event()
+
+  def watchdog():
+    while data := os.read(wakeup_read, 1):  # b"" once the block has ended (the write end is closed)
+      if data[0] in stopping:
+        if not done.wait(grace_s):
+          _give_up(data[0], grace_s)
+        return
+
+  watcher = threading.Thread(target=watchdog, name="msp-stop-watchdog", daemon=True)
+  watcher.start()
   try:
     yield lambda: signal.Signals(received[0]).name if received else None
   finally:
+    done.set()
+    signal.set_wakeup_fd(previous_wakeup)
+    os.close(wakeup_write)
+    watcher.join()
+    os.close(wakeup_read)
     for s, handler in previous.items():
       signal.signal(s, handler)
+
+
+def _give_up(signum: int, grace_s: float) -> None:
+  """The watchdog of `stop_requests`: the run did not stop within `grace_s` of the signal."""
+  print(f"error: stopped by {signal.Signals(signum).name}: the step in progress could not be finished and saved "
+        f"within {grace_s:g} s (a write is stuck), so it was abandoned; the newest complete checkpoint is kept: run "
+        f"the same command to resume", file=sys.stderr, flush=True)
+  os._exit(128 + signum)  # pylint: disable=protected-access
 
 
 class BestCheckpoint:
@@ -231,9 +283,7 @@ class BestCheckpoint:
     if self.run.best_checkpointer.save(step, state, {"next_index": step}, force=True):
       self.best = {"step": step, "metric": self.metric, "value": value,
                    "split": self.run.config.eval.select_split}
-      tmp = self.path.with_name("best.json.tmp")
-      tmp.write_text(json.dumps(self.best, indent=1) + "\n")
-      os.replace(tmp, self.path)
+      write_text_atomic(self.path, json.dumps(self.best, indent=1) + "\n")
     return True
 
 
@@ -243,14 +293,16 @@ def train(config: ml_collections.ConfigDict, workdir: str, progress: bool = True
   Logs every `log_every` steps to metrics.jsonl and TensorBoard (the config as hparams), checkpoints every
   `checkpoint_every` steps and at the end, keeping `keep_checkpoints`; every `eval_every` steps scores the seen
   tasks on `eval.select_split` and keeps the best checkpoint. Returns the final state and the records logged by
-  this call. Raises CheckpointError (a workdir that holds more steps than `steps`, ...), DivergedError (NaN or inf,
-  or steps skipped in a row) or Preempted (SIGTERM / SIGINT, after saving).
+  this call. Raises CheckpointError (a workdir that holds more steps than `steps`, unreadable or incompatible
+  checkpoints, a failed write: each names the path), DivergedError (NaN or inf, or too many skipped steps) or
+  Preempted (SIGTERM / SIGINT, after saving).
   """
   run = open_run(config, workdir)
   try:
     return _train(run, config, workdir, progress)
-  except OSError as e:  # the logs could not be written: a full disk, a lost mount, permissions
-    raise CheckpointError(f"cannot write to the run directory {workdir}: {e}") from e
+  except OSError as e:  # a file outside msp's own writers: a full disk, a lost mount, permissions
+    where = e.filename or f"the run directory {workdir}"
+    raise CheckpointError(f"cannot write {where}: {os_reason(e)}") from e
   finally:
     run.close()
 
@@ -299,5 +351,5 @@ def _train(run: Run, config: ml_collections.ConfigDict, workdir: str, progress: 
     step = int(state.step)
     run.checkpointer.save(step, state, {"next_index": step}, force=True)
     if stopped() is not None and step < config.steps:
-      raise Preempted(stopped(), step, config.steps, getattr(signal, stopped()))
+      raise Preempted(stopped(), step, config.steps, getattr(signal, stopped()), skipped_steps(state))
   return state, history
