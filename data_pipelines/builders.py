@@ -59,6 +59,8 @@ def prepare(builder_class: type[Builder], data_dir: str, config, manual_dir: str
     suffix = "".join(f"_{key}{_name_part(value)}" for key, value in sorted(overrides.items()))
     config = dataclasses.replace(config, name=config.name + suffix, **overrides)
   data_dir = os.path.expanduser(data_dir)
+  if os.path.lexists(data_dir) and not os.path.isdir(data_dir):
+    raise ValueError(f"the data directory {data_dir} is not a directory")
   builder = builder_class(data_dir=data_dir, config=config, file_format="array_record")
   if builder.is_prepared():
     return builder
@@ -78,11 +80,11 @@ def prepare(builder_class: type[Builder], data_dir: str, config, manual_dir: str
 
 def run_build_command(build: Callable[..., Builder], *args, **overrides) -> None:
   """The end of a `python -m data_pipelines.<dataset>` command: builds, then prints where the dataset is and its
-  split sizes; a broken download (FileNotFoundError, ValueError naming the file) ends the command with that one
-  line and exit status 2."""
+  split sizes; a broken download (ValueError naming the file) or an unusable directory (OSError: not a
+  directory, no permission, a full disk) ends the command with that one line and exit status 2."""
   try:
     builder = build(*args, **overrides)
-  except (FileNotFoundError, ValueError) as error:
+  except (OSError, ValueError) as error:
     cli.fail(error)
   print(f"{builder.name}/{builder.builder_config.name} is in {builder.data_dir}: "
         + ", ".join(f"{name} {split.num_examples}" for name, split in builder.info.splits.items()))

@@ -13,6 +13,7 @@ import ml_collections
 import tensorflow_datasets as tfds
 
 from data_pipelines import celebamask_hq, episodes, nyuv2, synthetic_scenes, transforms
+from msp.train.config import ConfigError
 
 
 def _synthetic_scenes(data_config: ml_collections.ConfigDict, data_dir: str) -> tfds.core.DatasetBuilder:
@@ -110,13 +111,13 @@ class Dataset:
 
   def targets(self, task_configs, names: Sequence[str]) -> tuple[episodes.TargetSpec, ...]:
     """How each task in `names` reads its target from this dataset's examples (see episodes.target_specs);
-    a segmentation task's num_classes must match the dataset's class_names."""
+    a segmentation task's num_classes must match the dataset's class_names (ConfigError otherwise)."""
     class_names = self.builder.info.metadata.get("class_names")
     for name in names:
       options = task_configs[name]
       if options.get("kind", name) == "segmentation" and class_names is not None and (
           options.get("num_classes") != len(class_names)):
-        raise ValueError(f"config.tasks.{name}.num_classes={options.get('num_classes')} but "
+        raise ConfigError(f"config.tasks.{name}.num_classes={options.get('num_classes')} but "
                          f"{self.builder.info.full_name} has {len(class_names)} classes")
     return episodes.target_specs(task_configs, names, self.attribute_names)
 

@@ -2,6 +2,7 @@
 line for a user's mistake."""
 import contextlib
 import functools
+import logging as py_logging
 import os
 import re
 import sys
@@ -15,6 +16,7 @@ from msp import cli
 from msp.cli import fail
 from msp.train import ConfigError
 from msp.train.checkpoint import may_differ_on_resume
+from msp.train.files import os_reason
 from experiments.train import load_config
 
 # `--config=RUN_CONFIG:WORKDIR` is WORKDIR/config.json: what the scripts that read a finished run use without --config.
@@ -69,6 +71,26 @@ def _one_line_errors(argv: list[str]):
     fail(f"--config={path}: no such file" if not os.path.exists(path) else f"--config={path}: {e}")
   except flags.Error as e:
     fail(cli.flag_error_message(str(e)))
+  except Exception as e:  # pylint: disable=broad-except
+    path = _config_arg(argv).split(":", 1)[0]
+    line = _line_in_file(e, path) if path else None
+    if line is None:
+      raise
+    fail(f"--config={path}: line {line}: {type(e).__name__}: {getattr(e, 'msg', None) or e}")
+
+
+def _line_in_file(error: BaseException, path: str) -> int | None:
+  """The line of `path` (a config file) where `error` was raised or failed to compile; None if it did not arise
+  there (then it is msp's own error, and its traceback is kept)."""
+  target = os.path.realpath(path)
+  if isinstance(error, SyntaxError) and error.filename and os.path.realpath(error.filename) == target:
+    return error.lineno
+  line, tb = None, error.__traceback__
+  while tb is not None:
+    if os.path.realpath(tb.tb_frame.f_code.co_filename) == target:
+      line = tb.tb_lineno
+    tb = tb.tb_next
+  return line
 
 
 def define_config(default: str, help_text: str, lock_config: bool = True):
@@ -107,22 +129,37 @@ def _unknown_key_message(error: str, argv: list[str]) -> str:
   return f"{where}: the config has no key {key!r}" + (f"; did you mean {suggestion[1]!r}?" if suggestion else "")
 
 
+# TFDS warnings printed on every run that are not about the user's setup: msp's builders name their configs
+# themselves, and PIL decodes the PNGs.
+_TFDS_NOTES = ("Using custom data configuration", "OpenCV is not installed")
+
+
+class _DropTfdsNotes(py_logging.Filter):
+  def filter(self, record: py_logging.LogRecord) -> bool:
+    return not str(record.msg).startswith(_TFDS_NOTES)
+
+
 def start(argv) -> None:
-  """Refuses stray arguments, keeps the console to warnings (orbax logs every checkpoint step at INFO) and turns on
-  the persistent compile cache (DEFAULT_CACHE_DIR unless $JAX_COMPILATION_CACHE_DIR names one)."""
+  """Refuses stray arguments, keeps the console to warnings (orbax logs every checkpoint step at INFO) without
+  TFDS's routine notes (_TFDS_NOTES), and turns on the persistent compile cache (DEFAULT_CACHE_DIR unless
+  $JAX_COMPILATION_CACHE_DIR names one)."""
   cli.start(argv)
   logging.set_verbosity(logging.WARNING)
+  logging.get_absl_logger().addFilter(_DropTfdsNotes())
   if not jax.config.jax_compilation_cache_dir:
     jax.config.update("jax_compilation_cache_dir", os.path.expanduser(DEFAULT_CACHE_DIR))
 
 
 @contextlib.contextmanager
 def clear_errors():
-  """A bad config value, path or checkpoint ends the script with its one-line message (exit status 2)."""
+  """A bad config value, path or checkpoint ends the script with its one-line message (exit status 2); so does a
+  file that cannot be read or written (naming the file and the operating system's reason)."""
   try:
     yield
   except ConfigError as e:
     fail(str(e))
+  except OSError as e:
+    fail(f"cannot {'read or write' if e.filename else 'write'} {e.filename or 'a file'}: {os_reason(e)}")
 
 
 def define_optional_config():

@@ -1,12 +1,29 @@
 """The config of an existing run: `--config=experiments/configs/run.py:WORKDIR` is WORKDIR/config.json.
 
 evaluate.py, adapt_unseen.py and export.py use it when --config is not given, so that `--config.KEY=VALUE`
-overrides apply to the run's own config.
+overrides apply to the run's own config. JSON keeps no types, so a key the run left at None (`adapt.tasks`,
+`eval.max_examples`, ...) takes the type of the same key in msp's defaults, where it has one: it can then be
+overridden from the command line like any other key.
 """
 import ml_collections
 
+from experiments.configs.common import downloaded_data, experiment_defaults
 from experiments.train import load_config
 
 
+def _typed_nones(config: ml_collections.ConfigDict, defaults: ml_collections.ConfigDict) -> None:
+  """Replaces each None leaf of `config` whose key is a typed FieldReference in `defaults` by a copy of it."""
+  for key in list(config.keys()):
+    value = config[key]
+    if isinstance(value, ml_collections.ConfigDict) and isinstance(defaults.get(key), ml_collections.ConfigDict):
+      _typed_nones(value, defaults[key])
+    elif value is None and key in defaults and defaults.get_type(key) is not type(None):
+      config[key] = ml_collections.FieldReference(None, field_type=defaults.get_type(key))
+
+
 def get_config(workdir: str) -> ml_collections.ConfigDict:
-  return load_config(workdir)
+  config = load_config(workdir)
+  defaults = experiment_defaults("run")
+  defaults.data = downloaded_data("any", "any", {})
+  _typed_nones(config, defaults)
+  return config
