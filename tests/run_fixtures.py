@@ -13,6 +13,7 @@ from experiments.train import open_run
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VARIANT = "budget,tiny"
+CONFIG = f"experiments/configs/synthetic.py:{VARIANT}"
 
 
 def with_overrides(config, **overrides):
@@ -36,7 +37,7 @@ def tiny_config(data_dir: str, **overrides):
 
 def meta_train_command(data_dir: str, workdir: str, **overrides) -> list[str]:
   """The meta_train.py command line of `tiny_config(data_dir, **overrides)`."""
-  return [sys.executable, "experiments/meta_train.py", f"--config=experiments/configs/synthetic.py:{VARIANT}",
+  return [sys.executable, "experiments/meta_train.py", f"--config={CONFIG}",
           f"--workdir={workdir}", f"--config.data.data_dir={data_dir}",
           *(f"--config.{key}={value}" for key, value in overrides.items())]
 

@@ -1,6 +1,8 @@
 """RunCheckpointer: bitwise save/restore of the whole state and the data state, pruning, and refusing to resume."""
+import logging
 import os
 import sys
+import threading
 import types
 
 import grain
@@ -14,7 +16,7 @@ from data_pipelines.teacher_student import TeacherStudent
 from experiments.configs import teacher_student
 from msp.parallel import shard_episodes
 from msp.train import ConfigError, build_meta_learner
-from msp.train.checkpoint import CheckpointError, RunCheckpointer
+from msp.train.checkpoint import CheckpointError, IncompatibleCheckpointError, RunCheckpointer
 
 
 def _config():
@@ -229,12 +231,12 @@ def test_restoring_into_another_structure_names_the_checkpoint(run, tmp_path):
       ckpt.restore(wider)  # eval_shape drops the shardings
     replicated = NamedSharding(learner.mesh, P())
     wider = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated), wider)
-    with pytest.raises(CheckpointError) as error:
+    with pytest.raises(IncompatibleCheckpointError) as error:
       ckpt.restore(wider)
   message = str(error.value)
-  assert str(tmp_path / "checkpoints" / "1") in message
+  assert str(tmp_path / "checkpoints" / "1") in message and "does not fit this run's state" in message
   assert "\n" not in message and "batch_stats/backbone/stage1_block0/conv1/norm/mean: checkpoint (8,) float32, " \
-      "state (16,) float32" in message
+      "run (16,) float32" in message
 
 
 def test_data_state_that_json_cannot_store_is_refused_before_writing(run, tmp_path):
@@ -263,16 +265,44 @@ def test_metric_options_of_tasks_may_change_but_their_kind_may_not(run, tmp_path
     RunCheckpointer(tmp_path, config, save_every=1)
 
 
-def test_reading_a_checkpoint_filters_only_the_closed_event_loop_reports(run, tmp_path, monkeypatch):
-  """orbax's reader threads report RuntimeError('Event loop is closed') through sys.unraisablehook after a damaged
-  read; from the first read on those are dropped, every other unraisable exception still reaches the previous hook."""
-  seen = []
-  monkeypatch.setattr(sys, "unraisablehook", seen.append)
+def _raised_in(filename: str) -> Exception:
+  """An exception whose traceback runs through code compiled as `filename`."""
+  try:
+    exec(compile("raise ValueError('damaged read')", filename, "exec"))  # pylint: disable=exec-used
+  except ValueError as e:
+    return e
+  raise AssertionError("unreachable")
+
+
+def test_once_orbax_is_opened_its_background_failures_are_dropped_and_no_others(run, tmp_path, monkeypatch):
+  """Orbax's reader and writer threads and coroutines report a failure that msp reports in one line by hundreds of
+  tracebacks (thread hook, unraisable hook, asyncio and absl loggers); those, and only those, are dropped."""
+  seen_threads, seen_unraisable = [], []
+  monkeypatch.setattr(threading, "excepthook", seen_threads.append)
+  monkeypatch.setattr(sys, "unraisablehook", seen_unraisable.append)
   learner, host, _ = run
   with RunCheckpointer(tmp_path, _config(), save_every=1) as ckpt:
     ckpt.save(2, _fresh(learner, host), {"step": 2})
-    ckpt.restore(learner.init_state(jax.random.key(1)))
-  errors = [RuntimeError("Event loop is closed"), RuntimeError("something else"), ValueError("Event loop is closed")]
-  for error in errors:
-    sys.unraisablehook(types.SimpleNamespace(exc_value=error))
-  assert [u.exc_value for u in seen] == errors[1:]
+  orbax_error = _raised_in(os.path.join("site-packages", "orbax", "checkpoint", "serialization.py"))
+  other_error = _raised_in(os.path.join("site-packages", "mylib", "io.py"))
+  closed_loop, something_else = RuntimeError("Event loop is closed"), RuntimeError("something else")
+  for error in (orbax_error, other_error):
+    threading.excepthook(types.SimpleNamespace(exc_value=error))
+  for error in (orbax_error, other_error, closed_loop, something_else):
+    sys.unraisablehook(types.SimpleNamespace(exc_value=error, object=None))
+  assert [a.exc_value for a in seen_threads] == [other_error]
+  assert [u.exc_value for u in seen_unraisable] == [other_error, something_else]
+
+  records = []
+  handler = logging.Handler()
+  handler.emit = records.append
+  absl_logger = logging.getLogger("absl")
+  absl_logger.addHandler(handler)
+  try:
+    for path in ("/x/site-packages/orbax/checkpoint/_src/x.py", "/x/site-packages/mylib/x.py"):
+      absl_logger.handle(logging.LogRecord("absl", logging.ERROR, path, 1, "failed", (), None))
+  finally:
+    absl_logger.removeHandler(handler)
+  assert [r.pathname for r in records] == ["/x/site-packages/mylib/x.py"]
+
+

@@ -116,7 +116,7 @@ def test_bad_input_to_a_finished_run_is_one_line(run, tmp_path, name, args, mess
 
 
 @slow
-def test_export_refuses_a_file_or_a_non_empty_out_unless_overwrite(run, tmp_path):
+def test_export_refuses_a_file_or_a_non_empty_out_and_overwrites_only_an_earlier_export(run, tmp_path):
   """Also: without JAX_COMPILATION_CACHE_DIR the scripts cache compiled programs in ~/.cache/msp/jax."""
   blocker = tmp_path / "file"
   blocker.write_text("not a directory")
@@ -124,13 +124,20 @@ def test_export_refuses_a_file_or_a_non_empty_out_unless_overwrite(run, tmp_path
                                                      tmp_path)
   out = tmp_path / "export"
   out.mkdir()
-  (out / "earlier.txt").write_text("an earlier export")
+  (out / "notes.txt").write_text("not an export")
   assert "give --overwrite" in _refused("export", [f"--workdir={run}", f"--out={out}"], run, tmp_path)
+  assert "is not an earlier export (it holds notes.txt)" in _refused(
+      "export", [f"--workdir={run}", f"--out={out}", "--overwrite"], run, tmp_path)
+  (out / "notes.txt").unlink()
 
   env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
   env.update(HOME=str(tmp_path / "home"), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
-  done = _script("export", f"--workdir={run}", f"--out={out}", "--overwrite", "--repeats=1", "--warmup=0",
-                 "--batch_sizes=1", env=env)
+  export = lambda *flags: _script("export", f"--workdir={run}", f"--out={out}", *flags, "--repeats=1", "--warmup=0",
+                                  "--batch_sizes=1", env=env)
+  done = export()  # into the empty directory
+  assert done.returncode == 0, done.stderr[-3000:]
+  assert "give --overwrite" in _refused("export", [f"--workdir={run}", f"--out={out}"], run, tmp_path)
+  done = export("--overwrite")  # replaces the earlier export
   assert done.returncode == 0, done.stderr[-3000:]
   assert sorted(os.listdir(out)) == ["checkpoint", "inference.jax_exported", "report.json", "report.md",
                                      "spec.json"]

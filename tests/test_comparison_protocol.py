@@ -163,7 +163,7 @@ def test_prune_then_finetune_keeps_the_pattern_and_refuses_other_networks(data_d
   assert tied.rho.shape == (tied_spec.num_layers,) and tied_spec.num_layers < learner.spec.num_layers
   assert tied_reached <= 0.4 and float(learner.cost_model.flops_kept(tied.params)) == pytest.approx(tied_reached)
 
-  out = finetune(pruned_dir, progress=False)
+  out, _ = finetune(pruned_dir, progress=False)
   assert out == os.path.join(pruned_dir, FINETUNED)
   best = json.load(open(os.path.join(out, "checkpoints_best", "best.json")))
   ft_config = load_config(out)
