@@ -4,7 +4,7 @@ python benchmarks/meta_step.py [--config=experiments/configs/teacher_student.py]
 
 Prints a markdown table (the machine named) with the median step time after compilation and the compiled step's
 temp memory (`compiled.memory_analysis().temp_size_in_bytes`), then the ratios memory(K=max)/memory(K=min) with
-and without remat, then step time of each episode loop (unroll / map / vmap) relative to `unroll`.
+and without remat, then step time of each episode loop (unroll / map) relative to `unroll`.
 """
 import itertools
 
@@ -71,7 +71,7 @@ def main(argv):
   print("\n| episode loop | ms / step (second_order, K=1) | relative to unroll |")
   print("| --- | --- | --- |")
   times = {}
-  for loop in ("unroll", "map", "vmap"):
+  for loop in ("unroll", "map"):
     config = base.copy_and_resolve_references()
     config.meta.episode_loop, config.meta.inner_steps = loop, 1
     times[loop] = measure(config, data)[0]

@@ -426,10 +426,11 @@ def _layers(run: Run) -> tuple[list[str], np.ndarray, list[dict]]:
 def _conv_layout(network: str) -> tuple[tuple[str, ...], np.ndarray, dict[str, int]]:
   """(sparsified convs in execution order, (C,) their channels, {conv: index of its layer among the run's sparsity
   layers}) of a run's network and groups, `network` the JSON of its config's model, tasks, seen_tasks, image_size
-  and sparsity sections; from shapes alone. A tied layer (sparsity.tie_streams) is the layer of each of its convs."""
+  sparsity and budget sections; from shapes alone. A tied layer (a FLOPs budget's residual stream) is the layer of
+  each of its convs."""
   config = ml_collections.ConfigDict(json.loads(network))
   model = build_model(config.model, build_tasks(config.tasks, config.seen_tasks))
-  layers = group_spec(config.sparsity, model, config.image_size).layers
+  layers = group_spec(config, model).layers
   channels = {conv: layer.num_groups for layer in layers for conv in layer.members}
   order = {f"backbone/{conv}": i for i, conv in enumerate(model.backbone.channel_sources()[0])}
   convs = tuple(sorted(channels, key=lambda conv: (order.get(conv, len(order)), conv)))
@@ -438,7 +439,7 @@ def _conv_layout(network: str) -> tuple[tuple[str, ...], np.ndarray, dict[str, i
 
 
 def _layout_of(run: Run) -> tuple[tuple[str, ...], np.ndarray, dict[str, int]]:
-  keys = ("model", "tasks", "seen_tasks", "image_size", "sparsity")
+  keys = ("model", "tasks", "seen_tasks", "image_size", "sparsity", "budget")
   return _conv_layout(json.dumps({k: run.config[k] for k in keys}, sort_keys=True))
 
 

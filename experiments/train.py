@@ -129,11 +129,12 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
     raise CheckpointError(f"{path} does not exist: is {workdir!r} the workdir of a meta_train.py run?")
   try:
     with open(path, encoding="utf-8") as f:
-      return ml_collections.ConfigDict(drop_retired(json.load(f)))
+      config = json.load(f)
   except OSError as e:
     raise CheckpointError(f"cannot read {path}: {os_reason(e)}") from e
   except ValueError as e:
     raise CheckpointError(f"{path} is not valid JSON ({e}): restore the run's config") from e
+  return ml_collections.ConfigDict(drop_retired(config, path))
 
 
 def check_same_network(source: MetaTrainState, target: MetaTrainState, what: str) -> None:

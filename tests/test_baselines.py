@@ -15,7 +15,7 @@ from experiments.configs import celebamask_hq, common, nyuv2, synthetic
 from experiments.train import load_config, open_run, train
 from msp.models import build_model
 from msp.models.factory import backbone_from_fields
-from msp.sparsity import CostModel, GroupSpec, backbone_flops, thin_backbone
+from msp.sparsity import CostModel, GroupSpec, backbone_flops, flops_budget, thin_backbone
 from msp.sparsity.thin import scaled_widths
 from msp.tasks import build_tasks
 from msp.train import build_meta_learner
@@ -46,8 +46,7 @@ def test_each_setting_lands_in_its_config_key():
   assert (plain.budget.target_kind, plain.budget.target) == ("channels_removed", 0.5)
   flops = synthetic.get_config("budget,flops=0.25")
   assert flops.budget.enabled and (flops.budget.target_kind, flops.budget.target) == ("flops_kept", 0.25)
-  assert flops.sparsity.tie_streams and flops.sparsity.relative_threshold and flops.budget.cost_init
-  assert not (plain.sparsity.tie_streams or plain.sparsity.relative_threshold or plain.budget.cost_init)
+  assert flops_budget(flops) and not flops_budget(plain)
   assert synthetic.get_config("fixed_lambda,lambda=0.02").sparsity.lambda_init == 0.02
   assert synthetic.get_config("fixed_lambda").sparsity.lambda_init == 0.05
 

@@ -1,4 +1,5 @@
 """RunCheckpointer: bitwise save/restore of the whole state and the data state, pruning, and refusing to resume."""
+import copy
 import logging
 import os
 import sys
@@ -16,7 +17,7 @@ from data_pipelines.teacher_student import TeacherStudent
 from experiments.configs import teacher_student
 from msp.parallel import shard_episodes
 from msp.train import ConfigError, build_meta_learner
-from msp.train.checkpoint import CheckpointError, IncompatibleCheckpointError, RunCheckpointer
+from msp.train.checkpoint import CheckpointError, IncompatibleCheckpointError, RunCheckpointer, drop_retired
 
 
 def _config():
@@ -306,3 +307,28 @@ def test_once_orbax_is_opened_its_background_failures_are_dropped_and_no_others(
   assert [r.pathname for r in records] == ["/x/site-packages/mylib/x.py"]
 
 
+
+
+def test_retired_keys_are_dropped_at_todays_values_and_their_other_values_refused():
+  flops = {"budget": {"enabled": True, "target_kind": "flops_kept", "cost_init": True, "constraint": "at_most"},
+           "sparsity": {"tie_streams": True, "relative_threshold": True, "weighting": "sqrt_group_size"},
+           "tasks": {"edges": {"kind": "edges", "matching": "bsds", "tolerance": 3}},
+           "safeguards": {"max_skipped_steps": 7, "min_channels": 1}}
+  assert drop_retired(copy.deepcopy(flops), "config.json") == {
+      "budget": {"enabled": True, "target_kind": "flops_kept"}, "sparsity": {},
+      "tasks": {"edges": {"kind": "edges"}}, "safeguards": {"min_channels": 1}}
+  refused = [("sparsity", "tie_streams", False), ("budget", "cost_init", False), ("budget", "constraint", "equal"),
+             ("sparsity", "weighting", "unweighted")]
+  for section, key, value in refused:
+    retired_variant = copy.deepcopy(flops)
+    retired_variant[section][key] = value
+    with pytest.raises(CheckpointError, match=rf"^run/config.json sets {section}.{key}={value!r}, a variant this "
+                                              r"version of msp no longer has"):
+      drop_retired(retired_variant, "run/config.json")
+  dilation = copy.deepcopy(flops)
+  dilation["tasks"]["edges"]["matching"] = "dilation"
+  with pytest.raises(CheckpointError, match=r"sets tasks.….matching='dilation'"):
+    drop_retired(dilation, "run/config.json")
+  per_conv = {"budget": {"enabled": True, "target_kind": "channels_removed"}, "sparsity": {"tie_streams": False}}
+  assert drop_retired(per_conv, "config.json") == {"budget": {"enabled": True, "target_kind": "channels_removed"},
+                                                   "sparsity": {}}

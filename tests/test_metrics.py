@@ -132,25 +132,6 @@ def _numpy_normals(raw, normals):
           "within_30": np.mean(angles < 30)}
 
 
-def _numpy_edges_dilation(logits, edges, tolerance=1, thresholds=99):
-  prob = 1.0 / (1.0 + np.exp(-logits[..., 0].astype(np.float64)))
-  true = edges[..., 0] > 0
-  window = np.ones((2 * tolerance + 1,) * 2, bool)
-
-  def dilate(masks):
-    return np.stack([ndimage.binary_dilation(m, structure=window) for m in masks])
-
-  near_true = dilate(true)
-  best = 0.0
-  for k in range(1, thresholds + 1):
-    pred = prob >= k / (thresholds + 1)
-    precision = np.sum(pred & near_true) / pred.sum() if pred.sum() else 0.0
-    recall = np.sum(true & dilate(pred)) / true.sum() if true.sum() else 0.0
-    if precision + recall:
-      best = max(best, 2 * precision * recall / (precision + recall))
-  return {"ods_f": best}
-
-
 def _slow_thin(mask):
   """Guo–Hall two-subiteration thinning written pixel by pixel from its published conditions (MATLAB's bwmorph
   'thin' documentation): x1 … x8 = the neighbours E, NE, N, NW, W, SW, S, SE (counter-clockwise from east, rows
@@ -256,14 +237,6 @@ def test_matches_numpy_over_batches(kind):
   _assert_close(got, want, atol=1e-4 if kind == "normals" else 1e-6)  # float32 angles are good to ~1e-5°
 
 
-@pytest.mark.parametrize("tolerance", [0, 1, 2])
-def test_edges_match_numpy_per_tolerance(tolerance):
-  logits, edges = _edges_data(np.random.default_rng(1), 4)
-  metric = _metric("edges", matching="dilation", tolerance=tolerance, thresholds=19)
-  got = metric.compute(_accumulate(metric, _split(logits, edges, 2)))
-  _assert_close(got, _numpy_edges_dilation(logits, edges, tolerance=tolerance, thresholds=19))
-
-
 # 0.15 × the 10×12 diagonal ≈ 2.34 pixels: pairs up to (1, 2) apart match; 0.0075 ≈ 0.12: only the same pixel.
 @pytest.mark.parametrize("max_dist", [0.0075, 0.15])
 @pytest.mark.parametrize("thin", [True, False])
@@ -341,28 +314,29 @@ def _edge_maps(true_pixels, pred_pixels, size=8):
   return logits, edges
 
 
-def _ods(pair, tolerance=1, **options):
-  metric = _metric("edges", tolerance=tolerance, **{"matching": "dilation", **options})
+def _ods(pair, **options):
+  metric = _metric("edges", **options)
   return metric.compute(_accumulate(metric, [pair]))["ods_f"]
 
 
 def test_edges_shifted_by_one_pixel():
+  """8×8 maps, diagonal 11.3 pixels: max_dist 0.15 is a radius of 1.70 pixels, 0.0075 one of 0.085."""
   column = [(r, 3) for r in range(8)]
   shifted = _edge_maps(column, [(r, 4) for r in range(8)])
-  assert _ods(shifted, tolerance=1) == pytest.approx(1.0)
-  assert _ods(shifted, tolerance=0) == 0.0
-  # Chessboard distance: a diagonal neighbour matches at tolerance 1.
-  assert _ods(_edge_maps([(2, 2)], [(3, 3)]), tolerance=1) == pytest.approx(1.0)
-  # Exact match plus a spurious column: precision 1/2, recall 1 → F = 2/3.
-  assert _ods(_edge_maps(column, column + [(r, 6) for r in range(8)]), tolerance=0) == pytest.approx(2 / 3)
+  assert _ods(shifted, max_dist=0.15, thin=False) == pytest.approx(1.0)
+  assert _ods(shifted, max_dist=0.0075, thin=False) == 0.0
+  # Euclidean distance: a diagonal neighbour (√2 pixels away) matches within 1.70 pixels.
+  assert _ods(_edge_maps([(2, 2)], [(3, 3)]), max_dist=0.15, thin=False) == pytest.approx(1.0)
+  # Exact match plus a spurious column 3 pixels away: precision 1/2, recall 1 → F = 2/3.
+  assert _ods(_edge_maps(column, column + [(r, 6) for r in range(8)]), max_dist=0.15,
+              thin=False) == pytest.approx(2 / 3)
 
 
 def test_edges_thick_band_along_a_line_by_hand():
   """A 3-pixel-thick predicted band (rows 6–8, columns 2–13) along a 1-pixel true line (row 7, columns 2–13), 16×16.
 
-  dilation: every predicted pixel has the line in its window and every line pixel a prediction: F = 1.
-  bsds without thinning, one-to-one: only 12 of the 36 predicted pixels can be matched (P = 1/3, R = 1): F = 1/2.
-  bsds with thinning: worked through the conditions by hand, the first subiteration deletes the band's top row and
+  Without thinning, one-to-one: only 12 of the 36 predicted pixels can be matched (P = 1/3, R = 1): F = 1/2.
+  With thinning: worked through the conditions by hand, the first subiteration deletes the band's top row and
   right column (G3 holds where x1 = 0 or x2 = x3 = 0, x8 = 1), the second the bottom row and left column of what
   remains (G3' likewise), leaving row 7, columns 3–12; its two end pixels then fail G2 (min(n1, n2) = 1) and the
   inner ones G1 (X_H = 2). So 10 pixels, all on the line: P = 1, R = 10/12, F = 10/11, at any radius (one-to-one).
@@ -371,22 +345,20 @@ def test_edges_thick_band_along_a_line_by_hand():
   line = [(7, c) for c in range(2, 14)]
   band = [(r, c) for r in (6, 7, 8) for c in range(2, 14)]
   pair = _edge_maps(line, band, size=16)
-  assert _ods(pair, tolerance=1) == pytest.approx(1.0)
   for max_dist in (0.0075, 0.1):  # radius 0.17 and 2.26 pixels
-    assert _ods(pair, matching="bsds", max_dist=max_dist, thin=False) == pytest.approx(0.5)
-    assert _ods(pair, matching="bsds", max_dist=max_dist) == pytest.approx(10 / 11)
+    assert _ods(pair, max_dist=max_dist, thin=False) == pytest.approx(0.5)
+    assert _ods(pair, max_dist=max_dist) == pytest.approx(10 / 11)
   longer = _edge_maps(line, [(r, c) for r in (6, 7, 8) for c in range(1, 15)], size=16)
-  assert _ods(longer, matching="bsds") == pytest.approx(1.0)
+  assert _ods(longer) == pytest.approx(1.0)
   np.testing.assert_array_equal(boundaries.thin(longer[0][0, ..., 0] > 0), longer[1][0, ..., 0] > 0)
 
 
 def test_edges_bsds_matching_is_one_to_one():
-  """Two predicted pixels next to one true pixel: one pair (P = 1/2, R = 1, F = 2/3); dilation counts both."""
+  """Two predicted pixels next to one true pixel: one pair (P = 1/2, R = 1, F = 2/3), not two."""
   pair = _edge_maps([(5, 5)], [(5, 5), (5, 6)], size=12)
-  assert _ods(pair, matching="bsds", max_dist=0.1, thin=False) == pytest.approx(2 / 3)  # radius 1.7 pixels
-  assert _ods(pair, tolerance=1) == pytest.approx(1.0)
+  assert _ods(pair, max_dist=0.1, thin=False) == pytest.approx(2 / 3)  # radius 1.7 pixels
   # And the other way round: one predicted pixel between two true ones recalls one of them.
-  assert _ods(_edge_maps([(5, 4), (5, 6)], [(5, 5)], size=12), matching="bsds", max_dist=0.1) == pytest.approx(2 / 3)
+  assert _ods(_edge_maps([(5, 4), (5, 6)], [(5, 5)], size=12), max_dist=0.1) == pytest.approx(2 / 3)
 
 
 @pytest.mark.parametrize("squared_radius", [0, 1, 2, 4, 5, 8, 9])
@@ -407,16 +379,16 @@ def test_edges_bsds_radius_scales_with_the_diagonal(size):
     distance = np.hypot(*offset)
     pair = _edge_maps([(10, 10)], [(10 + offset[0], 10 + offset[1])], size=size)
     want = 1.0 if distance <= 0.04 * diagonal else 0.0
-    assert _ods(pair, matching="bsds", max_dist=0.04) == want, (size, offset)
+    assert _ods(pair, max_dist=0.04) == want, (size, offset)
   # Exactly on the radius counts as within it: distance 5 = 0.1 · 50 on the smaller image.
   if size == (30, 40):
-    assert _ods(_edge_maps([(10, 10)], [(13, 14)], size=size), matching="bsds", max_dist=0.1) == 1.0
-    assert _ods(_edge_maps([(10, 10)], [(13, 14)], size=size), matching="bsds", max_dist=0.0999) == 0.0
+    assert _ods(_edge_maps([(10, 10)], [(13, 14)], size=size), max_dist=0.1) == 1.0
+    assert _ods(_edge_maps([(10, 10)], [(13, 14)], size=size), max_dist=0.0999) == 0.0
 
 
 def test_edges_jitted_update_equals_eager():
   logits, edges = _edges_data(np.random.default_rng(8), 3)
-  for options in ({}, {"max_dist": 0.15}, {"thin": False}, {"matching": "dilation"}):
+  for options in ({}, {"max_dist": 0.15}, {"thin": False}):
     metric = _metric("edges", thresholds=9, **options)
     eager = metric.update(metric.init(), logits, edges)
     jitted = jax.jit(metric.update)(metric.init(), logits, edges)
@@ -469,12 +441,11 @@ def test_edges_bsds_update_finishes_on_one_core():
   assert result.stdout.startswith("predicted [")
 
 
-@pytest.mark.parametrize("options", [{"matching": "chamfer"}, {"max_dist": 0}, {"max_dist": -0.01},
-                                     {"max_dist": float("inf")}, {"max_dist": float("nan")}, {"max_dist": "0.01"},
-                                     {"tolerance": -1}, {"tolerance": 1.5}, {"thresholds": 0},
-                                     {"thresholds": 9.0}, {"thin": "yes"}, {"thin": None}])
+@pytest.mark.parametrize("options", [{"max_dist": 0}, {"max_dist": -0.01}, {"max_dist": float("inf")},
+                                     {"max_dist": float("nan")}, {"max_dist": "0.01"}, {"thresholds": 0},
+                                     {"thresholds": 9.0}, {"thin": "yes"}, {"thin": None}, {"matching": "dilation"}])
 def test_edges_bad_options(options):
-  with pytest.raises(ValueError, match=next(iter(options))):
+  with pytest.raises((ValueError, TypeError), match=next(iter(options))):
     metrics.EdgeMetric(**options)
   with pytest.raises(ValueError, match="bad options"):
     build_task("e", "edges", **options)
@@ -485,8 +456,7 @@ def test_edges_convention():
       "ods_f: predictions thinned, one-to-one matching within 0.0075 × image diagonal, 99 thresholds (BSDS)")
   assert "not thinned" in metrics.EdgeMetric(thin=False, max_dist=0.011).convention
   assert "0.011 × image diagonal" in metrics.EdgeMetric(max_dist=0.011).convention
-  dilation = metrics.EdgeMetric(matching="dilation", tolerance=2, thresholds=19).convention
-  assert "within 2 pixel(s)" in dilation and "not one-to-one" in dilation and "19 thresholds" in dilation
+  assert "19 thresholds" in metrics.EdgeMetric(thresholds=19).convention
 
 
 # --- thinning (msp.tasks.boundaries.thin) ----------------------------------------------------------------------------
@@ -610,14 +580,12 @@ def test_registry_metric_names_and_directions(kind):
 def test_registry_options():
   seg = build_task("seg", "segmentation", num_classes=13, ignore_index=255)
   assert (seg.head, seg.channels, seg.metric) == ("dense", 13, metrics.SegmentationMetric(13, 255))
-  assert (build_task("e", "edges", matching="dilation", tolerance=0, thresholds=9).metric
-          == metrics.EdgeMetric(matching="dilation", tolerance=0, thresholds=9))
+  assert build_task("e", "edges", thresholds=9).metric == metrics.EdgeMetric(thresholds=9)
   assert (build_task("e", "edges", max_dist=0.011, thin=False).metric
-          == metrics.EdgeMetric(matching="bsds", max_dist=0.011, thin=False))
-  assert build_task("e", "edges").metric == metrics.EdgeMetric(
-      matching="bsds", max_dist=0.0075, thin=True, tolerance=1, thresholds=99)
+          == metrics.EdgeMetric(max_dist=0.011, thin=False))
+  assert build_task("e", "edges").metric == metrics.EdgeMetric(max_dist=0.0075, thin=True, thresholds=99)
   assert build_task("attr", "attributes", num_attributes=2).metric == metrics.AttributeMetric(2)
-  for kind, options in (("segmentation", {}), ("edges", {"tolerance": -1}), ("edges", {"matching": "nearest"}),
+  for kind, options in (("segmentation", {}), ("edges", {"thresholds": -1}), ("edges", {"matching": "dilation"}),
                         ("normals", {"median_resolution": 0})):
     with pytest.raises(ValueError, match="bad options"):
       build_task("t", kind, **options)

@@ -114,13 +114,13 @@ def test_group_lasso_penalty_matches_numpy():
   np.testing.assert_allclose(group_lasso(params, spec), want, rtol=1e-5)
 
 
-def test_in_channel_groups_and_weightings():
+def test_in_channel_groups():
   params = jax.tree.map(lambda x: x.astype(np.float32), _params(np.random.default_rng(4)))
-  spec = GroupSpec.from_params(params, grouping="in_channel", weighting="sqrt_in_channels")
+  spec = GroupSpec.from_params(params, grouping="in_channel")
   assert [layer.num_groups for layer in spec.layers] == [2, 5]
   assert [layer.group_size for layer in spec.layers] == [3 * 3 * 5, 4]
   k = params["backbone"]["layer0"]["conv"]["kernel"]
-  want0 = np.sqrt(2) * np.sum(np.sqrt(np.sum(k ** 2, axis=(0, 1, 3))))
+  want0 = np.sqrt(3 * 3 * 5) * np.sum(np.sqrt(np.sum(k ** 2, axis=(0, 1, 3))))
   np.testing.assert_allclose(group_lasso(params, spec)[0], want0, rtol=1e-5)
   tau = jnp.asarray([1e3, 0.0])  # kills every input channel of layer 0, leaves layer 1 unchanged
   out = block_soft_threshold(params, spec, tau)

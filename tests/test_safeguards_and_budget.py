@@ -87,20 +87,19 @@ def test_kept_fraction_cap_lets_go_the_longest_prefix_of_the_ranking_that_keeps_
   np.testing.assert_array_equal(np.concatenate([np.asarray(s) for s in spared]), expected)
 
 
-@pytest.mark.parametrize("cap_rank", ["threshold", "layer_norm"])
-def test_a_flops_budgets_outer_prox_stops_at_its_target(cap_rank):
+def test_a_flops_budgets_outer_prox_stops_at_its_target():
   net = _net("basic")
   variables = net.init(jax.random.key(0), jnp.zeros((1, 8, 8, 3)), train=False)
   spec = GroupSpec.from_params(variables["params"])
   costs = CostModel.from_model(net, spec, 8)
-  budget = Budget("flops_kept", 0.4, costs.channel_costs("flops"), costs, 0.1, cap_rank=cap_rank)
+  budget = Budget("flops_kept", 0.4, costs.channel_costs("flops"), costs, 0.1)
   huge = jnp.full(spec.num_layers, 1e3)  # without the cap every channel would die
   out = block_soft_threshold(variables["params"], spec, huge, cap=budget.prox_cap)
   alive = [np.asarray(a) for a in spec.alive(out)]
   assert float(costs.flops_kept(out)) >= 0.4
-  # ranked: every removed group ranks below every survivor, by norm / (τ w) or by norm / the layer's mean norm
+  # ranked: every removed group ranks below every survivor, by norm / (τ w)
   norms = [np.asarray(n) for n in spec.group_norms(variables["params"])]
-  scales = [1e3 * l.weight if cap_rank == "threshold" else n.mean() for n, l in zip(norms, spec.layers)]
+  scales = [1e3 * l.weight for l in spec.layers]
   ratios = np.concatenate([n / scale for n, scale in zip(norms, scales)])
   survivors = np.concatenate(alive)
   assert ratios[~survivors].max() <= ratios[survivors].min()
@@ -207,7 +206,7 @@ def _budget(objective, target_kind="channels_removed", target=0.5, dual_lr=0.1):
   model = MultiTaskNet(ResNet(depths=(1,), widths=(4,), strides=(2,), block="basic", stem_width=4,
                               activation="gelu"), heads=(("reg", "dense", 2), ("attr", "attribute", 2)), head_width=4)
   costs = CostModel.from_model(model, objective.spec, 8)
-  return Budget(target_kind, target, costs.channel_costs("flops"), costs, dual_lr)
+  return Budget(target_kind, target, costs.channel_costs("flops"), costs, dual_lr, scale_lr=0.0, horizon=0.0)
 
 
 def test_budget_measure_gap_and_dual_step():
@@ -225,11 +224,12 @@ def test_budget_measure_gap_and_dual_step():
   assert float(after.mu) == 0.0  # at_most: μ never goes negative
   # the trend is the smoothed change of the gap: here it went from 0.5 to −0.5 in one step
   assert float(after.trend) == pytest.approx((1 - TREND_DECAY) * (-1.0))
-  equal = Budget(**{**budget.__dict__, "constraint": "equal", "scale_lr": 0.1, "horizon": 10.0})
-  after_eq = equal.update(new.replace(mu=jnp.asarray(0.02)), dead)
-  predicted = -0.5 + 10.0 * float(after_eq.trend)
-  assert float(after_eq.mu) == pytest.approx(0.02 + 0.1 * predicted)
-  assert float(after_eq.lambda_scale) == pytest.approx(0.1 * predicted)
+  ahead = Budget(**{**budget.__dict__, "scale_lr": 0.1, "horizon": 10.0})
+  before = new.replace(mu=jnp.asarray(0.3))
+  after_ahead = ahead.update(before, dead)
+  predicted = -0.5 + 10.0 * float(after_ahead.trend)  # the gap 10 steps ahead at its current trend
+  assert float(after_ahead.mu) == pytest.approx(0.3 + 0.1 * predicted)
+  assert float(after_ahead.lambda_scale) == pytest.approx(0.1 * predicted)
   reg = float(budget.regularizer(params))
   by_hand = sum(c * l.weight * float(jnp.sum(n)) for c, l, n in zip(budget.costs, spec.layers, spec.group_norms(params)))
   scale = sum(c * l.weight * l.num_groups for c, l in zip(budget.costs, spec.layers))
@@ -266,14 +266,13 @@ def test_non_finite_meta_gradient_skips_the_step():
   assert not np.allclose(np.asarray(state.rho), before.rho)
 
 
-def test_cost_init_prices_each_layers_lambda_by_its_channel_cost():
+def test_a_flops_budget_prices_each_layers_lambda_by_its_channel_cost():
   config = synthetic.get_config("budget,flops=0.25,tiny")
-  config.budget.cost_init = True
   learner = build_meta_learner(config)
   rho = np.asarray(learner.init_state(jax.random.key(0)).rho)
   costs = learner.cost_model.channel_costs("flops")
   np.testing.assert_allclose(np.exp(rho), config.sparsity.lambda_init * costs, rtol=1e-5)
   assert np.ptp(costs) > 0  # the layers' prices differ
-  config.budget.cost_init = False
+  config.budget.target_kind = "channels_removed"
   np.testing.assert_allclose(np.exp(np.asarray(build_meta_learner(config).init_state(jax.random.key(0)).rho)),
                              config.sparsity.lambda_init, rtol=1e-6)

@@ -99,12 +99,11 @@ def test_stream_ties_list_each_streams_producers():
                                  "backbone/stage2_block1/conv2")}
 
 
-def test_tie_streams_in_a_config_ties_every_stage_of_the_synthetic_backbone():
+def test_a_flops_budget_ties_every_stage_of_the_synthetic_backbone_and_no_other_config_does():
   untied = synthetic.get_config("budget,tiny")
-  tied = synthetic.get_config("budget,tiny")
-  tied.sparsity.tie_streams = True
+  tied = synthetic.get_config("budget,flops=0.5,tiny")
   model = build_model(tied.model, build_tasks(tied.tasks, tied.seen_tasks))
-  tied_spec, untied_spec = (group_spec(c.sparsity, model, c.image_size) for c in (tied, untied))
+  tied_spec, untied_spec = (group_spec(c, model) for c in (tied, untied))
   stages = range(1, len(model.backbone.widths) + 1)
   assert [layer.name for layer in tied_spec.layers if len(layer.members) > 1] == [
       f"backbone/stage{s}_stream" for s in stages]
@@ -160,9 +159,11 @@ def test_a_tied_layers_channel_cost_is_the_sum_of_its_convs_costs():
       assert per_layer[name] / per_layer[unit] == pytest.approx(sum(per_conv[m] for m in members) / per_conv[unit])
 
 
-def test_relative_threshold_in_a_config_reaches_the_spec():
+def test_a_flops_budget_and_no_other_config_has_relative_thresholds():
   config = synthetic.get_config("budget,tiny")
   model = build_model(config.model, build_tasks(config.tasks, config.seen_tasks))
-  assert not group_spec(config.sparsity, model, config.image_size).relative
-  config.sparsity.relative_threshold = True
-  assert group_spec(config.sparsity, model, config.image_size).relative
+  assert not group_spec(config, model).relative
+  config.budget.target_kind = "flops_kept"
+  assert group_spec(config, model).relative
+  config.budget.enabled = False
+  assert not group_spec(config, model).relative

@@ -66,12 +66,12 @@ def test_job_config_sets_the_seed_and_the_sweeps_overrides(tmp_path):
 
 
 def test_a_methods_own_overrides_follow_the_sweeps_and_give_it_a_label_of_its_own(tmp_path):
-  c = _config(["budget,flops=0.5+steps=9+budget.scale_lr=0.005+sparsity.weighting=unweighted"])
+  c = _config(["budget,flops=0.5+steps=9+budget.dual_lr=0.001+sparsity.lambda_mode=global"])
   c.steps = 7
   job = sweep.plan(c, str(tmp_path))[0][0]
   assert (job.variant, job.target) == ("budget", {"flops": 0.5})
   config = sweep.job_config(c, job)
-  assert (config.steps, config.budget.scale_lr, config.sparsity.weighting) == (9, 0.005, "unweighted")
+  assert (config.steps, config.budget.dual_lr, config.sparsity.lambda_mode) == (9, 0.001, "global")
   assert config.budget.target == 0.5  # the variant arg still applies
   assert sweep.record(job, "synthetic")["label"] == job.method
   for method, problem in (("dense_mtl+budget.nonsense=1", "'budget.nonsense' is not a key"),

@@ -481,8 +481,7 @@ def _run_with_alive(label, config, alive):
 
 def test_kept_channels_compare_per_conv_when_residual_streams_are_tied():
   per_conv = synthetic.get_config("budget,tiny")
-  tied = synthetic.get_config("budget,tiny")
-  tied.sparsity.tie_streams = True
+  tied = synthetic.get_config("budget,flops=0.5,tiny")
   convs, groups, _ = tables._layout_of(_run_with_alive("x", per_conv, []))
   # tiny: a stem and one basic block per stage with a projection shortcut; tied, each stage's conv2 and shortcut
   # are one layer, after the stage's conv1

@@ -19,23 +19,21 @@ def method_defaults() -> ml_collections.ConfigDict:
   §2–§11)."""
   c = ml_collections.ConfigDict()
   c.sparsity = ml_collections.ConfigDict(dict(
-      enabled=True, include=DEFAULT_INCLUDE, grouping="out_channel", weighting="sqrt_group_size",
-      lambda_mode="per_layer", lambda_init=1e-2, learn_lambda=True, freeze_pattern=False,
-      tie_streams=False, relative_threshold=False))
+      enabled=True, include=DEFAULT_INCLUDE, grouping="out_channel", lambda_mode="per_layer", lambda_init=1e-2,
+      learn_lambda=True, freeze_pattern=False))
   c.safeguards = ml_collections.ConfigDict(dict(
       lambda_min=1e-8, lambda_max=10.0, min_channels=1, outlier_factor=10.0, outlier_warmup=10,
       runaway_factor=100.0, runaway_window=100, max_skipped_fraction=0.5,
       skip_window=50))
   c.budget = ml_collections.ConfigDict(dict(
-      enabled=False, target_kind="channels_removed", target=0.5, cost="flops", dual_lr=0.005, constraint="at_most",
-      scale_lr=0.02, horizon=150.0, cap=True, cost_init=False, cap_rank="threshold"))
+      enabled=False, target_kind="channels_removed", target=0.5, cost="flops", dual_lr=0.005, cap=True))
   c.meta = ml_collections.ConfigDict(dict(
       mode="first_order", inner_steps=1, inner_lr=0.05, remat=False, inner_batch_stats=False, episodes=4,
       support_size=8, query_size=8, task_sampling="subsets", episode_loop="unroll"))
   # SGD makes the outer prox a true proximal-gradient step: a group stays at zero iff its gradient norm is below
   # λ·w. With Adam, whose steps are ~lr per coordinate whatever the gradient, channels kept dying at fixed λ and
   # budget mode overshot its target (see README, "Budget mode").
-  c.optim = ml_collections.ConfigDict(dict(name="sgd", lr=0.02, weight_decay=0.0, rho_lr=0.01))
+  c.optim = ml_collections.ConfigDict(dict(name="sgd", lr=0.02, rho_lr=0.01))
   return c
 
 
@@ -258,14 +256,8 @@ def apply_variant(c: ml_collections.ConfigDict, arg: ConfigArg) -> None:
     c.meta.mode = "reference"
   elif variant == "budget":
     c.budget.enabled = True
-    if settings["flops"] is not None:
+    if settings["flops"] is not None:  # FLOPs mode: streams tied, relative thresholds, λ priced by cost
       c.budget.update(target_kind="flops_kept", target=settings["flops"])
-      # measured on synthetic scenes (README, "Does learned sparsity pay?"): the prox can remove residual-stream
-      # channels, λ starts priced by what a channel costs, and λ is a fraction of each layer's own scale, so that the
-      # budget thins layers instead of taking a few to their floor
-      c.sparsity.tie_streams = True
-      c.sparsity.relative_threshold = True
-      c.budget.cost_init = True
   elif variant == "maml":
     c.sparsity.enabled = False
   elif variant in JOINT_VARIANTS:

@@ -126,15 +126,11 @@ def _mapped(fn, meta_batch):
   return jax.lax.scan(add_episode, zeros, meta_batch)[0]
 
 
-def _vmapped(fn, meta_batch):
-  return jax.tree.map(lambda x: jnp.sum(x, axis=0), jax.vmap(fn)(meta_batch))
-
-
 # How a device loops over its episodes. On XLA:CPU `unroll` is fastest: a `map` body is a loop, inside which XLA:CPU
-# runs convolutions through a generic loop (18× slower), and `vmap` turns per-episode kernels into grouped
-# convolutions (3× slower): see benchmarks/meta_step.py before changing the default. `map` holds one episode at a
-# time: 3–3.5× less memory at paper scale (the `paper` configs, meant for accelerators, use it).
-EPISODE_LOOPS = {"unroll": _unrolled, "map": _mapped, "vmap": _vmapped}
+# runs convolutions through a generic loop (18× slower; benchmarks/meta_step.py). `map` holds one episode at a time:
+# 3–3.5× less memory at paper scale (the `paper` configs, meant for accelerators, use it). `jax.vmap` over episodes
+# was 3× slower than `unroll` (per-episode kernels become grouped convolutions) and is not offered.
+EPISODE_LOOPS = {"unroll": _unrolled, "map": _mapped}
 
 
 def sum_over_episodes(objective: MetaObjective, params: Params, rho: jax.Array, batch_stats: Params,

@@ -16,7 +16,7 @@ from ml_collections import config_flags
 
 from msp import cli
 from msp.models.factory import build_model
-from msp.sparsity import CostModel, group_spec
+from msp.sparsity import CostModel, flops_budget, group_spec
 from msp.tasks import build_tasks
 
 COLUMNS = ("params", "kernels", "channels", "groups", "gflops")
@@ -36,7 +36,7 @@ def summary_rows(config: ml_collections.ConfigDict, params=None) -> dict[str, di
   image size); with `params`, parameters and FLOPs count only the channels alive in them."""
   model = build_model(config.model, build_tasks(config.tasks, config.seen_tasks))
   size = config.image_size
-  spec = group_spec(config.sparsity, model, size)
+  spec = group_spec(config, model)
   costs = CostModel.from_model(model, spec, size)
   rows = collections.defaultdict(lambda: dict.fromkeys(COLUMNS, 0))
   for name, count in costs.counts(params).items():
@@ -61,7 +61,7 @@ def summary_table(config: ml_collections.ConfigDict, params=None) -> str:
   b = config.model.backbone
   lines = [f"{b.block} ResNet, stem {b.stem} ({b.stem_width}), depths {tuple(b.depths)}, widths {tuple(b.widths)}, "
            f"dilations {tuple(b.dilations)}; input {config.image_size}²; groups: {config.sparsity.grouping}"
-           f"{', residual streams tied' if config.sparsity.get('tie_streams') else ''}", "",
+           f"{', residual streams tied' if flops_budget(config) else ''}", "",
            "| part | " + " | ".join(COLUMNS) + " |", "|---|" + "---:|" * len(COLUMNS)]
   for part, row in summary_rows(config, params).items():
     cells = [f"{row[c]:,.0f}" if c != "gflops" else f"{row[c]:.3f}" for c in COLUMNS]

@@ -22,38 +22,29 @@ from msp.sparsity.prox import Cap, spared_by_cap, spared_by_kept_fraction
 from msp.sparsity.stats import sparsity_stats
 
 BUDGET_TARGETS = ("channels_removed", "flops_kept")
-CONSTRAINTS = ("at_most", "equal")
-CAP_RANKS = ("threshold", "layer_norm")
 
 
 @dataclasses.dataclass(frozen=True)
 class Budget:
   """target_kind: `channels_removed` (fraction of the sparsified layers' channels that are zero) or `flops_kept`
-  (fraction of the dense backbone's FLOPs); target in (0, 1); costs: (L,) c_ℓ; dual_lr: η_μ per unit of gap.
-  constraint: `at_most` (the network may be smaller than the target: μ ≥ 0, the inequality's multiplier) or
-  `equal` (μ may go negative, rewarding larger groups, which lowers λ again after an overshoot).
-  scale_lr / horizon: σ's integral gain per unit of gap, and how many steps ahead the controllers predict the gap.
-  cap: the outer prox never goes past the target (`prox_cap`); cap_rank: the order in which the cap lets groups go,
-  `threshold` (norm / (τ_ℓ w_ℓ): the groups nearest to dying first) or `layer_norm` (norm / the layer's mean group
-  norm, as global magnitude pruning ranks channels)."""
+  (fraction of the dense backbone's FLOPs); target in (0, 1): the network may end up smaller, never larger (μ ≥ 0,
+  the multiplier of an inequality); costs: (L,) c_ℓ; dual_lr: η_μ per unit of gap.
+  scale_lr / horizon: σ's integral gain per unit of gap, and how many steps ahead the controllers predict the gap
+  (msp's settings by default; tests set others).
+  cap: the outer prox never goes past the target (`prox_cap`), letting the groups nearest to dying (smallest
+  norm / (τ_ℓ w_ℓ)) go first."""
   target_kind: str
   target: float
   costs: np.ndarray
   cost_model: CostModel
   dual_lr: float
-  constraint: str = "at_most"
-  scale_lr: float = 0.0
-  horizon: float = 0.0
+  scale_lr: float = 0.02
+  horizon: float = 150.0
   cap: bool = True
-  cap_rank: str = "threshold"
 
   def __post_init__(self):
     if self.target_kind not in BUDGET_TARGETS:
       raise ValueError(f"budget.target_kind={self.target_kind!r}; choose one of {BUDGET_TARGETS}")
-    if self.cap_rank not in CAP_RANKS:
-      raise ValueError(f"budget.cap_rank={self.cap_rank!r}; choose one of {CAP_RANKS}")
-    if self.constraint not in CONSTRAINTS:
-      raise ValueError(f"budget.constraint={self.constraint!r}; choose one of {CONSTRAINTS}")
     if not 0.0 < self.target < 1.0:
       raise ValueError(f"budget.target={self.target} must lie strictly between 0 and 1")
 
@@ -72,14 +63,11 @@ class Budget:
     """
     if not self.cap:
       return None
-    # the caps rank groups by norm / scale: the prox thresholds, or each layer's mean group norm
-    scale = (lambda norms, thresholds: thresholds) if self.cap_rank == "threshold" else (
-        lambda norms, thresholds: [jnp.mean(n) for n in norms])
     if self.target_kind == "channels_removed":
       max_removed = int(self.target * sum(layer.num_groups for layer in self.cost_model.spec.layers))
-      return lambda norms, thresholds: spared_by_cap(norms, scale(norms, thresholds), max_removed)
-    return lambda norms, thresholds: spared_by_kept_fraction(norms, scale(norms, thresholds),
-                                                             self.cost_model.flops_kept_by_alive, self.target)
+      return lambda norms, thresholds: spared_by_cap(norms, thresholds, max_removed)
+    return lambda norms, thresholds: spared_by_kept_fraction(norms, thresholds, self.cost_model.flops_kept_by_alive,
+                                                             self.target)
 
   def gap(self, params) -> jax.Array:
     """> 0 while the network is larger than the target, < 0 once it is smaller (a fraction)."""
@@ -100,14 +88,13 @@ class Budget:
 
     Both act on the gap predicted `horizon` steps ahead from its recent trend, gap + horizon·trend: channels die
     tens of steps after λ crosses their threshold, so acting on the current gap alone winds up and overshoots.
-    μ ← μ + η_μ·predicted gap (clipped at 0 for `at_most`): dual ascent on the cost term's weight.
+    μ ← max(0, μ + η_μ·predicted gap): dual ascent on the cost term's weight.
     σ ← σ + scale_lr·predicted gap: integral control of λ's shared log-scale.
     """
     gap = self.gap(params)
     trend = jnp.where(state.steps > 0, TREND_DECAY * state.trend + (1 - TREND_DECAY) * (gap - state.gap), 0.0)
     predicted = gap + self.horizon * trend
-    mu = state.mu + self.dual_lr * predicted
-    mu = jnp.maximum(0.0, mu) if self.constraint == "at_most" else mu
+    mu = jnp.maximum(0.0, state.mu + self.dual_lr * predicted)
     lambda_scale = state.lambda_scale + self.scale_lr * predicted
     return BudgetState(mu=mu, lambda_scale=lambda_scale, gap=gap, trend=trend, steps=state.steps + 1)
 

@@ -60,13 +60,6 @@ class LayerGroups:
     return (0, 1, 2) if self.grouping == "out_channel" else (0, 1, 3)
 
 
-WEIGHTINGS: dict[str, Callable[[LayerGroups], float]] = {
-    "sqrt_group_size": lambda layer: math.sqrt(layer.group_size),  # Yuan & Lin
-    "unweighted": lambda layer: 1.0,
-    "sqrt_in_channels": lambda layer: math.sqrt(layer.in_channels),  # the authors' code
-}
-
-
 @dataclasses.dataclass(frozen=True)
 class GroupSpec:
   """The ordered sparsified layers of a network; layer ℓ of every per-layer array (λ, Ω, stats) is `layers[ℓ]`.
@@ -80,7 +73,7 @@ class GroupSpec:
 
   @classmethod
   def from_params(cls, params, include: str = DEFAULT_INCLUDE, grouping: str = "out_channel",
-                  weighting: str = "sqrt_group_size", norm_name: str = "norm",
+                  norm_name: str = "norm",
                   ties: Mapping[str, Sequence[str]] | None = None, relative: bool = False) -> "GroupSpec":
     """Finds every 4-D kernel whose '/'-joined path matches `include` and builds its groups.
 
@@ -91,8 +84,6 @@ class GroupSpec:
     """
     if grouping not in GROUPINGS:
       raise ValueError(f"sparsity.grouping={grouping!r}; choose one of {GROUPINGS}")
-    if weighting not in WEIGHTINGS:
-      raise ValueError(f"sparsity.weighting={weighting!r}; choose one of {sorted(WEIGHTINGS)}")
     flat = traverse_util.flatten_dict(params)
     pattern = re.compile(include)
     convs = {}
@@ -110,7 +101,8 @@ class GroupSpec:
       raise ValueError(f"sparsity.include={include!r} matches no 4-D conv kernel in the parameter tree")
     for name, members in (ties or {}).items():
       convs = {**{k: v for k, v in convs.items() if k not in members}, name: _tie(name, members, convs)}
-    layers = [dataclasses.replace(layer, weight=WEIGHTINGS[weighting](layer)) for layer in convs.values()]
+    # each group's penalty weight is √(its size) (Yuan & Lin), so that Ω does not favour small groups
+    layers = [dataclasses.replace(layer, weight=math.sqrt(layer.group_size)) for layer in convs.values()]
     return cls(tuple(sorted(layers, key=lambda layer: _natural_key(layer.name))), relative=relative)
 
   @property

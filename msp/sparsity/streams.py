@@ -1,5 +1,5 @@
-"""The sparsity groups of a config's network: `sparsity.include`, `grouping`, `weighting` and
-`relative_threshold`, and with `sparsity.tie_streams` one layer per residual stream.
+"""The sparsity groups of a config's network: `sparsity.include` and `grouping`; in budget mode with a FLOPs target
+(`flops_budget`), one layer per residual stream and prox thresholds relative to each layer's scale.
 
 A residual-stream channel is written by every conv whose output is added into the stream (a block's last conv and
 its shortcut, or the stem and the identity blocks' last convs), and it costs FLOPs in every consumer until all of
@@ -27,14 +27,21 @@ def stream_ties(model: MultiTaskNet, sparsified: set[str]) -> dict[str, tuple[st
   return ties
 
 
-def group_spec(sparsity: ml_collections.ConfigDict, model: MultiTaskNet, image_size: int) -> GroupSpec:
-  """The GroupSpec of the config section `sparsity` for `model` on image_size² images (from parameter shapes alone:
-  nothing is computed on arrays)."""
-  params = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, image_size, image_size, 3)),
-                                             train=False))["params"]
-  options = dict(include=sparsity.include, grouping=sparsity.grouping, weighting=sparsity.weighting,
-                 relative=sparsity.get("relative_threshold", False))
+def flops_budget(config: ml_collections.ConfigDict) -> bool:
+  """Whether the run `config` is in budget mode with a FLOPs target. That mode ties residual streams (`stream_ties`),
+  puts the prox thresholds in units of each layer's scale (`GroupSpec.relative`) and starts each λ_ℓ at its
+  channel's cost: on synthetic scenes each of the three took the budget closer to magnitude pruning at equal FLOPs
+  (docs/budget_mode.md)."""
+  return bool(config.budget.enabled) and config.budget.target_kind == "flops_kept"
+
+
+def group_spec(config: ml_collections.ConfigDict, model: MultiTaskNet) -> GroupSpec:
+  """The GroupSpec of the run `config` (`sparsity.include`, `sparsity.grouping`, `flops_budget`) for `model` on
+  `config.image_size`² images (from parameter shapes alone: nothing is computed on arrays)."""
+  size = config.image_size
+  params = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, size, size, 3)), train=False))["params"]
+  options = dict(include=config.sparsity.include, grouping=config.sparsity.grouping, relative=flops_budget(config))
   spec = GroupSpec.from_params(params, **options)
-  if not sparsity.get("tie_streams", False):
+  if not flops_budget(config):
     return spec
   return GroupSpec.from_params(params, ties=stream_ties(model, set(spec.names)), **options)

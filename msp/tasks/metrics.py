@@ -244,47 +244,32 @@ class EdgeMetric(Metric):
   output: logits (B, H, W, 1); target: edges (B, H, W, 1), > 0 = true edge. A pixel is a predicted edge at threshold
   t if sigmoid(logit) ≥ t, for t = k / (thresholds + 1), k = 1 … thresholds. Per threshold, precision and recall are
   counted over the whole dataset; F = 2PR / (P + R); P, R or F with a zero denominator is 0 (as in the BSDS code).
-  ods_f = max over thresholds of F. `convention` says in one line which matching gave it.
+  ods_f = max over thresholds of F. `convention` says in one line how it was computed.
 
-  matching "bsds" (default) is the standard boundary evaluation (BSDS benchmark `correspondPixels`, SEISM, as used
-  for published NYUD / PASCAL-Context multi-task numbers): each thresholded prediction is thinned to one-pixel-wide
+  The matching is the standard boundary evaluation (BSDS benchmark `correspondPixels`, SEISM, as used for
+  published NYUD / PASCAL-Context multi-task numbers): each thresholded prediction is thinned to one-pixel-wide
   curves (MATLAB's bwmorph 'thin', `boundaries.thin`; `thin=False` skips this), then predicted and true edge pixels
   (the ground truth is not thinned) are matched one-to-one, a pair allowed at Euclidean distance ≤ `max_dist` ×
-  the image diagonal √(H² + W²), and a maximum matching is taken. precision = matched / predicted pixels, recall =
-  matched / true pixels. max_dist 0.0075 is the BSDS / PASCAL-Context value; NYUD-v2 is evaluated with 0.011
-  (Gupta et al.'s NYUD contour benchmark; ATRC and InvPT state they follow it, as ASTMT did). On small images the
-  radius can be under a pixel (0.0075 × the 90.5-pixel diagonal of 64×64 is 0.68): only a prediction on the true
-  pixel itself then counts. Ground-truth edges several pixels thick, as label boundaries can be, cannot all be
-  recalled by a thinned prediction. SEISM thresholds 8-bit PNGs with `>`; here the float32 probability with ≥. The
-  matching runs on the host (`jax.pure_callback` inside the jittable update, `boundaries.boundary_counts`); its
-  cost grows with the number of predicted pixels.
+  the image diagonal √(H² + W²). precision = matched / predicted pixels, recall = matched / true pixels. max_dist
+  0.0075 is the BSDS / PASCAL-Context value; NYUD-v2 is evaluated with 0.011 (Gupta et al.'s NYUD contour
+  benchmark; ATRC and InvPT state they follow it, as ASTMT did). On small images the radius can be under a pixel
+  (0.0075 × the 90.5-pixel diagonal of 64×64 is 0.68): only a prediction on the true pixel itself then counts.
+  Ground-truth edges several pixels thick, as label boundaries can be, cannot all be recalled by a thinned
+  prediction. SEISM thresholds 8-bit PNGs with `>`; here the float32 probability with ≥. The matching runs on the
+  host (`jax.pure_callback` inside the jittable update, `boundaries.boundary_counts`); its cost grows with the
+  number of predicted pixels.
 
-  matching "dilation" is the earlier approximation, kept for comparison with results computed with it: with
-  r = `tolerance` pixels (chessboard distance, a (2r+1)×(2r+1) window; 0 = the same pixel), a predicted edge is
-  correct if a true edge lies in its window and a true edge is recalled if a predicted edge lies in its window.
-  Nothing is thinned and matches are not one-to-one, so a thick prediction scores higher than under "bsds" (a
-  3-pixel-wide band along a 1-pixel true line scores F = 1). precision = correct / predicted, recall = recalled /
-  true edges.
-
-  Fields: matching ("bsds" | "dilation"); max_dist (fraction of the image diagonal, > 0; "bsds" only); tolerance
-  (pixels, int ≥ 0; "dilation" only); thresholds (int ≥ 1); thin (bool; "bsds" only).
+  Fields: max_dist (fraction of the image diagonal, > 0); thresholds (int ≥ 1); thin (bool).
   """
-  tolerance: int = 1
   thresholds: int = 99
-  matching: str = "bsds"
   max_dist: float = 0.0075
   thin: bool = True
-  MATCHINGS: ClassVar[tuple[str, ...]] = ("bsds", "dilation")
   higher_is_better: ClassVar[Mapping[str, bool]] = {"ods_f": True}
   headline: ClassVar[str] = "ods_f"
   delta_m_metrics: ClassVar[tuple[str, ...]] = ("ods_f",)
   fractions: ClassVar[tuple[str, ...]] = ("ods_f",)
 
   def __post_init__(self):
-    if self.matching not in self.MATCHINGS:
-      raise ValueError(f"matching {self.matching!r}; choose one of {self.MATCHINGS}")
-    if isinstance(self.tolerance, bool) or not isinstance(self.tolerance, (int, np.integer)) or self.tolerance < 0:
-      raise ValueError(f"tolerance must be an int ≥ 0 (pixels), got {self.tolerance!r}")
     if isinstance(self.thresholds, bool) or not isinstance(self.thresholds, (int, np.integer)) or self.thresholds < 1:
       raise ValueError(f"thresholds must be an int ≥ 1, got {self.thresholds!r}")
     if (isinstance(self.max_dist, bool) or not isinstance(self.max_dist, (int, float, np.integer, np.floating))
@@ -297,9 +282,6 @@ class EdgeMetric(Metric):
   @property
   def convention(self) -> str:
     """One line naming how ods_f was computed, for printing next to it."""
-    if self.matching == "dilation":
-      return (f"ods_f: predictions not thinned, matched within {self.tolerance} pixel(s) (chessboard) by dilation, "
-              f"not one-to-one, {self.thresholds} thresholds")
     return (f"ods_f: predictions {'thinned' if self.thin else 'not thinned'}, one-to-one matching within "
             f"{self.max_dist:g} × image diagonal, {self.thresholds} thresholds (BSDS)")
 
@@ -308,28 +290,14 @@ class EdgeMetric(Metric):
     return (np.arange(1, self.thresholds + 1) / (self.thresholds + 1)).astype(np.float32)
 
   def init(self) -> State:
-    """"bsds": per threshold (thresholds,) int32 matched (pairs), predicted (pixels, after thinning); "dilation":
-    per threshold (thresholds,) int32 predicted, correct, recalled. Both: true (int32 scalar), true edge pixels."""
+    """Per threshold (thresholds,) int32 matched (pairs) and predicted (pixels, after thinning); true (int32
+    scalar), the true edge pixels."""
     zeros = jnp.zeros(self.thresholds, jnp.int32)
-    if self.matching == "bsds":
-      return {"predicted": zeros, "matched": zeros, "true": jnp.zeros((), jnp.int32)}
-    return {"predicted": zeros, "correct": zeros, "recalled": zeros, "true": jnp.zeros((), jnp.int32)}
-
-  def _window_max(self, x: jax.Array) -> jax.Array:
-    """(B, H, W) → (B, H, W): max over each pixel's (2r+1)×(2r+1) window, ignoring positions outside the image."""
-    size = 2 * self.tolerance + 1
-    return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, size, size), (1, 1, 1), "SAME")
-
-  def _counts_above(self, values: jax.Array, weights: jax.Array) -> jax.Array:
-    """(thresholds,) int32: Σ weights over pixels with value ≥ each threshold, for values, weights of equal shape."""
-    # levels = number of thresholds ≤ value; a pixel counts at threshold k (0-based) iff k < its level.
-    levels = jnp.searchsorted(jnp.asarray(self.threshold_values()), values, side="right")
-    per_level = _histogram(levels, weights, self.thresholds + 1)
-    return jnp.cumsum(per_level[::-1])[::-1][1:]
+    return {"predicted": zeros, "matched": zeros, "true": jnp.zeros((), jnp.int32)}
 
   # XLA's CPU client copies a callback operand of 100 KiB or more on its thread pool, the pool the running callback
   # occupies: with a one-thread pool (one usable core) the copy would never run and the callback would wait forever.
-  # The bsds update therefore hands its data to the host in pieces of this many bytes.
+  # The update therefore hands its data to the host in pieces of this many bytes.
   CALLBACK_PIECE_BYTES: ClassVar[int] = 64 * 1024
 
   def _host_counts(self, shape: tuple[int, ...], *pieces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -344,36 +312,23 @@ class EdgeMetric(Metric):
     """logits, edges (B, H, W, 1)."""
     prob = jax.nn.sigmoid(logits[..., 0].astype(jnp.float32))
     true = edges[..., 0] > 0
-    if self.matching == "bsds":
-      # Per pixel, level = number of thresholds ≤ its probability (predicted at threshold k, 0-based, iff level > k)
-      # and whether it is a true edge, in one small integer.
-      levels = jnp.searchsorted(jnp.asarray(self.threshold_values()), prob, side="right")
-      code = (2 * levels + true).astype(np.min_scalar_type(2 * self.thresholds + 1)).reshape(-1)
-      if not code.size:
-        return state
-      step = self.CALLBACK_PIECE_BYTES // code.dtype.itemsize
-      counts = jax.ShapeDtypeStruct((self.thresholds,), jnp.int32)
-      matched, predicted = jax.pure_callback(lambda *pieces: self._host_counts(prob.shape, *pieces), (counts, counts),
-                                             *(code[i:i + step] for i in range(0, code.size, step)))
-      return self.merge(state, {"predicted": predicted, "matched": matched, "true": _count(true)})
-    near_true = self._window_max(true.astype(jnp.float32)) > 0
-    # Thresholding commutes with the window max, so one max over probabilities gives every threshold's dilated
-    # prediction: a true edge is recalled at t iff the largest probability in its window is ≥ t.
-    return self.merge(state, {
-        "predicted": self._counts_above(prob, jnp.ones_like(true)),
-        "correct": self._counts_above(prob, near_true),
-        "recalled": self._counts_above(self._window_max(prob), true),
-        "true": _count(true)})
+    # Per pixel, level = number of thresholds ≤ its probability (predicted at threshold k, 0-based, iff level > k)
+    # and whether it is a true edge, in one small integer.
+    levels = jnp.searchsorted(jnp.asarray(self.threshold_values()), prob, side="right")
+    code = (2 * levels + true).astype(np.min_scalar_type(2 * self.thresholds + 1)).reshape(-1)
+    if not code.size:
+      return state
+    step = self.CALLBACK_PIECE_BYTES // code.dtype.itemsize
+    counts = jax.ShapeDtypeStruct((self.thresholds,), jnp.int32)
+    matched, predicted = jax.pure_callback(lambda *pieces: self._host_counts(prob.shape, *pieces), (counts, counts),
+                                           *(code[i:i + step] for i in range(0, code.size, step)))
+    return self.merge(state, {"predicted": predicted, "matched": matched, "true": _count(true)})
 
   def compute(self, state: State) -> dict[str, float]:
     """ods_f."""
     s = _host(state)
-    if self.matching == "bsds":
-      precision = np.nan_to_num(_ratio(s["matched"], s["predicted"]))
-      recall = np.nan_to_num(_ratio(s["matched"], s["true"]))
-    else:
-      precision = np.nan_to_num(_ratio(s["correct"], s["predicted"]))
-      recall = np.nan_to_num(_ratio(s["recalled"], s["true"]))
+    precision = np.nan_to_num(_ratio(s["matched"], s["predicted"]))
+    recall = np.nan_to_num(_ratio(s["matched"], s["true"]))
     f = np.nan_to_num(_ratio(2 * precision * recall, precision + recall))
     return {"ods_f": float(f.max())}
 

@@ -58,13 +58,12 @@ def _normals(median_resolution: float = 0.01) -> TaskKind:
 EDGE_LOSSES = ("balanced_bce", "huber")
 
 
-def _edges(tolerance: int = 1, thresholds: int = 99, loss: str = "balanced_bce", huber_delta: float = 0.2,
-           matching: str = "bsds", max_dist: float = 0.0075, thin: bool = True) -> TaskKind:
+def _edges(thresholds: int = 99, loss: str = "balanced_bce", huber_delta: float = 0.2, max_dist: float = 0.0075,
+           thin: bool = True) -> TaskKind:
   if loss not in EDGE_LOSSES:
     raise ValueError(f"loss {loss!r}; choose one of {EDGE_LOSSES}")
   loss_fn = losses.edge_loss if loss == "balanced_bce" else functools.partial(losses.edge_huber_loss, delta=huber_delta)
-  metric = metrics.EdgeMetric(tolerance=tolerance, thresholds=thresholds, matching=matching, max_dist=max_dist,
-                              thin=thin)
+  metric = metrics.EdgeMetric(thresholds=thresholds, max_dist=max_dist, thin=thin)
   return TaskKind("dense", 1, loss_fn, metric)
 
 
@@ -92,11 +91,10 @@ def build_task(name: str, kind: str, **options) -> Task:
 
   Options per kind (defaults in parentheses): segmentation num_classes, ignore_index (-1), label_smoothing (0.0);
   depth normalization ("none": metres; "per_image_max": the authors' division by each image's maximum depth, for
-  loss and metric alike, see `losses.normalize_depth`); normals median_resolution (0.01 degrees); edges matching
-  ("bsds": the standard thinned, one-to-one boundary matching; "dilation": the earlier windowed approximation, see
-  `metrics.EdgeMetric`), max_dist (0.0075 of the image diagonal, "bsds"; 0.011 is the NYUD-v2 convention), thin
-  (True, "bsds"), tolerance (1 pixel, "dilation"), thresholds (99), loss ("balanced_bce"; "huber": the authors'
-  Huber loss on sigmoid(logits)), huber_delta (0.2); attributes num_attributes; regression channels (1).
+  loss and metric alike, see `losses.normalize_depth`); normals median_resolution (0.01 degrees); edges (scored by
+  the standard thinned, one-to-one boundary matching, `metrics.EdgeMetric`) max_dist (0.0075 of the image
+  diagonal; 0.011 is the NYUD-v2 convention), thin (True), thresholds (99), loss ("balanced_bce"; "huber": the
+  authors' Huber loss on sigmoid(logits)), huber_delta (0.2); attributes num_attributes; regression channels (1).
   """
   if kind not in TASK_KINDS:
     raise ValueError(f"task {name!r}: unknown kind {kind!r}; choose one of {sorted(TASK_KINDS)}")

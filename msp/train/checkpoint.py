@@ -52,12 +52,35 @@ MAY_DIFFER_ON_RESUME = ("steps", "log_every", "checkpoint_every", "keep_checkpoi
                         "meta.episode_loop", "data.data_dir", "data.num_threads", "data.prefetch", "data.eval_split", "eval", "adapt",
                         "model.init_from", "init", "finetune", "prune")
 
-# Keys that earlier versions of msp wrote into config.json and this one no longer has (key: what replaced it). A
-# run made then is still resumed, evaluated and exported: its config.json is read without them (`drop_retired`).
-RETIRED_KEYS = {"safeguards.max_skipped_steps": "safeguards.max_skipped_fraction over safeguards.skip_window"}
+ANY = object()  # a retired key whose every value today's msp reads the same way
+
+
+def _flops_budget(config: dict) -> bool:
+  budget = config.get("budget", {})
+  return bool(budget.get("enabled")) and budget.get("target_kind") == "flops_kept"
+
+
+# Keys that earlier versions of msp wrote into config.json and this one no longer has, each with the value today's msp
+# behaves as (ANY: whatever it was; a function: of the old config). A run whose retired keys hold those values is
+# read without them, and resumed, evaluated and exported as before; one that set another value ran a variant that
+# was retired, and `drop_retired` refuses it by name. `tasks.*.KEY` stands for that option of every task.
+RETIRED_KEYS: dict[str, Any] = {
+    "safeguards.max_skipped_steps": ANY,  # replaced by max_skipped_fraction over skip_window
+    "sparsity.weighting": "sqrt_group_size",
+    "sparsity.tie_streams": _flops_budget,
+    "sparsity.relative_threshold": _flops_budget,
+    "budget.cost_init": _flops_budget,
+    "budget.constraint": "at_most",
+    "budget.cap_rank": "threshold",
+    "budget.scale_lr": 0.02,
+    "budget.horizon": 150.0,
+    "optim.weight_decay": 0.0,
+    "tasks.*.matching": "bsds",
+    "tasks.*.tolerance": ANY,  # read by the retired "dilation" matching only
+}
 
 # Task options that only change how a task is scored (its metric), never the state: `tasks.<name>.<option>`.
-METRIC_OPTIONS = ("tolerance", "thresholds", "matching", "max_dist", "thin", "zero_division", "median_resolution")
+METRIC_OPTIONS = ("thresholds", "max_dist", "thin", "zero_division", "median_resolution")
 
 _STATE = "state"
 _DATA_STATE = "data_state"
@@ -404,10 +427,10 @@ def _check_writable(workdir: pathlib.Path) -> None:
 def _check_compatible(config_path: pathlib.Path, new: dict) -> None:
   """Raises CheckpointError listing every key outside MAY_DIFFER_ON_RESUME whose value differs."""
   try:
-    old = drop_retired(json.loads(config_path.read_text()))
+    old = json.loads(config_path.read_text())
   except (OSError, ValueError) as e:
     raise CheckpointError(f"cannot read the run's config {config_path}: {e}") from e
-  old, new = _flatten(old), _flatten(new)
+  old, new = _flatten(drop_retired(old, str(config_path))), _flatten(new)
   missing = "<absent>"
   same = lambda a, b: json.dumps(a) == json.dumps(b)  # NaN == NaN here, as in the file
   diffs = [f"  {key}: {old.get(key, missing)!r} → {new.get(key, missing)!r}"
@@ -420,15 +443,28 @@ def _check_compatible(config_path: pathlib.Path, new: dict) -> None:
         "\nUse another workdir, or restore these values.")
 
 
-def drop_retired(config: dict) -> dict:
-  """`config` (a run's config.json, nested dicts) without the RETIRED_KEYS, which are removed in place."""
-  for key in RETIRED_KEYS:
-    *parents, leaf = key.split(".")
-    node = config
-    for part in parents:
-      node = node.get(part) if isinstance(node, dict) else None
-    if isinstance(node, dict):
-      node.pop(leaf, None)
+def drop_retired(config: dict, source: str) -> dict:
+  """`config` (a run's config.json as nested dicts, read from `source`) without its RETIRED_KEYS, removed in place;
+  CheckpointError naming the key when one holds a value other than the one today's msp behaves as."""
+  for key, today in RETIRED_KEYS.items():
+    section, *rest = key.split(".")
+    nodes = [config]
+    if section == "tasks" and rest[0] == "*":
+      nodes = [node for node in config.get("tasks", {}).values() if isinstance(node, dict)]
+      rest = rest[1:]
+    else:
+      rest = [section, *rest]
+    *parents, leaf = rest
+    for node in nodes:
+      for part in parents:
+        node = node.get(part) if isinstance(node, dict) else None
+      if not isinstance(node, dict) or leaf not in node:
+        continue
+      value = node.pop(leaf)
+      expected = today(config) if callable(today) else today
+      if today is not ANY and value != expected:
+        raise CheckpointError(f"{source} sets {key.replace('*', '…')}={value!r}, a variant this version of msp no "
+                              f"longer has (it behaves as {expected!r}); use the msp commit that made the run")
   return config
 
 

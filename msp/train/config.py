@@ -8,8 +8,7 @@ from msp.meta import EPISODE_LOOPS, LAMBDA_MODES, META_GRADIENT_MODES
 from msp.meta.episodes import TASK_SAMPLING
 from msp.models.resnet import BLOCKS
 from msp.train.adaptation import TRAINABLE
-from msp.sparsity.budget import CAP_RANKS, CONSTRAINTS
-from msp.sparsity import BUDGET_TARGETS, COST_KINDS, GROUPINGS, PRUNE_SCOPES, WEIGHTINGS
+from msp.sparsity import BUDGET_TARGETS, COST_KINDS, GROUPINGS, PRUNE_SCOPES
 
 
 class ConfigError(ValueError):
@@ -114,26 +113,20 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     _fraction(config, "prune.flops_kept")
   for key in ("meta.inner_lr", "optim.lr", "sparsity.lambda_init"):
     _positive(config, key)
-  for key in ("optim.rho_lr", "optim.weight_decay"):
-    _positive(config, key, allow_zero=True)
+  _positive(config, "optim.rho_lr", allow_zero=True)
   _choice(config, "meta.mode", META_GRADIENT_MODES)
   _choice(config, "meta.episode_loop", EPISODE_LOOPS)
   _choice(config, "meta.task_sampling", TASK_SAMPLING)
   _choice(config, "sparsity.lambda_mode", LAMBDA_MODES)
   _choice(config, "sparsity.grouping", GROUPINGS)
-  _choice(config, "sparsity.weighting", WEIGHTINGS)
-  _choice(config, "optim.name", ("adam", "adamw", "sgd"))
+  _choice(config, "optim.name", ("adam", "sgd"))
   _choice(config, "budget.target_kind", BUDGET_TARGETS)
   _choice(config, "budget.cost", COST_KINDS)
-  _choice(config, "budget.constraint", CONSTRAINTS)
-  if "cap_rank" in config.budget:
-    _choice(config, "budget.cap_rank", CAP_RANKS)
   if config.sparsity.get("freeze_pattern") and config.meta.mode != "joint":
     raise ConfigError(f"config.sparsity.freeze_pattern=True needs meta.mode='joint', not {config.meta.mode!r}: an "
                       "inner loop would train the frozen channels")
   _fraction(config, "budget.target")
-  for key in ("budget.dual_lr", "budget.scale_lr", "budget.horizon"):
-    _positive(config, key, allow_zero=True)
+  _positive(config, "budget.dual_lr", allow_zero=True)
   for key in ("safeguards.lambda_min", "safeguards.lambda_max"):
     _positive(config, key)
   if config.safeguards.lambda_min >= config.safeguards.lambda_max:

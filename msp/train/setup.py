@@ -15,7 +15,7 @@ from msp.models import MultiTaskNet, build_model
 from msp.models.resnet import ResNet
 from msp.models.torchvision_import import backbone_variables, load_state_dict, replace_backbone
 from msp.parallel import DATA_AXIS, make_mesh, replicate
-from msp.sparsity import Budget, CostModel, GroupSpec, group_spec
+from msp.sparsity import Budget, CostModel, GroupSpec, flops_budget, group_spec
 from msp.tasks import Task, build_tasks
 from msp.train.config import ConfigError, validate_config
 from msp.train.safeguards import Safeguards
@@ -23,9 +23,8 @@ from msp.train.state import MetaTrainState
 from msp.train.step import make_meta_train_step
 
 OPTIMIZERS = {
-    "adam": lambda lr, wd: optax.adam(lr),
-    "adamw": lambda lr, wd: optax.adamw(lr, weight_decay=wd),
-    "sgd": lambda lr, wd: optax.sgd(lr, momentum=0.9),
+    "adam": optax.adam,
+    "sgd": lambda lr: optax.sgd(lr, momentum=0.9),
 }
 
 
@@ -48,7 +47,8 @@ class MetaLearner:
   def init_state(self, rng: jax.Array) -> MetaTrainState:
     """A fresh state: initial variables for images of `config.image_size`, ρ = log(lambda_init), replicated.
 
-    With `budget.cost_init` (and per-layer λ), ρ_ℓ = log(lambda_init · c_ℓ), c_ℓ the budget's channel costs.
+    In budget mode with a FLOPs target (and per-layer λ), ρ_ℓ = log(lambda_init · c_ℓ), c_ℓ the budget's channel
+    costs: a channel's price starts at its cost.
 
     With `model.init_from` (a torchvision ResNet state dict), the backbone's parameters and BatchNorm statistics are
     that state dict's; the heads are initialised from `rng` either way. ConfigError (one line, naming the path) when
@@ -66,8 +66,8 @@ class MetaLearner:
       variables = replace_backbone(variables, imported)
     rho = init_rho(self.spec.num_layers, cfg.sparsity.lambda_mode, cfg.sparsity.lambda_init)
     budget = self.objective.budget
-    if budget is not None and cfg.budget.get("cost_init", False) and cfg.sparsity.lambda_mode == "per_layer":
-      rho = rho + jnp.log(jnp.asarray(budget.costs, rho.dtype))  # λ_ℓ = λ_init · c_ℓ: a channel's price is its cost
+    if flops_budget(cfg) and cfg.sparsity.lambda_mode == "per_layer":
+      rho = rho + jnp.log(jnp.asarray(budget.costs, rho.dtype))
     state = MetaTrainState.create(params=variables["params"], batch_stats=variables["batch_stats"], rho=rho,
                                   tx=self.tx, rho_tx=self.rho_tx)
     return replicate(state, self.mesh)
@@ -113,16 +113,14 @@ def build_meta_learner(config: ml_collections.ConfigDict) -> MetaLearner:
   model = build_model(config.model, tasks)
   size = config.image_size
   sp = config.sparsity
-  spec = group_spec(sp, model, size)
+  spec = group_spec(config, model)
   cost_model = CostModel.from_model(model, spec, size)
   safeguards = Safeguards(**config.safeguards)
   budget = None
   if config.budget.enabled:
     b = config.budget
     budget = Budget(target_kind=b.target_kind, target=b.target, costs=cost_model.channel_costs(b.cost),
-                    cost_model=cost_model, dual_lr=b.dual_lr, constraint=b.constraint,
-                    scale_lr=b.scale_lr, horizon=b.horizon, cap=b.cap,
-                    cap_rank=b.get("cap_rank", "threshold"))
+                    cost_model=cost_model, dual_lr=b.dual_lr, cap=b.cap)
   m = config.meta
   objective = MetaObjective(
       loss=MultiTaskLoss(model.apply, tasks), spec=spec, inner_steps=m.inner_steps, inner_lr=m.inner_lr,
@@ -135,5 +133,5 @@ def build_meta_learner(config: ml_collections.ConfigDict) -> MetaLearner:
                               freeze_pattern=sp.get("freeze_pattern", False))
   return MetaLearner(config=config, tasks=tasks, model=model, spec=spec, objective=objective, mesh=mesh,
                      outer_lr=outer_lr, train_step=step, safeguards=safeguards, cost_model=cost_model,
-                     tx=OPTIMIZERS[config.optim.name](outer_lr, config.optim.weight_decay),
+                     tx=OPTIMIZERS[config.optim.name](outer_lr),
                      rho_tx=optax.adam(config.optim.rho_lr))
