@@ -10,7 +10,7 @@ export JAX_COMPILATION_CACHE_DIR ?= $(CURDIR)/.cache/jax
 # The CPU builds of torch (requirements-test.lock) live only on PyTorch's index; PyPI has the CUDA ones (several GB).
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 
-.PHONY: quickstart export reports sweep-report test test-slow test-all benchmark lock clean
+.PHONY: quickstart export reports sweep-report docs test test-slow test-all benchmark lock clean
 
 $(VENV)/.installed: requirements.lock setup.cfg
 	$(PYTHON) -m venv $(VENV)
@@ -52,6 +52,10 @@ sweep-report: $(VENV)/.installed
 	$(PY) experiments/sweep.py --config=experiments/configs/sweep.py:synthetic --workdir=$(SWEEP) $(SWEEP_FLAGS)
 	$(PY) experiments/tables.py --runs='$(SWEEP)/*/seed*' --baseline='$(SWEEP)/single_task*/seed*' \
 	  --out=$(REPORTS)/sweep_synthetic
+
+# docs/configuration.md is generated from the config schema (msp/train/config.py); a test checks it is current.
+docs: $(VENV)/.installed
+	$(PY) -c "from msp.train.config import schema_markdown; print(schema_markdown())" > docs/configuration.md
 
 # Two workers, one test file each at a time (module fixtures are built once per file). `test` is the suite a
 # change must pass (under 10 minutes on 2 cores); `test-slow` the end-to-end and multi-device tests (CI runs both).

@@ -15,7 +15,7 @@ from ml_collections import config_flags
 from msp import cli
 from msp.cli import fail
 from msp.train import ConfigError
-from msp.train.checkpoint import may_differ_on_resume
+from msp.train.config import may_differ_on_resume
 from msp.train.files import os_reason
 from experiments.train import load_config
 
@@ -31,7 +31,7 @@ def run(main: Callable, workdir_of: Callable[[], str] | None = None) -> None:
 
   `workdir_of` (scripts that read a finished run) returns the run directory the parsed flags name: without --config
   the config is that run's config.json, and --config.KEY=VALUE overrides apply to it; either way only keys a
-  resumed run may change (checkpoint.MAY_DIFFER_ON_RESUME) may be overridden.
+  resumed run may change (`resume` in msp.train.config.SCHEMA) may be overridden.
   """
   cli.run(main, flags_parser=functools.partial(_parse_flags, workdir_of=workdir_of))
 

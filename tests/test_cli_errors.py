@@ -16,7 +16,7 @@ from experiments.configs import synthetic
 from experiments.evaluation import check_split
 from experiments.train import open_run
 from msp.train import ConfigError
-from msp.train.checkpoint import may_differ_on_resume
+from msp.train.config import may_differ_on_resume
 from msp.train.config import validate_config
 from tests.run_fixtures import tiny_config
 from tests.test_experiments import _script

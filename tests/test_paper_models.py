@@ -159,7 +159,7 @@ def test_flop_and_parameter_counts_by_hand_with_dead_channels():
 @pytest.mark.parametrize("get_config", [nyuv2.get_config, celebamask_hq.get_config])
 def test_paper_modifier(get_config):
   default, paper = get_config("budget"), get_config("budget,paper")
-  assert default.model.backbone.block == "basic" and "head_kinds" not in default.model
+  assert default.model.backbone.block == "basic" and not default.model.head_kinds
   assert paper.image_size == 256 and dict(paper.model.backbone) == BACKBONES["resnet50_deep_dilated"]
   assert dict(paper.model.head_kinds) == {"dense": "aspp", "attribute": "conv_pool_mlp"}
   assert get_config("budget,paper_torchvision").model.backbone.stem == "torchvision"

@@ -1,5 +1,5 @@
-"""Config sections the experiments share: the method's defaults (sparsity, safeguards, budget, meta, optimiser),
-the run, evaluation and adaptation sections, and the variants every dataset config offers.
+"""What the experiment configs share: the schema's defaults (msp.train.config), the variants every dataset config
+offers, and the tiny, paper-scale and real-data networks.
 
 A dataset config parses its argument (`parse_arg`: `VARIANT[,MODIFIER...][,KEY=VALUE...]`), starts from
 `experiment_defaults()`, adds its data, model and tasks and its modifiers' changes, then `apply_variant` last.
@@ -11,30 +11,14 @@ from typing import Any, Callable, NamedTuple, Sequence
 import ml_collections
 
 from msp.models.presets import BACKBONES
-from msp.sparsity import DEFAULT_INCLUDE, PRUNE_SCOPES, thin_backbone
+from msp.sparsity import PRUNE_SCOPES, thin_backbone
+from msp.train.config import defaults
 
 
 def method_defaults() -> ml_collections.ConfigDict:
-  """The `sparsity`, `safeguards`, `budget`, `meta` and `optim` sections with msp's defaults (docs/method.md
-  §2–§11)."""
-  c = ml_collections.ConfigDict()
-  c.sparsity = ml_collections.ConfigDict(dict(
-      enabled=True, include=DEFAULT_INCLUDE, grouping="out_channel", lambda_mode="per_layer", lambda_init=1e-2,
-      learn_lambda=True, freeze_pattern=False))
-  c.safeguards = ml_collections.ConfigDict(dict(
-      lambda_min=1e-8, lambda_max=10.0, min_channels=1, outlier_factor=10.0, outlier_warmup=10,
-      runaway_factor=100.0, runaway_window=100, max_skipped_fraction=0.5,
-      skip_window=50))
-  c.budget = ml_collections.ConfigDict(dict(
-      enabled=False, target_kind="channels_removed", target=0.5, cost="flops", dual_lr=0.005, cap=True))
-  c.meta = ml_collections.ConfigDict(dict(
-      mode="first_order", inner_steps=1, inner_lr=0.05, remat=False, inner_batch_stats=False, episodes=4,
-      support_size=8, query_size=8, task_sampling="subsets", episode_loop="unroll"))
-  # SGD makes the outer prox a true proximal-gradient step: a group stays at zero iff its gradient norm is below
-  # λ·w. With Adam, whose steps are ~lr per coordinate whatever the gradient, channels kept dying at fixed λ and
-  # budget mode overshot its target (see README, "Budget mode").
-  c.optim = ml_collections.ConfigDict(dict(name="sgd", lr=0.02, rho_lr=0.01))
-  return c
+  """The top level and the `sparsity`, `safeguards`, `budget`, `meta`, `optim` and `model` sections with the
+  schema's defaults (`msp.train.config.SCHEMA`; docs/configuration.md): what every run needs."""
+  return defaults("", "sparsity", "safeguards", "budget", "meta", "optim", "model")
 
 
 # The method and the paper's baselines (docs/method.md §12), through the same scripts:
@@ -177,71 +161,11 @@ def chosen(arg: str, modifiers: Sequence[str], choices: Sequence[str], default: 
 
 
 def experiment_defaults(arg: str) -> ml_collections.ConfigDict:
-  """`method_defaults()` plus the run (seed, steps, logging, checkpoints, devices), `model.init_from`, and the
-  `init`, `finetune`, `prune`, `eval` and `adapt` sections."""
-  c = method_defaults()
+  """Every section of the schema with its defaults (the method's, the run's, `init`, `finetune`, `prune`, `eval` and
+  `adapt`), `variant` set to `arg`; a dataset config adds `data`, the network and the tasks."""
+  c = defaults("", "sparsity", "safeguards", "budget", "meta", "optim", "model", "init", "finetune", "prune",
+               "eval", "adapt")
   c.variant = arg
-  c.seed = 0
-  c.steps = 600
-  c.log_every = 20
-  c.checkpoint_every = 200
-  c.keep_checkpoints = 3  # the newest checkpoints kept (the best one by eval.select_metric is kept besides)
-  # Every this many steps (0: never) the protocol scores the seen tasks on data.select_split: logged to
-  # metrics.jsonl and TensorBoard, and the best checkpoint by eval.select_metric is kept in checkpoints_best/.
-  c.eval_every = 0
-  c.profile_steps = 0  # trace this many steps (from the second step of a process) into WORKDIR/profile
-  c.num_devices = ml_collections.FieldReference(None, field_type=int)
-
-  # The dataset config adds the network (backbone, heads, dtype) to this section. `init_from`: a torchvision
-  # ResNet state dict (.npz, or .pth with torch) whose weights and BatchNorm statistics replace the backbone's
-  # initial ones (msp.models.torchvision_import), e.g. ImageNet weights with the `paper_torchvision` modifier;
-  # None: random initialisation. Only the initial state: a resumed run restores its checkpoint.
-  c.model = ml_collections.ConfigDict()
-  c.model.init_from = ml_collections.FieldReference(None, field_type=str)
-
-  # A run may start from another run's trained network instead of a fresh one (fine-tuning, magnitude pruning):
-  # `from_run` its workdir, `step` its checkpoint (None: the best by eval.select_metric when it kept one, else the
-  # latest). Only params and BatchNorm statistics are taken; optimiser, λ and budget start fresh.
-  c.init = ml_collections.ConfigDict()
-  c.init.from_run = ml_collections.FieldReference(None, field_type=str)
-  c.init.step = ml_collections.FieldReference(None, field_type=int)
-
-  # The protocol every method's structure goes through before it is compared (experiments/finetune.py): its zero
-  # pattern held fixed (sparsity.freeze_pattern), dense multi-task training of the surviving channels on the seen
-  # tasks for `steps` at `lr` (the run's optimiser, constant schedule), scored on eval.select_split every
-  # `eval_every` steps; the best checkpoint is the result. The same for every method, so no method gets more
-  # training than another.
-  c.finetune = ml_collections.ConfigDict(dict(steps=300, lr=0.02, eval_every=50))
-
-  # Magnitude pruning of a trained network (the `magnitude` variant, experiments/prune.py) before fine-tuning: keep
-  # `flops_kept` of the backbone's FLOPs, cutting the channels of smallest norm; scope "uniform": the same fraction
-  # of channels kept in every layer, "global": one threshold on layer-normalised channel norms. Only shapes a run's
-  # initial state; in every config (unused by the other variants), so that config.json always has it.
-  # `pattern_from` (a run directory) replaces the norms: the channels that run's network zeroed (its best, else
-  # latest checkpoint) are zeroed, whatever their norm here — a learned structure on another run's weights.
-  c.prune = ml_collections.ConfigDict(dict(scope="uniform", flops_kept=0.5,
-                                           pattern_from=ml_collections.FieldReference(None, field_type=str)))
-
-  c.eval = ml_collections.ConfigDict()
-  c.eval.batch_size = 64
-  c.eval.max_examples = ml_collections.FieldReference(None, field_type=int)  # None: the whole split
-  # The evaluation protocol (msp/train/evaluation.py). The seen tasks' inner loop runs on this many training
-  # examples: with 4 (the meta-training support size) the synthetic scores moved by up to 8 % between support draws,
-  # with 64 by under 1 %.
-  c.eval.support_size = 64
-  # BatchNorm statistics of the evaluated weights from this many training examples (0: keep training's averages).
-  c.eval.calibration_size = 256
-  c.eval.select_split = "validation"  # what eval_every scores during training
-  # "task/metric" (e.g. "segmentation/miou") that picks the best checkpoint; None: the first seen task's first one
-  c.eval.select_metric = ml_collections.FieldReference(None, field_type=str)
-
-  c.adapt = ml_collections.ConfigDict()
-  c.adapt.tasks = ml_collections.FieldReference(None, field_type=tuple)  # None: all of unseen_tasks
-  c.adapt.train = "heads"  # or "heads_and_backbone" (surviving channels only)
-  c.adapt.steps = 300
-  c.adapt.batch_size = 16
-  c.adapt.lr = 1e-3
-  c.adapt.train_fraction = 1.0
   return c
 
 
@@ -322,17 +246,12 @@ def paper_model(c: ml_collections.ConfigDict, backbone: str = "resnet50_deep_dil
 
 
 def downloaded_data(name: str, builder_config: str, augment: dict) -> ml_collections.ConfigDict:
-  """The `data` section of a dataset built from the user's download (`name` in data_pipelines.datasets.DATASETS)."""
-  d = ml_collections.ConfigDict()
+  """The `data` section of a dataset built from the user's download (`name` in data_pipelines.datasets.DATASETS):
+  the schema's defaults, the builder config, the download's place (`manual_dir`) and `augment`."""
+  d = defaults("data").data
   d.name = name
   d.config = builder_config
-  d.overrides = {}  # builder config fields replacing the named config's (resolution, split, seed, ...)
-  d.manual_dir = ml_collections.FieldReference(None, field_type=str)  # the download (needed to build)
-  d.data_dir = ml_collections.FieldReference(None, field_type=str)  # None: $TFDS_DATA_DIR or ~/tensorflow_datasets
-  d.train_split = "train"
-  d.eval_split = "test"  # select checkpoints on "validation", report on "test"
-  d.num_threads = 4
-  d.prefetch = 4
+  d.manual_dir = ml_collections.FieldReference(None, field_type=str)
   d.augment = augment
   return d
 
@@ -347,7 +266,6 @@ def real_data_model(c: ml_collections.ConfigDict) -> None:
   c.model.backbone = dict(block="basic", stem="deep", stem_width=64, depths=(2, 2, 2, 2), widths=(64, 128, 256, 512),
                           strides=(1, 2, 1, 1), dilations=(1, 1, 2, 4), activation="relu")
   c.model.head_width = 128
-  c.model.dtype = "float32"
   c.meta.support_size = 8
   c.meta.query_size = 8
   c.eval.support_size = 32  # one inner step on this many 256² images is the evaluation's peak memory

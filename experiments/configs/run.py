@@ -2,13 +2,13 @@
 
 evaluate.py, adapt_unseen.py and export.py use it when --config is not given, so that `--config.KEY=VALUE`
 overrides apply to the run's own config. JSON keeps no types, so a key the run left at None (`adapt.tasks`,
-`eval.max_examples`, ...) takes the type of the same key in msp's defaults, where it has one: it can then be
-overridden from the command line like any other key.
+`eval.max_examples`, ...) takes its type from the schema's defaults (msp.train.config): it can then be overridden
+from the command line like any other key.
 """
 import ml_collections
 
-from experiments.configs.common import downloaded_data, experiment_defaults
 from experiments.train import load_config
+from msp.train.config import SCHEMA, defaults
 
 
 def _typed_nones(config: ml_collections.ConfigDict, defaults: ml_collections.ConfigDict) -> None:
@@ -23,7 +23,5 @@ def _typed_nones(config: ml_collections.ConfigDict, defaults: ml_collections.Con
 
 def get_config(workdir: str) -> ml_collections.ConfigDict:
   config = load_config(workdir)
-  defaults = experiment_defaults("run")
-  defaults.data = downloaded_data("any", "any", {})
-  _typed_nones(config, defaults)
+  _typed_nones(config, defaults(*SCHEMA))
   return config

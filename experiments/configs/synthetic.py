@@ -27,6 +27,7 @@ import ml_collections
 
 from data_pipelines.synthetic_scenes.render import ATTRIBUTE_NAMES, CLASS_NAMES
 from experiments.configs import common
+from msp.train.config import defaults
 
 SEEN_ATTRIBUTES = ("camera_looks_down", "checkered_floor")
 SEEN_TASKS = ("segmentation", "depth", "normals", *SEEN_ATTRIBUTES)
@@ -40,22 +41,16 @@ def get_config(arg: str = "budget") -> ml_collections.ConfigDict:
   parsed = common.parse_arg(arg, "synthetic.py", SEEN_TASKS)
   c = common.experiment_defaults(arg)
 
-  c.data = ml_collections.ConfigDict()
+  c.data = defaults("data").data  # data.overrides: SyntheticScenesConfig fields (sizes, resolution)
   c.data.name = "synthetic_scenes"
   c.data.config = "res64"
-  c.data.overrides = {}  # SyntheticScenesConfig fields replacing the named config's (sizes, resolution)
-  c.data.data_dir = ml_collections.FieldReference(None, field_type=str)  # None: $TFDS_DATA_DIR or ~/tensorflow_datasets
-  c.data.train_split = "train"
-  c.data.eval_split = "test"
   c.data.num_threads = 2
-  c.data.prefetch = 4
   c.data.augment = dict(enabled=False)  # rendered at the model's size; see nyuv2.py for the augmenting pipeline
   c.image_size = 64
 
   c.model.backbone = dict(block="basic", stem="simple", stem_width=16, depths=(1, 1, 1), widths=(16, 32, 64),
                           strides=(2, 2, 2), dilations=(1, 1, 1), activation="relu")
   c.model.head_width = 32
-  c.model.dtype = "float32"
 
   c.tasks = {
       "segmentation": dict(kind="segmentation", num_classes=len(CLASS_NAMES)),

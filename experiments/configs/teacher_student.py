@@ -19,17 +19,14 @@ TEACHER_SPARSITY = 1 - sum(TEACHER_ALIVE) / 96
 
 def get_config(variant: str = "default") -> ml_collections.ConfigDict:
   c = common.method_defaults()
-  c.seed = 0
+  c.variant = variant
   c.image_size = 8
   c.steps = 300
   c.log_every = 50
-  c.num_devices = ml_collections.FieldReference(None, field_type=int)
 
-  c.model = ml_collections.ConfigDict()
   c.model.backbone = dict(block="plain", stem="simple", stem_width=32, depths=(1, 1), widths=(32, 32),
                           strides=(1, 1), dilations=(1, 1), activation="relu")
   c.model.head_width = 16
-  c.model.dtype = "float32"
 
   c.tasks = {f"task{i}": dict(kind="regression", channels=1) for i in range(4)}
   c.seen_tasks = tuple(sorted(c.tasks))

@@ -5,11 +5,13 @@ order the caller asks for (the order of a meta-batch's task mask).
 """
 import dataclasses
 import functools
+import inspect
 from typing import Callable, NamedTuple, Sequence
 
 import jax
 import ml_collections
 
+from msp.schema import REQUIRED, Bool, Check, Choice, Int, Key, Real, Text
 from msp.tasks import losses, metrics
 
 LossFn = Callable[[jax.Array, jax.Array], jax.Array]
@@ -85,6 +87,54 @@ TASK_KINDS: dict[str, Callable[..., TaskKind]] = {
     "regression": _regression,
 }
 
+# What each kind's options may hold and mean (their defaults are the kind functions' own); `resume=True` marks an
+# option that only changes how a task is scored, never the state.
+_OPTION_CHECKS: dict[str, dict[str, tuple[Check, str, bool]]] = {
+    "segmentation": {"num_classes": (Int(1), "classes (the head's output channels)", False),
+                     "ignore_index": (Int(-1), "the label of void pixels after loading (excluded from loss and metric)",
+                                      False),
+                     "label_smoothing": (Real(0, 1, high_open=True), "label smoothing of the cross-entropy", False)},
+    "depth": {"normalization": (Choice(losses.DEPTH_NORMALIZATIONS), "`none`: metres; `per_image_max`: each image "
+                                "divided by its largest depth, for loss and metric (the authors')", False)},
+    "normals": {"median_resolution": (Real(0, low_open=True), "the metric's median angle resolution, degrees",
+                                      True)},
+    "edges": {"thresholds": (Int(1), "probability thresholds of the ODS F-measure", True),
+              "loss": (Choice(EDGE_LOSSES), "`balanced_bce` (HED) or `huber` (the authors': Huber on sigmoid)",
+                       False),
+              "huber_delta": (Real(0, low_open=True), "the Huber loss's δ", False),
+              "max_dist": (Real(0, low_open=True), "matching radius, a fraction of the image diagonal (BSDS 0.0075, "
+                           "NYUD-v2 0.011)", True),
+              "thin": (Bool(), "thin predictions to one-pixel curves before matching", True)},
+    "attributes": {"num_attributes": (Int(1), "attributes predicted (the head's outputs)", False),
+                   "zero_division": (Choice((0.0, 1.0)), "F1 of an attribute with no positive predicted nor present",
+                                     True)},
+    "regression": {"channels": (Int(1), "output channels", False)},
+}
+# Options every kind accepts, read by the input pipeline (data_pipelines.episodes.target_spec): where the target
+# comes from.
+DATA_OPTIONS = {
+    "feature": Key(None, Text(optional=True), "the raw example's feature holding the target (default: the kind)",
+                   required=False),
+    "attributes": Key(None, Check(), "the dataset attribute names an `attributes` task predicts (default: its name)",
+                      required=False),
+    "void_value": Key(None, Int(0, optional=True), "raw segmentation label of void pixels (default 255)",
+                      required=False),
+}
+
+
+def task_options(kind: str) -> dict[str, Key]:
+  """{option: Key} of task kind `kind` (one of TASK_KINDS): `kind` itself, the kind's options with their defaults
+  (REQUIRED where the kind function has none; every option may be left out of a config but those), and
+  DATA_OPTIONS."""
+  signature = inspect.signature(TASK_KINDS[kind]).parameters
+  options = {"kind": Key(REQUIRED, Choice(tuple(TASK_KINDS)), "the task kind (default: the task's name)",
+                         required=False)}
+  for name, (check, meaning, resume) in _OPTION_CHECKS[kind].items():
+    default = signature[name].default
+    required = default is inspect.Parameter.empty
+    options[name] = Key(REQUIRED if required else default, check, meaning, resume=resume, required=required)
+  return {**options, **DATA_OPTIONS}
+
 
 def build_task(name: str, kind: str, **options) -> Task:
   """Builds task `name` of registered `kind` with the kind's options.
@@ -103,10 +153,6 @@ def build_task(name: str, kind: str, **options) -> Task:
   except (TypeError, ValueError) as e:
     raise ValueError(f"task {name!r} of kind {kind!r}: bad options {options}: {e}") from None
   return Task(name=name, kind=kind, **built._asdict())
-
-
-# Task options that say where a task's target comes from; `data_pipelines.episodes.target_spec` reads them.
-DATA_OPTIONS = ("feature", "attributes", "void_value")
 
 
 def build_tasks(task_configs: ml_collections.ConfigDict, names: Sequence[str]) -> tuple[Task, ...]:

@@ -5,8 +5,8 @@ step with two checkpointables: `state` (the MetaTrainState pytree) and `data_sta
 iterator state). Orbax writes a step into `<step>.orbax-checkpoint-tmp` and renames it when complete, so an
 interrupted save never shows up as a checkpoint.
 
-A workdir belongs to one run: reopening it with a config that differs in anything but the keys of
-MAY_DIFFER_ON_RESUME raises CheckpointError before anything is written. config.json is written with the first
+A workdir belongs to one run: reopening it with a config that differs in anything but the keys a resumed run may
+change (`resume` in the schema, msp.train.config) raises CheckpointError before anything is written. config.json is written with the first
 checkpoint, so that commands that fail earlier, or only read the run, leave the workdir as it was.
 
 A step directory that cannot be read back (a truncated or missing file, a damaged manifest) is corrupt:
@@ -36,21 +36,9 @@ import numpy as np
 from absl import logging
 from orbax.checkpoint import v1 as ocp
 
-from msp.train.config import ConfigError
+from msp.train.config import ConfigError, may_differ_on_resume
 from msp.train.files import error_reason, write_text_atomic
 from msp.train.state import MetaTrainState
-
-# Config keys (a section covers its sub-keys) that may change when a run is resumed: run length, logging and
-# checkpointing, placement and input-pipeline performance, implementation choices that compute the same values,
-# where the initial state came from (a resumed run restores its checkpoint), how it was shaped before step 0
-# (`prune`: magnitude pruning cuts the initial network's channels; after that the zero channels are the state's and
-# the prune keys are never read again), and what happens after meta-training (evaluation, adaptation,
-# fine-tuning). Every other key defines the state's structure
-# or meaning (model, tasks, data, sparsity, meta-objective, optimisers, budget, safeguards, seed) and must match.
-MAY_DIFFER_ON_RESUME = ("steps", "log_every", "checkpoint_every", "keep_checkpoints", "eval_every", "profile_steps",
-                        "safeguards.max_skipped_fraction", "safeguards.skip_window", "num_devices", "meta.remat",
-                        "meta.episode_loop", "data.data_dir", "data.num_threads", "data.prefetch", "data.eval_split", "eval", "adapt",
-                        "model.init_from", "init", "finetune", "prune")
 
 ANY = object()  # a retired key whose every value today's msp reads the same way
 
@@ -78,9 +66,6 @@ RETIRED_KEYS: dict[str, Any] = {
     "tasks.*.matching": "bsds",
     "tasks.*.tolerance": ANY,  # read by the retired "dilation" matching only
 }
-
-# Task options that only change how a task is scored (its metric), never the state: `tasks.<name>.<option>`.
-METRIC_OPTIONS = ("thresholds", "max_dist", "thin", "zero_division", "median_resolution")
 
 _STATE = "state"
 _DATA_STATE = "data_state"
@@ -131,7 +116,7 @@ class RunCheckpointer:
 
     Raises:
       CheckpointError: the workdir cannot be created or written; its config.json differs from `config` in a
-        key outside MAY_DIFFER_ON_RESUME; or it holds checkpoints but no config.json.
+        key a resumed run may not change; or it holds checkpoints but no config.json.
     """
     if save_every < 1 or max_to_keep < 1:
       raise ValueError(f"save_every={save_every} and max_to_keep={max_to_keep} must be ≥ 1")
@@ -425,7 +410,7 @@ def _check_writable(workdir: pathlib.Path) -> None:
 
 
 def _check_compatible(config_path: pathlib.Path, new: dict) -> None:
-  """Raises CheckpointError listing every key outside MAY_DIFFER_ON_RESUME whose value differs."""
+  """Raises CheckpointError listing every key a resumed run may not change whose value differs."""
   try:
     old = json.loads(config_path.read_text())
   except (OSError, ValueError) as e:
@@ -466,13 +451,6 @@ def drop_retired(config: dict, source: str) -> dict:
         raise CheckpointError(f"{source} sets {key.replace('*', '…')}={value!r}, a variant this version of msp no "
                               f"longer has (it behaves as {expected!r}); use the msp commit that made the run")
   return config
-
-
-def may_differ_on_resume(key: str) -> bool:
-  parts = key.split(".")
-  if len(parts) == 3 and parts[0] == "tasks" and parts[2] in METRIC_OPTIONS:
-    return True
-  return any(key == k or key.startswith(k + ".") for k in MAY_DIFFER_ON_RESUME)
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:

@@ -58,8 +58,7 @@ class MetaLearner:
     cfg = self.config
     size = cfg.image_size
     # read first, so that a bad file fails before anything compiles
-    imported = None if cfg.model.get("init_from") is None else torchvision_backbone(cfg.model.init_from,
-                                                                                   self.model.backbone)
+    imported = None if cfg.model.init_from is None else torchvision_backbone(cfg.model.init_from, self.model.backbone)
     init = jax.jit(lambda key: self.model.init(key, jnp.zeros((1, size, size, 3), jnp.float32), train=False))
     variables = init(rng)
     if imported is not None:
@@ -126,11 +125,11 @@ def build_meta_learner(config: ml_collections.ConfigDict) -> MetaLearner:
       loss=MultiTaskLoss(model.apply, tasks), spec=spec, inner_steps=m.inner_steps, inner_lr=m.inner_lr,
       mode=m.mode, sparse=sp.enabled, remat=m.remat, inner_batch_stats=m.inner_batch_stats,
       min_alive=safeguards.min_channels, budget=budget)
-  mesh = make_mesh(config.get("num_devices"))
+  mesh = make_mesh(config.num_devices)
   outer_lr = optax.constant_schedule(config.optim.lr)
   step = make_meta_train_step(objective, mesh, outer_lr, safeguards=safeguards, learn_lambda=sp.learn_lambda,
                               episode_loop=m.episode_loop, cost_model=cost_model,
-                              freeze_pattern=sp.get("freeze_pattern", False))
+                              freeze_pattern=sp.freeze_pattern)
   return MetaLearner(config=config, tasks=tasks, model=model, spec=spec, objective=objective, mesh=mesh,
                      outer_lr=outer_lr, train_step=step, safeguards=safeguards, cost_model=cost_model,
                      tx=OPTIMIZERS[config.optim.name](outer_lr),
