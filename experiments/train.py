@@ -27,7 +27,7 @@ from data_pipelines.datasets import DATASETS, Dataset, open_dataset
 from data_pipelines.episodes import MetaBatchSampler, meta_batch_dataset
 from experiments.evaluation import check_split, evaluate_seen
 from msp.train.checkpoint import CheckpointError, RunCheckpointer, drop_retired
-from msp.train.config import ConfigError
+from msp.train.config import ConfigError, complete
 from msp.train.evaluation import Results, shown_metrics
 from msp.train.files import os_reason, write_text_atomic
 from msp.train.loop import meta_train
@@ -134,7 +134,7 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
     raise CheckpointError(f"cannot read {path}: {os_reason(e)}") from e
   except ValueError as e:
     raise CheckpointError(f"{path} is not valid JSON ({e}): restore the run's config") from e
-  return ml_collections.ConfigDict(drop_retired(config, path))
+  return ml_collections.ConfigDict(complete(drop_retired(config, path)))
 
 
 def check_same_network(source: MetaTrainState, target: MetaTrainState, what: str) -> None:

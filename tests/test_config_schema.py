@@ -9,7 +9,7 @@ import pytest
 
 from experiments.configs import celebamask_hq, nyuv2, synthetic, teacher_student
 from msp.schema import REQUIRED, Int, Real
-from msp.train.config import (OPTIONAL_SECTIONS, SCHEMA, ConfigError, defaults, key_of, leaf_paths,
+from msp.train.config import (OPTIONAL_SECTIONS, SCHEMA, ConfigError, complete, defaults, key_of, leaf_paths,
                               may_differ_on_resume, schema_markdown, validate_config)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -128,3 +128,11 @@ def test_docs_configuration_is_the_schemas_text():
   """Regenerate with `make docs` when the schema changes."""
   with open(os.path.join(ROOT, "docs", "configuration.md"), encoding="utf-8") as f:
     assert f.read() == schema_markdown() + "\n"
+
+
+def test_a_run_config_written_before_a_key_existed_gets_its_default():
+  values = synthetic.get_config("budget").to_dict()
+  old = copy.deepcopy(values)
+  del old["prune"]["pattern_from"], old["safeguards"]["skip_window"]
+  assert complete(old) == values
+  assert "teacher" not in complete({"model": {}})  # only the sections a config has

@@ -36,7 +36,7 @@ import numpy as np
 from absl import logging
 from orbax.checkpoint import v1 as ocp
 
-from msp.train.config import ConfigError, may_differ_on_resume
+from msp.train.config import ConfigError, complete, may_differ_on_resume
 from msp.train.files import error_reason, write_text_atomic
 from msp.train.state import MetaTrainState
 
@@ -415,7 +415,7 @@ def _check_compatible(config_path: pathlib.Path, new: dict) -> None:
     old = json.loads(config_path.read_text())
   except (OSError, ValueError) as e:
     raise CheckpointError(f"cannot read the run's config {config_path}: {e}") from e
-  old, new = _flatten(drop_retired(old, str(config_path))), _flatten(new)
+  old, new = _flatten(complete(drop_retired(old, str(config_path)))), _flatten(new)
   missing = "<absent>"
   same = lambda a, b: json.dumps(a) == json.dumps(b)  # NaN == NaN here, as in the file
   diffs = [f"  {key}: {old.get(key, missing)!r} → {new.get(key, missing)!r}"

@@ -265,6 +265,20 @@ def _placeholder(key: Key) -> ml_collections.FieldReference:
   return ml_collections.FieldReference(None, field_type=_PLACEHOLDER_TYPES.get(type(key.check), object))
 
 
+def complete(values: dict) -> dict:
+  """`values` (a run's config.json, nested dicts) with every key it lacks that the schema has a default for, in
+  every section it has (added in place): a key added to msp after the run was made defaults to what msp did before
+  it existed."""
+  for section, keys in SCHEMA.items():
+    node = _section(values, section)
+    if not isinstance(node, dict):
+      continue
+    for name, key in keys.items():
+      if name not in node and key.required and key.default is not REQUIRED:
+        node[name] = _copy(key.default)
+  return values
+
+
 def validate_config(config: ml_collections.ConfigDict) -> None:
   """Raises ConfigError naming the first bad key (unknown, missing, of the wrong kind, out of range, or at odds with
   another key); returns None when the config is usable."""
