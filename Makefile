@@ -38,11 +38,11 @@ export: $(VENV)/.installed
 REPORTS := runs/reports
 reports: $(VENV)/.installed
 	rm -rf runs/quickstart_seeds runs/variants $(REPORTS)
-	$(PY) experiments/quickstart_seeds.py --seeds=0,1,2 --root=runs/quickstart_seeds --out=$(REPORTS)/quickstart_seeds
+	$(PY) experiments/reports/seed_variation.py --seeds=0,1,2 --workdir=runs/quickstart_seeds --out=$(REPORTS)/quickstart_seeds
 	$(PY) experiments/export.py --workdir=runs/quickstart_seeds/seed0 --out=$(REPORTS)/export
-	$(PY) experiments/variants_report.py --root=runs/variants --out=$(REPORTS)/synthetic_variants
-	$(PY) experiments/synthetic_preview.py --out=$(REPORTS)/synthetic_preview.png
-	$(PY) experiments/lambda_report.py --out=$(REPORTS)/lambda_report
+	$(PY) experiments/reports/synthetic_variants.py --workdir=runs/variants --out=$(REPORTS)/synthetic_variants
+	$(PY) experiments/reports/synthetic_preview.py --out=$(REPORTS)/synthetic_preview.png
+	$(PY) experiments/reports/lambda_trajectories.py --out=$(REPORTS)/lambda_report
 
 # The comparison sweep of the README's "Does learned sparsity pay?" and its tables (hours on 2 CPU cores, so not
 # part of `reports`). Resumable: rerun to finish an interrupted sweep; SWEEP_FLAGS="--shard=1/2" and "--shard=2/2"
@@ -50,7 +50,7 @@ reports: $(VENV)/.installed
 SWEEP := runs/sweep
 sweep-report: $(VENV)/.installed
 	$(PY) experiments/sweep.py --config=experiments/configs/sweep.py:synthetic --workdir=$(SWEEP) $(SWEEP_FLAGS)
-	$(PY) experiments/tables.py --runs='$(SWEEP)/*/seed*' --baseline='$(SWEEP)/single_task*/seed*' \
+	$(PY) experiments/reports/tables.py --runs='$(SWEEP)/*/seed*' --baseline='$(SWEEP)/single_task*/seed*' \
 	  --out=$(REPORTS)/sweep_synthetic
 
 # docs/configuration.md is generated from the config schema (msp/train/config.py); a test checks it is current.

@@ -221,7 +221,7 @@ def msp_gradients(learner, state, batch):
       state.params, state.rho, state.batch_stats, batch)
   e = batch.task_mask.shape[0]
   grads = {"/".join(k): np.asarray(v) / e for k, v in traverse_util.flatten_dict(sums["grad_params"]).items()}
-  return float(sums["loss"]) / e, grads, np.asarray(sums["grad_rho"]) / e
+  return float(sums["loss"]) / e, grads, np.asarray(sums["grad_log_lambdas"]) / e
 
 
 def relative_error(a, b) -> float:

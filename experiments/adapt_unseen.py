@@ -7,20 +7,20 @@ Writes DIR/adapt/<train>_step<N>.json and .md and prints the table.
 """
 from absl import flags
 
-from experiments import common
-from experiments.adaptation import adapt_and_write
-from experiments.train import open_run
+from experiments.run import script
+from experiments.run.unseen import adapt_and_write
+from experiments.run.training import open_run
 
-_CONFIG = common.define_optional_config()
-flags.adopt_module_key_flags(common)
+_CONFIG = script.define_optional_config()
+flags.adopt_module_key_flags(script)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory of a meta_train.py run.")
 _STEP = flags.DEFINE_integer("step", None, "Checkpoint step to adapt (default: the latest).")
 
 
 def main(argv):
-  common.start(argv)
-  with common.clear_errors():
-    run = open_run(common.run_config(_CONFIG, _WORKDIR.value), _WORKDIR.value)
+  script.start(argv)
+  with script.clear_errors():
+    run = open_run(script.run_config(_CONFIG, _WORKDIR.value), _WORKDIR.value)
     try:
       _, paths, table = adapt_and_write(run, _STEP.value)
     finally:
@@ -31,4 +31,4 @@ def main(argv):
 
 if __name__ == "__main__":
   flags.mark_flags_as_required(["workdir"])
-  common.run(main, workdir_of=lambda: _WORKDIR.value)
+  script.run(main, workdir_of=lambda: _WORKDIR.value)

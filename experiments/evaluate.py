@@ -6,21 +6,21 @@ Writes DIR/eval/<split>_step<N>.json and .md and prints the table.
 """
 from absl import flags
 
-from experiments import common
-from experiments.evaluation import check_split, evaluate_and_write
-from experiments.train import open_run
+from experiments.run import script
+from experiments.run.scoring import check_split, evaluate_and_write
+from experiments.run.training import open_run
 
-_CONFIG = common.define_optional_config()
-flags.adopt_module_key_flags(common)
+_CONFIG = script.define_optional_config()
+flags.adopt_module_key_flags(script)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory of a meta_train.py run.")
 _STEP = flags.DEFINE_integer("step", None, "Checkpoint step to evaluate (default: the latest).")
 _SPLIT = flags.DEFINE_string("split", None, "Split to evaluate (default: config.data.eval_split).")
 
 
 def main(argv):
-  common.start(argv)
-  with common.clear_errors():
-    config = common.run_config(_CONFIG, _WORKDIR.value)
+  script.start(argv)
+  with script.clear_errors():
+    config = script.run_config(_CONFIG, _WORKDIR.value)
     split = _SPLIT.value or config.data.eval_split
     check_split(config, split)
     run = open_run(config, _WORKDIR.value)
@@ -36,4 +36,4 @@ def main(argv):
 
 if __name__ == "__main__":
   flags.mark_flags_as_required(["workdir"])
-  common.run(main, workdir_of=lambda: _WORKDIR.value)
+  script.run(main, workdir_of=lambda: _WORKDIR.value)

@@ -14,12 +14,12 @@ import pathlib
 
 from absl import flags
 
-from experiments import common
-from experiments.exporting import ExportOptions, export_run
+from experiments.run import script
+from experiments.run.deployment import ExportOptions, export_run
 from msp.train import ConfigError
 
-_CONFIG = common.define_optional_config()
-flags.adopt_module_key_flags(common)
+_CONFIG = script.define_optional_config()
+flags.adopt_module_key_flags(script)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory of a meta_train.py run (or give --checkpoint).")
 _STEP = flags.DEFINE_integer("step", None, "Checkpoint step of --workdir to export (default: the latest).")
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "A checkpoint directory WORKDIR/checkpoints/STEP.")
@@ -51,17 +51,17 @@ def run_and_step() -> tuple[str, int | None]:
 
 
 def main(argv):
-  common.start(argv)
-  with common.clear_errors():
+  script.start(argv)
+  with script.clear_errors():
     workdir, step = run_and_step()
     options = ExportOptions(multiple_of=_MULTIPLE_OF.value, adapted=_ADAPTED.value, tolerance=_TOLERANCE.value,
                             check_batch=_CHECK_BATCH.value, batch_sizes=tuple(int(b) for b in _BATCH_SIZES.value),
                             repeats=_REPEATS.value, warmup=_WARMUP.value, platforms=tuple(_PLATFORMS.value))
-    out, step, table = export_run(workdir, step, _OUT.value, common.run_config(_CONFIG, workdir), options,
+    out, step, table = export_run(workdir, step, _OUT.value, script.run_config(_CONFIG, workdir), options,
                                   overwrite=_OVERWRITE.value)
   print(f"exported {workdir} step {step} ({'adapted' if options.adapted else 'meta-trained'}) to {out}\n\n{table}")
 
 
 if __name__ == "__main__":
   flags.mark_flags_as_required(["out"])
-  common.run(main, workdir_of=lambda: run_and_step()[0])
+  script.run(main, workdir_of=lambda: run_and_step()[0])

@@ -1,4 +1,4 @@
-r"""Fine-tunes a finished run's structure on its seen tasks: the comparison protocol (experiments/finetuning.py).
+r"""Fine-tunes a finished run's structure on its seen tasks: the comparison protocol (experiments/run/comparison.py).
 
 python experiments/finetune.py --workdir=runs/budget [--step=N] [--config.finetune.steps=300]
 then   python experiments/evaluate.py --workdir=runs/budget/finetuned --step=B   (B: finetuned/checkpoints_best/best.json)
@@ -10,20 +10,20 @@ import sys
 
 from absl import flags
 
-from experiments import common
-from experiments.finetuning import finetune
-from experiments.train import Preempted, skipped_steps
+from experiments.run import script
+from experiments.run.comparison import finetune
+from experiments.run.training import Preempted, skipped_steps
 
-_CONFIG = common.define_optional_config()
-flags.adopt_module_key_flags(common)
+_CONFIG = script.define_optional_config()
+flags.adopt_module_key_flags(script)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory of a finished run (meta_train.py or prune.py).")
 _STEP = flags.DEFINE_integer("step", None, "Checkpoint to start from (default: the best, else the latest).")
 
 
 def main(argv):
-  common.start(argv)
-  with common.clear_errors():
-    config = common.run_config(_CONFIG, _WORKDIR.value)
+  script.start(argv)
+  with script.clear_errors():
+    config = script.run_config(_CONFIG, _WORKDIR.value)
     try:
       out, state = finetune(_WORKDIR.value, config, _STEP.value)
     except Preempted as e:
@@ -35,4 +35,4 @@ def main(argv):
 
 if __name__ == "__main__":
   flags.mark_flags_as_required(["workdir"])
-  common.run(main, workdir_of=lambda: _WORKDIR.value)
+  script.run(main, workdir_of=lambda: _WORKDIR.value)

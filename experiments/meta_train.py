@@ -12,16 +12,16 @@ import sys
 from absl import flags
 from ml_collections import config_flags
 
-from experiments import common
-from experiments.train import Preempted, skipped_steps, train
+from experiments.run import script
+from experiments.run.training import Preempted, skipped_steps, train
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Run configuration: file[:variant].", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and results.")
 
 
 def main(argv):
-  common.start(argv)
-  with common.clear_errors():
+  script.start(argv)
+  with script.clear_errors():
     try:
       state, _ = train(_CONFIG.value, _WORKDIR.value)
     except Preempted as e:
@@ -33,4 +33,4 @@ def main(argv):
 
 if __name__ == "__main__":
   flags.mark_flags_as_required(["config", "workdir"])
-  common.run(main)
+  script.run(main)

@@ -1,5 +1,5 @@
 r"""Prunes a finished dense run by channel norm to a FLOPs target: the magnitude-pruning baseline; or to the zero
-pattern of another run (experiments/pruning.py).
+pattern of another run (experiments/run/magnitude.py).
 
 python experiments/prune.py --from=runs/dense_mtl --workdir=runs/magnitude \
     [--config.prune.flops_kept=0.25] [--config.prune.scope=global] [--step=N]
@@ -11,11 +11,11 @@ config.prune.pattern_from). Writes checkpoint N (default: the dense run's best, 
 """
 from absl import flags
 
-from experiments import common
-from experiments.pruning import prune_run
+from experiments.run import script
+from experiments.run.magnitude import prune_run
 
-_CONFIG = common.define_optional_config()
-flags.adopt_module_key_flags(common)
+_CONFIG = script.define_optional_config()
+flags.adopt_module_key_flags(script)
 _FROM = flags.DEFINE_string("from", None, "Directory of the finished dense run to prune.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "New directory for the pruned run.")
 _STEP = flags.DEFINE_integer("step", None, "Checkpoint of --from to prune (default: the best, else the latest).")
@@ -24,9 +24,9 @@ _PATTERN_FROM = flags.DEFINE_string("pattern_from", None, "A finished run of the
 
 
 def main(argv):
-  common.start(argv)
-  with common.clear_errors():
-    config = common.run_config(_CONFIG, _FROM.value)
+  script.start(argv)
+  with script.clear_errors():
+    config = script.run_config(_CONFIG, _FROM.value)
     if _PATTERN_FROM.value:
       with config.unlocked():  # a config.json written before the key existed lacks it
         config.prune.pattern_from = _PATTERN_FROM.value
@@ -39,4 +39,4 @@ def main(argv):
 
 if __name__ == "__main__":
   flags.mark_flags_as_required(["from", "workdir"])
-  common.run(main, workdir_of=lambda: _FROM.value)
+  script.run(main, workdir_of=lambda: _FROM.value)

@@ -27,8 +27,8 @@ import sys
 from absl import flags
 from ml_collections import config_flags
 
-from experiments import common
-from experiments.sweeping import Sweep, parse_shard
+from experiments.run import script
+from experiments.run.grid import Sweep, parse_shard
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Sweep configuration: experiments/configs/sweep.py[:ARG].",
                                           lock_config=True)
@@ -38,8 +38,8 @@ _DRY_RUN = flags.DEFINE_bool("dry_run", False, "Only print the plan.")
 
 
 def main(argv):
-  common.start(argv)
-  with common.clear_errors():
+  script.start(argv)
+  with script.clear_errors():
     root = _WORKDIR.value
     sweep = Sweep(_CONFIG.value, root, parse_shard(_SHARD.value))
     print(sweep.plan_table())
@@ -47,7 +47,7 @@ def main(argv):
       return
     failed = sweep.run()
   print(f"\nsweep finished: {len(sweep.jobs) - len(failed)} of {len(sweep.jobs)} runs complete in {root}")
-  print(f"tables: python experiments/tables.py --runs='{root}/*/seed*' --baseline='{root}/single_task*/seed*' "
+  print(f"tables: python experiments/reports/tables.py --runs='{root}/*/seed*' --baseline='{root}/single_task*/seed*' "
         f"--out={root}/tables")
   if failed:
     print(f"failed: {', '.join(failed)}", file=sys.stderr)
@@ -55,4 +55,4 @@ def main(argv):
 
 if __name__ == "__main__":
   flags.mark_flags_as_required(["config", "workdir"])
-  common.run(main)
+  script.run(main)

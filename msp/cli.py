@@ -3,7 +3,7 @@
 
 A command defines its flags in its own module (the one run as `__main__`; never in a module that others import:
 absl flags are process-global), and ends with `cli.run(main)`; `main(argv)` calls `cli.start(argv)` first.
-experiments/common.py builds the scripts' config-file handling on these.
+experiments/run/script.py builds the scripts' config-file handling on these.
 """
 import os
 import re

@@ -14,7 +14,7 @@ def main(process_id: int, port: int, data_dir: str, out: str):
   from flax import traverse_util  # pylint: disable=import-outside-toplevel
   from experiments.configs import synthetic  # pylint: disable=import-outside-toplevel
   from msp.train.loop import meta_train  # pylint: disable=import-outside-toplevel
-  from experiments.train import meta_batches  # pylint: disable=import-outside-toplevel
+  from experiments.run.training import meta_batches  # pylint: disable=import-outside-toplevel
   from msp.train.setup import build_meta_learner  # pylint: disable=import-outside-toplevel
   from data_pipelines.datasets import open_dataset  # pylint: disable=import-outside-toplevel
 

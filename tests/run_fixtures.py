@@ -9,7 +9,7 @@ import jax
 import numpy as np
 
 from experiments.configs import synthetic
-from experiments.train import open_run
+from experiments.run.training import open_run
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VARIANT = "budget,tiny"

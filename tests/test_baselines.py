@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from experiments.configs import celebamask_hq, common, nyuv2, synthetic
-from experiments.train import load_config, open_run, train
+from experiments.run.training import load_config, open_run, train
 from msp.models import build_model
 from msp.models.factory import backbone_from_fields
 from msp.sparsity import CostModel, GroupSpec, backbone_flops, flops_budget, thin_backbone

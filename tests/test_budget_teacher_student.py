@@ -7,7 +7,7 @@ import pytest
 
 from data_pipelines.teacher_student import TeacherStudent
 from experiments.configs import teacher_student
-from experiments.teacher_student import adapted_test_mse, train
+from experiments.run.student import adapted_test_mse, train
 from msp.train import build_meta_learner
 
 # Surviving channels may differ from the teacher's by this many per layer (of 32). Measured with the `budget`

@@ -11,10 +11,10 @@ import os
 import ml_collections
 import pytest
 
-from experiments import common
+from experiments.run import script
 from experiments.configs import synthetic
-from experiments.evaluation import check_split
-from experiments.train import open_run
+from experiments.run.scoring import check_split
+from experiments.run.training import open_run
 from msp.train import ConfigError
 from msp.train.config import may_differ_on_resume
 from msp.train.config import validate_config
@@ -216,7 +216,7 @@ def test_an_unknown_config_key_is_named_with_a_suggestion(data_dir, key, argv, m
   parent, name = key.rsplit(".", 1)
   with pytest.raises((AttributeError, KeyError)) as error:
     setattr(config[parent], name, 1)
-  assert common._unknown_key_message(str(error.value), argv) == message  # pylint: disable=protected-access
+  assert script._unknown_key_message(str(error.value), argv) == message  # pylint: disable=protected-access
 
 
 def test_a_bad_split_is_named(data_dir):

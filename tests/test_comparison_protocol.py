@@ -14,9 +14,9 @@ import pytest
 from flax import traverse_util
 
 from experiments.configs import synthetic
-from experiments.finetuning import FINETUNED, finetune
-from experiments.pruning import prune_run
-from experiments.train import load_config, train, trained_network
+from experiments.run.comparison import FINETUNED, finetune
+from experiments.run.magnitude import prune_run
+from experiments.run.training import load_config, train, trained_network
 from msp.meta import MetaObjective, MultiTaskLoss
 from msp.parallel import make_mesh, replicate
 from msp.sparsity import CostModel, magnitude_prune

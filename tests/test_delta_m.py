@@ -6,7 +6,8 @@ import sys
 
 import pytest
 
-from msp.tasks.delta_m import command, delta_m, load_results
+from experiments.reports.delta_m import command
+from msp.tasks.delta_m import delta_m, load_results
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -92,7 +93,7 @@ def test_command_line_writes_the_output_and_refuses_bad_input_in_one_line(tmp_pa
   (tmp_path / "base.json").write_text(json.dumps(BASELINE))
 
   def delta_m_command(*args):
-    return subprocess.run([sys.executable, "-m", "msp.tasks.delta_m", *args], cwd=ROOT, capture_output=True,
+    return subprocess.run([sys.executable, "experiments/reports/delta_m.py", *args], cwd=ROOT, capture_output=True,
                           text=True, timeout=300, env={**os.environ, "PYTHONPATH": ROOT})
 
   done = delta_m_command(f"--results={tmp_path / 'run.json'}", f"--baseline={tmp_path / 'base.json'}",

@@ -11,7 +11,7 @@ import pytest
 from experiments.configs import synthetic
 from msp.train import ConfigError, build_meta_learner
 from msp.train.checkpoint import CheckpointError
-from experiments.train import open_run, train
+from experiments.run.training import open_run, train
 from msp.train.writer import read_jsonl
 from tests.run_fixtures import with_overrides
 

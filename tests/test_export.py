@@ -23,7 +23,7 @@ from msp.export.prune import (ExportError, check_exact, kept_channels, max_abs_d
 from msp.export.report import count_params
 from msp.models import MultiTaskNet, ResNet
 from msp.sparsity import GroupSpec
-from experiments.train import open_run
+from experiments.run.training import open_run
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZE = 16

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from experiments.train import open_run
+from experiments.run.training import open_run
 from tests import run_fixtures as rf
 
 STEPS = 8
@@ -227,8 +227,8 @@ def test_a_full_disk_at_or_after_the_first_checkpoint_ends_the_run_in_one_line_w
 
 _STUCK_SAVE = """
 import sys, threading
-import experiments.train as train
-from experiments import common
+import experiments.run.training as train
+from experiments.run import script
 from msp.train.checkpoint import RunCheckpointer
 from tests import run_fixtures as rf
 save = RunCheckpointer.save
@@ -241,7 +241,7 @@ def stuck_save(self, step, *args, **kwargs):
 
 RunCheckpointer.save = stuck_save
 train.STOP_GRACE_S = 3.0
-common.start(["stuck_save"])
+script.start(["stuck_save"])
 train.train(rf.tiny_config(sys.argv[1], steps=8, checkpoint_every=1), sys.argv[2], progress=False)
 """
 

@@ -11,7 +11,7 @@ from tests.meta_fixtures import adapted_group_sparsity, mean_meta_loss, tiny_pro
 def _library_grads(objective, params, rho, batch_stats, meta_batch):
   sums = sum_over_episodes(objective, params, rho, batch_stats, meta_batch)
   e = meta_batch.num_episodes
-  return sums["loss"] / e, jax.tree.map(lambda g: g / e, sums["grad_params"]), sums["grad_rho"] / e
+  return sums["loss"] / e, jax.tree.map(lambda g: g / e, sums["grad_params"]), sums["grad_log_lambdas"] / e
 
 
 def _vdot(a, b):
@@ -185,4 +185,4 @@ def test_episode_loops_agree():
   # against a plain Python sum of the episodes, each computed on its own
   single = [objective.episode_value_and_grad(params, rho, stats, 0.0, mb.episode(e)) for e in range(3)]
   np.testing.assert_allclose(results["map"]["loss"], sum(s["loss"] for s in single), rtol=1e-5)
-  np.testing.assert_allclose(results["map"]["grad_rho"], sum(s["grad_rho"] for s in single), rtol=1e-4, atol=1e-7)
+  np.testing.assert_allclose(results["map"]["grad_log_lambdas"], sum(s["grad_log_lambdas"] for s in single), rtol=1e-4, atol=1e-7)

@@ -11,7 +11,7 @@ from experiments.configs import celebamask_hq, nyuv2
 from msp.models import MultiTaskNet, ResNet, build_model
 from msp.models.deeplab import ASPPHead, ConvPoolMLPHead
 from msp.models.presets import BACKBONES
-from msp.models.summary import summary_rows
+from experiments.reports.network_summary import summary_rows
 from msp.sparsity import CostModel, GroupSpec
 from msp.tasks import build_tasks
 from msp.train import build_meta_learner

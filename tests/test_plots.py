@@ -1,4 +1,4 @@
-"""experiments/plots.py: sizes of the PNGs, labels, shared ranges, legends and input checks; the preview command."""
+"""experiments/reports/plots.py: sizes of the PNGs, labels, shared ranges, legends and input checks; the preview command."""
 import re
 
 import numpy as np
@@ -6,7 +6,7 @@ import pytest
 from matplotlib import image as mpimg
 from matplotlib.colors import to_rgba
 
-from experiments import plots
+from experiments.reports import plots
 
 LAYERS = ["backbone/stage0_conv1"] + [f"backbone/stage{s}_block0/conv{c}" for s in (1, 2, 3) for c in (1, 2, 3)]
 GROUPS = np.array([16, 16, 16, 32, 32, 32, 64, 64, 64, 128])
@@ -171,7 +171,7 @@ def test_synthetic_preview_rejects_mismatched_maps_naming_the_example(tmp_path):
 
 def test_preview_command_draws_the_dataset(tmp_path):
   from data_pipelines.synthetic_scenes import CLASS_NAMES as dataset_classes
-  from experiments import synthetic_preview as preview
+  from experiments.reports import synthetic_preview as preview
 
   out = tmp_path / "nested" / "preview.png"
   fig = preview.preview(str(out), num=2, data_dir=str(tmp_path / "data"),

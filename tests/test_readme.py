@@ -79,11 +79,11 @@ def test_readme_python_block_runs(index):
 def test_readme_summary_output_is_what_the_command_prints():
   """The paper-scale summary in the README: the shown command, run, prints exactly the lines shown below it."""
   shown = [body for body in _fenced_blocks(_read(README), "")
-           if body.startswith("$ python -m msp.models.summary ")]
-  assert len(shown) == 1, "README.md should show one `$ python -m msp.models.summary ...` block"
+           if body.startswith("$ python experiments/reports/network_summary.py ")]
+  assert len(shown) == 1, "README.md should show one `$ python experiments/reports/network_summary.py ...` block"
   command, _, expected = shown[0].partition("\n")
   args = shlex.split(command[2:])
-  assert args[:3] == ["python", "-m", "msp.models.summary"]
+  assert args[:2] == ["python", "experiments/reports/network_summary.py"]
   result = subprocess.run([sys.executable, *args[1:]], cwd=ROOT, env=_env(), capture_output=True, text=True,
                           timeout=600)
   assert result.returncode == 0, result.stderr[-4000:]

@@ -10,9 +10,9 @@ import pytest
 
 from experiments.configs import celebamask_hq, common, nyuv2
 from msp.train import build_meta_learner
-from experiments.adaptation import adapt_unseen
-from experiments.evaluation import evaluate_seen
-from experiments.train import open_run, train
+from experiments.run.unseen import adapt_unseen
+from experiments.run.scoring import evaluate_seen
+from experiments.run.training import open_run, train
 from tests.test_celebamask_hq_builder import _write_release
 from tests.test_nyuv2_builder import write_nyud_mt
 

@@ -6,14 +6,14 @@ import sys
 
 import pytest
 
-from experiments import reporting
+from experiments.run import provenance
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_report_records_commit_and_command(tmp_path, monkeypatch):
   monkeypatch.setattr(sys, "argv", ["experiments/some_report.py", "--out=x y", "--seeds=0,1"])
-  p = reporting.write_report(str(tmp_path / "r"), "| a |\n|---|", {"value": 1.5})
+  p = provenance.write_report(str(tmp_path / "r"), "| a |\n|---|", {"value": 1.5})
   head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
   assert p["commit"] == head and p["command"] == "python experiments/some_report.py '--out=x y' --seeds=0,1"
   text = (tmp_path / "r" / "report.md").read_text()
@@ -23,12 +23,12 @@ def test_report_records_commit_and_command(tmp_path, monkeypatch):
 
 def test_reports_never_write_into_docs():
   with pytest.raises(ValueError, match="lies in docs/"):
-    reporting.write_report(os.path.join(ROOT, "docs", "x"), "text", {})
+    provenance.write_report(os.path.join(ROOT, "docs", "x"), "text", {})
   assert not os.path.exists(os.path.join(ROOT, "docs", "x"))
 
 
 def _seeds(tmp_path, *args):
-  return subprocess.run([sys.executable, "experiments/quickstart_seeds.py", f"--root={tmp_path / 'runs'}",
+  return subprocess.run([sys.executable, "experiments/reports/seed_variation.py", f"--workdir={tmp_path / 'runs'}",
                          f"--out={tmp_path / 'report'}", *args], cwd=ROOT, capture_output=True, text=True,
                         timeout=1800, env={**os.environ, "PYTHONPATH": ROOT})
 

@@ -1,6 +1,6 @@
 """A workdir survives real use: refused relabelling, corrupt and incompatible checkpoints, NaN, skipped steps,
 failed writes, exports that would land on a run, signals, resumed logs, the best checkpoint, and what a training
-loop records (experiments/train.py, msp/train/{checkpoint,loop,writer,files}.py)."""
+loop records (experiments/run/training.py, msp/train/{checkpoint,loop,writer,files}.py)."""
 import errno
 import io
 import json
@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 import tensorboardX.record_writer
 
-from experiments.exporting import check_out, export_run
-from experiments.train import meta_batches, open_run, train
+from experiments.run.deployment import check_out, export_run
+from experiments.run.training import meta_batches, open_run, train
 from msp.train.checkpoint import CheckpointError, CorruptCheckpointError, IncompatibleCheckpointError
 from msp.train.config import ConfigError
 from msp.train.evaluation import write_results

@@ -246,7 +246,7 @@ def test_budget_with_zero_mu_equals_the_faithful_objective(x64):
   with_zero_mu = sum_over_episodes(budgeted, params, rho, stats, mb, mu=jnp.asarray(0.0))
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-15), faithful, with_zero_mu)
   pushed = sum_over_episodes(budgeted, params, rho, stats, mb, mu=jnp.asarray(1.0))
-  assert np.all(np.asarray(pushed["grad_rho"]) < np.asarray(faithful["grad_rho"]))  # μR pushes every λ up
+  assert np.all(np.asarray(pushed["grad_log_lambdas"]) < np.asarray(faithful["grad_log_lambdas"]))  # μR pushes every λ up
 
 
 def test_non_finite_meta_gradient_skips_the_step():

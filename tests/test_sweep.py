@@ -10,9 +10,9 @@ import sys
 
 import pytest
 
-from experiments import sweeping as sweep
+from experiments.run import grid as sweep
 from experiments.configs import sweep as sweep_configs
-from experiments.train import load_config
+from experiments.run.training import load_config
 from msp.train.config import ConfigError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -158,7 +158,7 @@ def test_the_tiny_sweep_in_two_slices_then_its_tables(data_dir, tmp_path):
   assert out.returncode == 0 and "[1/1] budget,flops=0.5 seed 0: evaluate_finetuned" in out.stdout, out.stdout[-2000:]
 
   tables = str(tmp_path / "tables")
-  out = subprocess.run([sys.executable, "experiments/tables.py", f"--runs={root}/*/seed*",
+  out = subprocess.run([sys.executable, "experiments/reports/tables.py", f"--runs={root}/*/seed*",
                         f"--baseline={root}/single_task*/seed*", f"--out={tables}"], cwd=ROOT, capture_output=True,
                        text=True, timeout=900, env={**os.environ, "PYTHONPATH": ROOT})
   assert out.returncode == 0, out.stderr[-3000:]

@@ -1,4 +1,4 @@
-"""experiments/tables.py on tiny finished runs laid out as a sweep writes them: the numbers against numpy over the
+"""experiments/reports/tables.py on tiny finished runs laid out as a sweep writes them: the numbers against numpy over the
 runs' own files, Δm by hand, the three formats against each other, the plots, and one-line errors."""
 import csv
 import glob
@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 from matplotlib import image as mpimg
 
-from experiments import tables
-from experiments.adaptation import adapt_and_write
+from experiments.reports import tables
+from experiments.run.unseen import adapt_and_write
 from experiments.configs import celebamask_hq, nyuv2, synthetic
-from experiments.evaluation import evaluate_and_write
-from experiments.train import open_run, train
+from experiments.run.scoring import evaluate_and_write
+from experiments.run.training import open_run, train
 from msp.train import ConfigError
 from tests.run_fixtures import with_overrides
 from tests.test_celebamask_hq_builder import _write_release
@@ -99,7 +99,7 @@ def runs(tmp_path_factory, data_dir):
 
 
 def _tables(*args):
-  return subprocess.run([sys.executable, "experiments/tables.py", *args], cwd=ROOT, capture_output=True, text=True,
+  return subprocess.run([sys.executable, "experiments/reports/tables.py", *args], cwd=ROOT, capture_output=True, text=True,
                         timeout=600, env={**os.environ, "PYTHONPATH": ROOT})
 
 
@@ -293,7 +293,7 @@ def test_report_records_provenance_and_references(report):
   head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
   with open(os.path.join(out, "table.md")) as f:
     first = f.readline()
-  assert first.startswith("Made by `python experiments/tables.py '--runs=") and f"at commit {head[:10]}" in first
+  assert first.startswith("Made by `python experiments/reports/tables.py '--runs=") and f"at commit {head[:10]}" in first
   assert _load(os.path.join(out, "results.json"))["provenance"]["commit"] == head
   assert "against the mean over seeds of 3 single-task runs (--baseline)" in stdout
   assert "the runs labelled 'dense_mtl,tiny' (2 seeds; unseen tasks have no single-task reference)" in stdout

@@ -19,7 +19,7 @@ Variants:  meta_sparsity, meta_sparsity_global, reference, budget (the default),
            are solved for the final network, so `paper` takes ~10 s more). Layout modifiers choose the builder config
            and its class count: `nyud_mt` (default, 40 classes), `mtan` (13), `official40`, `official13`. `paper`: the
            paper's network (the authors' dilated ResNet-D-50, ASPP heads; `paper_torchvision`: LibMTL's
-           torchvision-style backbone; configs/common.py `paper_model`; sizes from `python -m msp.models.summary`).
+           torchvision-style backbone; configs/common.py `paper_model`; sizes from `python experiments/reports/network_summary.py`).
            `tiny`: a few steps of a tiny net on 16² crops (the tests run it on fixture downloads).
 Data:      training examples are augmented (random zoom 1–1.5 with depth ÷ zoom, flip with normals' x negated,
            colour jitter) to image_size²; evaluation fits them (short side to image_size, centre crop).

@@ -2,7 +2,7 @@ r"""Does learned sparsity pay? Every method and baseline × cost target × seed 
 
 Command:   python experiments/sweep.py --config=experiments/configs/sweep.py[:DATASET[,tiny]] --workdir=runs/sweep \
                [--shard=i/n] [--dry_run]
-           then  python experiments/tables.py --runs='runs/sweep/*/seed*' \
+           then  python experiments/reports/tables.py --runs='runs/sweep/*/seed*' \
                --baseline='runs/sweep/single_task*/seed*' --out=runs/sweep/tables
 DATASET:   synthetic (the default), nyuv2 or celebamask_hq (give --config.data_dir, and --config.manual_dir for the
            first build); `tiny`: the single-task references and one run of each kind of baseline at one target, `tiny`

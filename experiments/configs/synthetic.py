@@ -32,7 +32,7 @@ from msp.train.config import defaults
 SEEN_ATTRIBUTES = ("camera_looks_down", "checkered_floor")
 SEEN_TASKS = ("segmentation", "depth", "normals", *SEEN_ATTRIBUTES)
 VARIANTS = common.VARIANTS
-PAPER_VARIANTS = common.PAPER_VARIANTS  # what experiments/variants_report.py compares
+PAPER_VARIANTS = common.PAPER_VARIANTS  # what experiments/reports/synthetic_variants.py compares
 
 
 def get_config(arg: str = "budget") -> ml_collections.ConfigDict:

@@ -20,6 +20,6 @@ def init_rho(num_layers: int, mode: str, lambda_init: float) -> jax.Array:
   return jnp.full((size,), math.log(lambda_init), jnp.float32)
 
 
-def lambdas_from_rho(rho: jax.Array, num_layers: int) -> jax.Array:
-  """(L,) or (1,) ρ → (L,) λ_ℓ = exp(ρ_ℓ), broadcasting a global ρ to every layer."""
-  return jnp.broadcast_to(jnp.exp(rho), (num_layers,))
+def lambdas_from_log(log_lambdas: jax.Array, num_layers: int) -> jax.Array:
+  """(L,) or (1,) log λ → (L,) λ_ℓ, broadcasting a global one to every layer."""
+  return jnp.broadcast_to(jnp.exp(log_lambdas), (num_layers,))

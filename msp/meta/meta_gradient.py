@@ -19,7 +19,7 @@ import jax.numpy as jnp
 
 from msp.meta.episodes import MetaBatch
 from msp.meta.inner_loop import adapt
-from msp.meta.lambdas import lambdas_from_rho
+from msp.meta.lambdas import lambdas_from_log
 from msp.meta.objective import MultiTaskLoss
 from msp.sparsity import Budget, GroupSpec, block_soft_threshold, group_lasso
 
@@ -67,7 +67,8 @@ class MetaObjective:
     if self.mode not in META_GRADIENT_MODES:
       raise ValueError(f"meta.mode={self.mode!r}; choose one of {sorted(META_GRADIENT_MODES)}")
 
-  def adapt(self, params: Params, rho: jax.Array, batch_stats: Params, episode: MetaBatch) -> tuple[Params, Params]:
+  def adapt(self, params: Params, log_lambdas: jax.Array, batch_stats: Params,
+            episode: MetaBatch) -> tuple[Params, Params]:
     """The inner loop of this mode on the episode's support set → (adapted params, batch_stats).
 
     Without an inner loop (`joint`) the params come back unchanged.
@@ -77,37 +78,37 @@ class MetaObjective:
       return params, batch_stats
     prox = None
     if self.sparse and mode.inner_prox:
-      thresholds = self.inner_lr * lambdas_from_rho(rho, self.spec.num_layers)
+      thresholds = self.inner_lr * lambdas_from_log(log_lambdas, self.spec.num_layers)
       prox = functools.partial(block_soft_threshold, spec=self.spec, thresholds=thresholds, min_alive=self.min_alive)
     return adapt(self.loss, params, batch_stats, episode.support, episode.task_mask, steps=self.inner_steps,
                  lr=self.inner_lr, prox=prox, stop_inner_gradient=mode.stop_inner_gradient, remat=self.remat,
                  update_batch_stats=self.inner_batch_stats)
 
-  def episode_loss(self, params: Params, rho: jax.Array, batch_stats: Params, episode: MetaBatch,
+  def episode_loss(self, params: Params, log_lambdas: jax.Array, batch_stats: Params, episode: MetaBatch,
                    mu: jax.Array = 0.0) -> tuple[jax.Array, tuple[jax.Array, Params]]:
     """Query loss after adapting on the support set (+ μ·R(θ_K) in budget mode); `joint`: loss on support ∪
     query at θ. episode: no E axis.
 
     Returns (scalar outer loss, ((T,) per-task query losses, batch_stats updated by the query forward)).
     """
-    fast, stats = self.adapt(params, rho, batch_stats, episode)
+    fast, stats = self.adapt(params, log_lambdas, batch_stats, episode)
     query = episode.query
     if not META_GRADIENT_MODES[self.mode].inner_loop:
       query = jax.tree.map(lambda s, q: jnp.concatenate([s, q]), episode.support, episode.query)
     outer, (per_task, new_stats) = self.loss(fast, stats, query, episode.task_mask)
     if self.sparse and META_GRADIENT_MODES[self.mode].penalty_in_outer_loss:
-      lambdas = lambdas_from_rho(rho, self.spec.num_layers)
+      lambdas = lambdas_from_log(log_lambdas, self.spec.num_layers)
       outer = outer + jnp.sum(lambdas * group_lasso(fast, self.spec))
     if self.budget is not None:
       outer = outer + mu * self.budget.regularizer(fast)
     return outer, (per_task, new_stats)
 
-  def episode_value_and_grad(self, params: Params, rho: jax.Array, batch_stats: Params, mu: jax.Array,
+  def episode_value_and_grad(self, params: Params, log_lambdas: jax.Array, batch_stats: Params, mu: jax.Array,
                              episode: MetaBatch):
     """One episode → dict of sums over episodes-to-be: loss, grads (params, ρ), per-task losses, mask, stats."""
-    (loss, (per_task, stats)), (g_params, g_rho) = jax.value_and_grad(
-        self.episode_loss, argnums=(0, 1), has_aux=True)(params, rho, batch_stats, episode, mu)
-    return {"loss": loss, "grad_params": g_params, "grad_rho": g_rho,
+    (loss, (per_task, stats)), (g_params, g_log_lambdas) = jax.value_and_grad(
+        self.episode_loss, argnums=(0, 1), has_aux=True)(params, log_lambdas, batch_stats, episode, mu)
+    return {"loss": loss, "grad_params": g_params, "grad_log_lambdas": g_log_lambdas,
             "task_loss": per_task * episode.task_mask, "task_count": episode.task_mask, "batch_stats": stats}
 
 
@@ -133,12 +134,12 @@ def _mapped(fn, meta_batch):
 EPISODE_LOOPS = {"unroll": _unrolled, "map": _mapped}
 
 
-def sum_over_episodes(objective: MetaObjective, params: Params, rho: jax.Array, batch_stats: Params,
+def sum_over_episodes(objective: MetaObjective, params: Params, log_lambdas: jax.Array, batch_stats: Params,
                       meta_batch: MetaBatch, episode_loop: str = "unroll", mu: jax.Array = 0.0) -> dict[str, Any]:
   """Sums `episode_value_and_grad` over the E episodes of `meta_batch` (leading axis E on every leaf)."""
   if episode_loop not in EPISODE_LOOPS:
     raise ValueError(f"meta.episode_loop={episode_loop!r}; choose one of {sorted(EPISODE_LOOPS)}")
   # A nested jit: the episode is traced once, not E times (3 s → 1 s before the first step); XLA inlines the calls.
   episode_value_and_grad = jax.jit(objective.episode_value_and_grad)
-  fn = lambda episode: episode_value_and_grad(params, rho, batch_stats, mu, episode)
+  fn = lambda episode: episode_value_and_grad(params, log_lambdas, batch_stats, mu, episode)
   return EPISODE_LOOPS[episode_loop](fn, meta_batch)

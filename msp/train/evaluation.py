@@ -25,7 +25,7 @@ import numpy as np
 import tqdm
 from flax import traverse_util
 
-from msp.meta import MetaBatch, lambdas_from_rho
+from msp.meta import MetaBatch, lambdas_from_log
 from msp.sparsity import sparsity_stats
 from msp.tasks import Task
 from msp.train.files import write_text_atomic, writing
@@ -168,7 +168,7 @@ def sparsity_summary(learner: MetaLearner, state: MetaTrainState) -> dict:
   one (`params_dense`), plus a markdown table of the per-layer values (key `table`); numbers as JSON-able lists,
   floats and ints."""
   spec = learner.spec
-  lambdas = np.asarray(lambdas_from_rho(state.log_lambdas, spec.num_layers))
+  lambdas = np.asarray(lambdas_from_log(state.log_lambdas, spec.num_layers))
   stats = {k: np.asarray(v).tolist() for k, v in sparsity_stats(state.params, spec).items()}
   rows = ["| layer | λ | alive channels |", "|---|---|---|"] + [
       f"| {layer.name} | {lam:.3g} | {alive} / {layer.num_groups} |"

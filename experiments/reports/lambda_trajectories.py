@@ -1,11 +1,11 @@
 """What λ does: faithful meta-sparsity variants and budget mode on teacher–student data, fresh vs fixed data.
 
-python experiments/lambda_report.py [--out=runs/reports/lambda_report] [--steps=2000] [--variants=a,b]
+python experiments/reports/lambda_trajectories.py [--out=runs/reports/lambda_report] [--steps=2000] [--variants=a,b]
     [--regimes=fresh,fixed]
-python experiments/lambda_report.py [--out=...] --summarize   # table + plot from saved runs
+python experiments/reports/lambda_trajectories.py [--out=...] --report_only   # table + plot from saved runs
 
 Each run saves <out>/<regime>_<variant>.json (λ and alive channels per layer over the steps, final sparsity per
-layer, FLOPs kept, test MSE by the evaluation protocol, the commit and command); --summarize (also done after the
+layer, FLOPs kept, test MSE by the evaluation protocol, the commit and command); --report_only (also done after the
 runs) writes <out>/report.md, results.json and lambda_trajectories_<regime>.png.
 Runtime on 2 CPU cores: about 3–4 min per first-order run and 9 min per second-order run of 2000 steps.
 """
@@ -16,9 +16,11 @@ import os
 import numpy as np
 from absl import flags
 
-from experiments import common, plots, reporting
+from experiments.run import script
+from experiments.reports import plots
+from experiments.run import provenance
 from experiments.configs import teacher_student
-from experiments.teacher_student import adapted_test_mse, train
+from experiments.run.student import adapted_test_mse, train
 
 VARIANTS = {
     "dense (λ = 0)": dict(sparsity=dict(enabled=False), meta=dict(mode="first_order")),
@@ -32,11 +34,11 @@ VARIANTS = {
 }
 REGIMES = {"fresh": None, "fixed": 128}  # pool size: None draws fresh examples every step
 
-_OUT = flags.DEFINE_string("out", os.path.join(reporting.REPORTS_ROOT, "lambda_report"), "Output folder.")
+_OUT = flags.DEFINE_string("out", os.path.join(provenance.REPORTS_ROOT, "lambda_report"), "Output folder.")
 _STEPS = flags.DEFINE_integer("steps", 2000, "Outer steps per run.")
 _VARIANTS = flags.DEFINE_list("variants", list(VARIANTS), "Variants to run.")
 _REGIMES = flags.DEFINE_list("regimes", list(REGIMES), "Data regimes to run.")
-_SUMMARIZE = flags.DEFINE_bool("summarize", False, "Only write the table and plot from saved runs.")
+_REPORT_ONLY = flags.DEFINE_bool("report_only", False, "Only write the table and plot from saved runs.")
 
 
 def slug(regime: str, variant: str) -> str:
@@ -84,7 +86,7 @@ def summarize(out: str, started: dict | None = None) -> None:
     lines.append(f"| {regime} | {variant} | {lam} | {', '.join(map(str, r['alive_channels']))} "
                  f"| {r['final_group_sparsity']:.1%} | {r['param_sparsity']:.1%} | {r['flops_kept']:.1%} "
                  f"| {r['test_mse']:.3f} |")
-  reporting.write_report(out, "\n".join(lines), {"runs": list(runs.values())}, started)
+  provenance.write_report(out, "\n".join(lines), {"runs": list(runs.values())}, started)
   print("\n".join(lines))
   for regime in REGIMES:
     panels = [{"title": f"{variant} ({r['final_group_sparsity']:.0%} sparse)", "steps": r["steps"],
@@ -97,15 +99,15 @@ def summarize(out: str, started: dict | None = None) -> None:
 
 
 def main(argv):
-  common.start(argv)
-  started = reporting.provenance()
+  script.start(argv)
+  started = provenance.provenance()
   for flag, given, known in (("variants", _VARIANTS.value, VARIANTS), ("regimes", _REGIMES.value, REGIMES)):
     if unknown := [name for name in given if name not in known]:
-      common.fail(f"--{flag}: {unknown[0]!r} is not one of {list(known)}")
+      script.fail(f"--{flag}: {unknown[0]!r} is not one of {list(known)}")
   os.makedirs(_OUT.value, exist_ok=True)
-  if not _SUMMARIZE.value:
+  if not _REPORT_ONLY.value:
     for regime, variant in itertools.product(_REGIMES.value, _VARIANTS.value):
-      result = {**run(variant, regime, _STEPS.value), "provenance": reporting.provenance()}
+      result = {**run(variant, regime, _STEPS.value), "provenance": provenance.provenance()}
       with open(os.path.join(_OUT.value, slug(regime, variant) + ".json"), "w") as f:
         json.dump(result, f)
       print(f"{regime:6s} {variant:14s} sparsity {result['final_group_sparsity']:.1%} "
@@ -114,4 +116,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  common.run(main)
+  script.run(main)

@@ -1,6 +1,6 @@
-"""Draws the first examples of a synthetic_scenes split with their ground truth (experiments.plots.synthetic_preview).
+"""Draws the first examples of a synthetic_scenes split with their ground truth (experiments.reports.plots.synthetic_preview).
 
-python experiments/synthetic_preview.py --out=runs/reports/synthetic_preview.png [--num=4] [--split=train]
+python experiments/reports/synthetic_preview.py --out=runs/reports/synthetic_preview.png [--num=4] [--split=train]
     [--config=res64] [--data_dir=DIR]
 
 The dataset is opened as training does (`data_pipelines.datasets.open_dataset`): from --data_dir, else $TFDS_DATA_DIR,
@@ -13,7 +13,8 @@ from absl import flags
 
 from data_pipelines import datasets
 from data_pipelines.synthetic_scenes.builder import SyntheticScenes
-from experiments import common, plots
+from experiments.run import script
+from experiments.reports import plots
 
 
 def preview(out: str, num: int = 4, split: str = "train", config: str = "res64", data_dir: str | None = None,
@@ -41,15 +42,15 @@ def define_flags() -> None:
 
 
 def main(argv: list[str]) -> None:
-  common.start(argv)
+  script.start(argv)
   f = flags.FLAGS
   try:
     preview(f.out, f.num, f.split, f.config, f.data_dir)
   except ValueError as e:
-    common.fail(e)
+    script.fail(e)
   print(f"wrote {f.out}")
 
 
 if __name__ == "__main__":
   define_flags()
-  common.run(main)
+  script.run(main)

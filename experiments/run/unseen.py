@@ -6,7 +6,7 @@ import numpy as np
 
 from data_pipelines.datasets import Prefix
 from data_pipelines.episodes import batch_sampler
-from experiments.evaluation import calibration_images, eval_batches, evaluate_seen
+from experiments.run.scoring import calibration_images, eval_batches, evaluate_seen
 from msp.train.adaptation import attach_heads, fine_tune
 from msp.train.evaluation import calibrated, evaluate, results_table, write_results
 
@@ -21,7 +21,7 @@ def training_subset(source, fraction: float):
 def adapt_unseen(run, state, tasks: Sequence[str] | None = None, with_seen: bool = True,
                  progress: bool = True) -> dict:
   """Fine-tunes heads for `tasks` (default `config.adapt.tasks`, else `config.unseen_tasks`) on the meta-trained
-  state of `run` (a `experiments.train.Run`) and evaluates them, and the seen tasks, on the evaluation split.
+  state of `run` (a `experiments.run.training.Run`) and evaluates them, and the seen tasks, on the evaluation split.
 
   Returns {"unseen": Results, "seen": Results (None unless `with_seen`), "losses": fine-tuning losses per step,
   "variables": the adapted {"params", "batch_stats"} of the model with every head, "tasks": the new Tasks}.

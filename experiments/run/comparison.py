@@ -11,7 +11,7 @@ import os
 
 import ml_collections
 
-from experiments.train import load_config, train
+from experiments.run.training import load_config, train
 from msp.train.state import MetaTrainState
 
 FINETUNED = "finetuned"  # the fine-tuned run's workdir, inside the run it starts from

@@ -17,12 +17,12 @@ import numpy as np
 from msp.export.report import machine
 
 REPORTS_ROOT = "runs/reports"
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository
 
 
 def _git(*args: str) -> str:
-  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   try:
-    return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
+    return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
   except (OSError, subprocess.CalledProcessError):
     return ""
 
@@ -53,7 +53,7 @@ def mean_std(values: Sequence[float], separator: str = " ± ") -> str:
 def check_out(out: str) -> None:
   """ValueError unless `out` can be a report folder: not in the repository's docs/ (copies there are made by hand),
   not an existing file."""
-  docs = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs")
+  docs = os.path.join(ROOT, "docs")
   if os.path.abspath(out).startswith(docs + os.sep) or os.path.abspath(out) == docs:
     raise ValueError(f"--out={out} lies in docs/: reports write under runs/ (copy them into docs/ deliberately)")
   if os.path.lexists(out) and not os.path.isdir(out):

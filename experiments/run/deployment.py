@@ -6,9 +6,9 @@ import shutil
 import jax
 import ml_collections
 
-from experiments import reporting
-from experiments.evaluation import adapted_to_seen_tasks
-from experiments.train import open_run
+from experiments.run import provenance
+from experiments.run.scoring import adapted_to_seen_tasks
+from experiments.run.training import open_run
 from msp.export import load
 from msp.export.artifact import serialize_inference, spec_dict, write_artifact
 from msp.export.loader import CHECKPOINT_DIR, INFERENCE_FILE, SPEC_FILE
@@ -134,9 +134,9 @@ def _export(workdir: str, step: int | None, out: str, staging: str, config: ml_c
       tolerance=options.tolerance, max_abs_difference=differences, exported_max_abs_difference=exported_differences,
       channels={conv: {"dense": plan.dense[conv], "kept": len(kept)} for conv, kept in plan.kept.items()},
       source=source)
-  provenance = reporting.provenance()
-  table = reporting.provenance_line(provenance) + "\n\n" + report_markdown(report)
-  write_results(staging, "report", {"provenance": provenance, **report}, table)
+  made_by = provenance.provenance()
+  table = provenance.provenance_line(made_by) + "\n\n" + report_markdown(report)
+  write_results(staging, "report", {"provenance": made_by, **report}, table)
   if os.path.isdir(out) and os.listdir(out):
     check_out(out, workdir, overwrite)  # again: the directory may have changed while the export ran
     shutil.rmtree(out)

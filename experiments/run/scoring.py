@@ -26,7 +26,7 @@ def support_batch(source, targets, size: int, seed: int) -> dict[str, np.ndarray
 
 
 def calibration_images(run) -> np.ndarray | None:
-  """(eval.calibration_size, H, W, 3) training images of `run` (a `experiments.train.Run`), fixed by its seed; None
+  """(eval.calibration_size, H, W, 3) training images of `run` (a `experiments.run.training.Run`), fixed by its seed; None
   when eval.calibration_size is 0 (keep the running averages)."""
   c = run.config
   if not c.eval.calibration_size:
@@ -45,7 +45,7 @@ def eval_batches(source, targets, config) -> tuple[Any, int]:
 
 
 def adapted_to_seen_tasks(run, state: MetaTrainState) -> dict:
-  """The variables `evaluate_seen` scores for `run` (a `experiments.train.Run`): `protocol_variables` on its fixed
+  """The variables `evaluate_seen` scores for `run` (a `experiments.run.training.Run`): `protocol_variables` on its fixed
   support batch and calibration images → {"params", "batch_stats"}."""
   c = run.config
   targets = run.dataset.targets(c.tasks, c.seen_tasks)
@@ -55,7 +55,7 @@ def adapted_to_seen_tasks(run, state: MetaTrainState) -> dict:
 
 
 def evaluate_seen(run, state: MetaTrainState, split: str | None = None, progress: bool = True) -> Results:
-  """The seen tasks of `run` (a `experiments.train.Run`) scored by the protocol (module docstring) on `split` (default
+  """The seen tasks of `run` (a `experiments.run.training.Run`) scored by the protocol (module docstring) on `split` (default
   config.data.eval_split)."""
   c = run.config
   variables = adapted_to_seen_tasks(run, state)
@@ -66,7 +66,7 @@ def evaluate_seen(run, state: MetaTrainState, split: str | None = None, progress
 
 def evaluate_and_write(run, step: int | None = None, split: str | None = None, progress: bool = True
                        ) -> tuple[dict, list[str], str]:
-  """Scores checkpoint `step` (None: the latest) of `run` (a `experiments.train.Run`) with `evaluate_seen` on `split`
+  """Scores checkpoint `step` (None: the latest) of `run` (a `experiments.run.training.Run`) with `evaluate_seen` on `split`
   (default config.data.eval_split) and writes WORKDIR/eval/<split>_step<N>.{json,md}. Returns (what the json holds:
   step, split, protocol, results, sparsity summary; the paths written; the markdown table)."""
   split = split or run.config.data.eval_split

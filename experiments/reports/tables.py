@@ -1,6 +1,6 @@
 r"""Paper-style tables and plots from finished runs: every method's seen and unseen tasks, Δm, size and speed.
 
-python experiments/tables.py --runs='runs/sweep/*/seed*' [--runs=...] [--baseline='runs/single/*/seed*'] --out=DIR
+python experiments/reports/tables.py --runs='runs/sweep/*/seed*' [--runs=...] [--baseline='runs/single/*/seed*'] --out=DIR
     [--split=test] [--adapt=heads] [--unseen_baseline=dense_mtl] [--metrics=delta_m|headline]
 
 Reads only the runs' files, never a checkpoint: config.json, metrics.jsonl, the results of evaluate.py
@@ -47,7 +47,9 @@ import ml_collections
 import numpy as np
 from absl import flags
 
-from experiments import common, plots, reporting
+from experiments.run import script
+from experiments.reports import plots
+from experiments.run import provenance
 from msp.models import build_model
 from msp.sparsity import group_spec
 from msp.tasks import build_tasks
@@ -56,7 +58,7 @@ from msp.train import ConfigError
 from msp.train.checkpoint import CheckpointError
 from msp.train.evaluation import conventions
 from msp.train.writer import per_entry, read_jsonl
-from experiments.train import best_step, load_config
+from experiments.run.training import best_step, load_config
 
 STAGES = ("as trained", "after fine-tuning")
 FINETUNED = "finetuned"
@@ -339,7 +341,7 @@ def _cell(values: list[float] | None, kind: str, separator: str) -> str:
   if kind == "count":
     spread = f"{separator}{np.std(values, ddof=1):,.0f}" if len(values) > 1 else ""
     return f"{np.mean(values):,.0f}{spread}"
-  return reporting.mean_std(values, separator)
+  return provenance.mean_std(values, separator)
 
 
 def _arrow(column: Column, up: str, down: str) -> str:
@@ -580,12 +582,12 @@ def front_points(rows: list[Row]) -> list[dict]:
 
 def command(runs: list[str], out: str, baseline: list[str] = (), split: str = "test", adapt: str = "heads",
             unseen_baseline: str = "dense_mtl", unseen_baseline_given: bool = False, metrics: str = "delta_m",
-            provenance: dict[str, str] | None = None) -> tuple[str, list[str]]:
+            started: dict[str, str] | None = None) -> tuple[str, list[str]]:
   """What the command line does (module docstring) from its flags' values (`unseen_baseline_given`: the flag was
   on the command line): checks everything, then writes OUT. Returns (the markdown tables, notes on what was not
   drawn). Raises ConfigError for bad input, before anything is written."""
   try:
-    reporting.check_out(out)
+    provenance.check_out(out)
   except ValueError as e:
     raise ConfigError(str(e)) from e
   baselines = find_runs(list(baseline), "baseline", split, adapt)
@@ -603,10 +605,9 @@ def command(runs: list[str], out: str, baseline: list[str] = (), split: str = "t
   layers, groups, series = channel_series(found)
   panels = lambda_panels(found)
 
-  provenance = provenance or reporting.provenance()
-  reporting.write_report(out, markdown, payload, provenance, name="table")
+  made_by = provenance.write_report(out, markdown, payload, started, name="table")
   with open(os.path.join(out, "table.tex"), "w", encoding="utf-8") as f:
-    f.write(f"% {reporting.provenance_line(provenance)}\n% needs \\usepackage{{booktabs,graphicx}}\n{latex}\n")
+    f.write(f"% {provenance.provenance_line(made_by)}\n% needs \\usepackage{{booktabs,graphicx}}\n{latex}\n")
   with open(os.path.join(out, "table.csv"), "w", encoding="utf-8") as f:
     f.write(table_csv)
   notes = []
@@ -640,10 +641,10 @@ def define_flags() -> None:
 
 
 def main(argv):
-  common.start(argv)
-  started = reporting.provenance()
+  script.start(argv)
+  started = provenance.provenance()
   f = flags.FLAGS
-  with common.clear_errors():
+  with script.clear_errors():
     markdown, notes = command(f.runs, f.out, f.baseline, f.split, f.adapt, f.unseen_baseline,
                               f["unseen_baseline"].present, f.metrics, started)
   print(markdown)
@@ -652,4 +653,4 @@ def main(argv):
 
 if __name__ == "__main__":
   define_flags()
-  common.run(main)
+  script.run(main)

@@ -1,6 +1,6 @@
 r"""What λ does on synthetic scenes: every baseline and meta-sparsity variant, trained, evaluated and compared.
 
-python experiments/variants_report.py [--root=runs/variants] [--out=runs/reports/synthetic_variants]
+python experiments/reports/synthetic_variants.py [--workdir=runs/variants] [--out=runs/reports/synthetic_variants]
     [--variants=a,b] [--steps=N]
 
 Each variant of experiments/configs/synthetic.py is meta-trained in ROOT/<variant> (resuming when it has a
@@ -15,21 +15,24 @@ import os
 import numpy as np
 from absl import flags
 
-from experiments import common, plots, reporting
+from experiments.run import script
+from experiments.reports import plots
+from experiments.run import provenance
 from experiments.configs import synthetic
-from experiments.evaluation import evaluate_seen
+from experiments.run.scoring import evaluate_seen
 from msp.train.evaluation import conventions, describe_protocol, sparsity_summary
-from experiments.train import open_run, train
+from experiments.run.training import open_run, train
 from msp.train.writer import per_entry, read_jsonl
 
-_ROOT = flags.DEFINE_string("root", "runs/variants", "Folder of the variants' workdirs.")
-_OUT = flags.DEFINE_string("out", os.path.join(reporting.REPORTS_ROOT, "synthetic_variants"),
+_WORKDIR = flags.DEFINE_string("workdir", "runs/variants", "Folder of the variants' workdirs.")
+_OUT = flags.DEFINE_string("out", os.path.join(provenance.REPORTS_ROOT, "synthetic_variants"),
                            "Folder for the report, plot and JSON.")
 _VARIANTS = flags.DEFINE_list("variants", list(synthetic.PAPER_VARIANTS),
                               "Variants to run, from synthetic.VARIANTS (default: the method and the paper's "
                               "baselines; single_task has other columns, magnitude needs experiments/prune.py).")
 _STEPS = flags.DEFINE_integer("steps", None, "Outer steps per run (default: the config's).")
-_REPLOT = flags.DEFINE_bool("replot", False, "Only redraw OUT/lambda_trajectories.png from OUT/results.json.")
+_REPORT_ONLY = flags.DEFINE_bool("report_only", False,
+                                 "Only redraw OUT/lambda_trajectories.png from OUT/results.json.")
 
 
 def run_variant(variant: str, workdir: str, steps: int | None) -> dict:
@@ -84,20 +87,20 @@ def plot(rows: list[dict], path: str) -> None:
 
 
 def main(argv):
-  common.start(argv)
-  if _REPLOT.value:
+  script.start(argv)
+  if _REPORT_ONLY.value:
     with open(os.path.join(_OUT.value, "results.json"), encoding="utf-8") as f:
       plot(json.load(f)["variants"], os.path.join(_OUT.value, "lambda_trajectories.png"))
     return
-  started = reporting.provenance()
-  with common.clear_errors():
-    rows = [run_variant(v, os.path.join(_ROOT.value, v), _STEPS.value) for v in _VARIANTS.value]
+  started = provenance.provenance()
+  with script.clear_errors():
+    rows = [run_variant(v, os.path.join(_WORKDIR.value, v), _STEPS.value) for v in _VARIANTS.value]
   table = (f"synthetic scenes, test split; {rows[0]['protocol']}\n\n" + report(rows) + "\n\n" +
            rows[0]["conventions"])
-  reporting.write_report(_OUT.value, table, {"variants": rows}, started)
+  provenance.write_report(_OUT.value, table, {"variants": rows}, started)
   plot(rows, os.path.join(_OUT.value, "lambda_trajectories.png"))
   print(table)
 
 
 if __name__ == "__main__":
-  common.run(main)
+  script.run(main)

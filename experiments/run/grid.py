@@ -11,12 +11,12 @@ from typing import Callable
 
 import ml_collections
 
-from experiments.adaptation import adapt_and_write
-from experiments.evaluation import evaluate_and_write
-from experiments.exporting import ExportOptions, export_run
-from experiments.finetuning import FINETUNED, finetune
-from experiments.pruning import prune_run
-from experiments.train import Preempted, best_step, load_config, open_run, train
+from experiments.run.unseen import adapt_and_write
+from experiments.run.scoring import evaluate_and_write
+from experiments.run.deployment import ExportOptions, export_run
+from experiments.run.comparison import FINETUNED, finetune
+from experiments.run.magnitude import prune_run
+from experiments.run.training import Preempted, best_step, load_config, open_run, train
 from msp.train.config import ConfigError
 
 # Separates a method's variant arg from its run-config overrides: "budget,flops=0.25+budget.scale_lr=0.005".

@@ -1,6 +1,6 @@
 r"""Does the quickstart mean something? Its configuration over several seeds, untrained against meta-trained.
 
-python experiments/quickstart_seeds.py [--seeds=0,1,2] [--root=runs/quickstart_seeds] \
+python experiments/reports/seed_variation.py [--seeds=0,1,2] [--workdir=runs/quickstart_seeds] \
     [--out=runs/reports/quickstart_seeds] [--config=experiments/configs/synthetic.py:budget]
 
 Runs `experiments/quickstart.py`'s job for each seed in ROOT/seed<N> (resuming what exists) and prints, per task and
@@ -14,15 +14,16 @@ import os
 import numpy as np
 from absl import flags
 
-from experiments import common, reporting
-from experiments.quickstart_job import COLUMNS, quickstart
+from experiments.run import script
+from experiments.run import provenance
+from experiments.run.end_to_end import COLUMNS, quickstart
 from msp.train.evaluation import conventions, describe_protocol, shown_metrics
 
-_CONFIG = common.define_config("experiments/configs/synthetic.py:budget",
+_CONFIG = script.define_config("experiments/configs/synthetic.py:budget",
                                "Run configuration: file[:variant]; its seed is replaced.", lock_config=False)
 _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds to run.")
-_ROOT = flags.DEFINE_string("root", "runs/quickstart_seeds", "Folder of the per-seed workdirs.")
-_OUT = flags.DEFINE_string("out", os.path.join(reporting.REPORTS_ROOT, "quickstart_seeds"), "Report folder.")
+_WORKDIR = flags.DEFINE_string("workdir", "runs/quickstart_seeds", "Folder of the per-seed workdirs.")
+_OUT = flags.DEFINE_string("out", os.path.join(provenance.REPORTS_ROOT, "quickstart_seeds"), "Report folder.")
 
 
 def better(value: float, reference: float, higher_is_better: bool) -> bool:
@@ -40,21 +41,21 @@ def seeds_table(per_seed: list[dict], part: str, tasks) -> tuple[str, dict[str, 
     values = {c: [r[part][c][task][metric] for r in per_seed] for c in COLUMNS}
     wins = np.array([better(t, u, up) for u, t in zip(values[COLUMNS[0]], values[COLUMNS[1]])])
     beats[task] &= wins
-    lines.append(f"| {task} | {metric} {'↑' if up else '↓'} | {reporting.mean_std(values[COLUMNS[0]])} | "
-                 f"{reporting.mean_std(values[COLUMNS[1]])} | {wins.sum()}/{n} |")
+    lines.append(f"| {task} | {metric} {'↑' if up else '↓'} | {provenance.mean_std(values[COLUMNS[0]])} | "
+                 f"{provenance.mean_std(values[COLUMNS[1]])} | {wins.sum()}/{n} |")
   return "\n".join(lines), {task: int(b.sum()) for task, b in beats.items()}
 
 
 def main(argv):
-  common.start(argv)
-  started = reporting.provenance()
+  script.start(argv)
+  started = provenance.provenance()
   seeds = [int(s) for s in _SEEDS.value]
   per_seed = []
-  with common.clear_errors():
+  with script.clear_errors():
     for seed in seeds:
       config = _CONFIG.value.copy_and_resolve_references()
       config.seed = seed
-      out = quickstart(config, os.path.join(_ROOT.value, f"seed{seed}"))
+      out = quickstart(config, os.path.join(_WORKDIR.value, f"seed{seed}"))
       per_seed.append(out)
   seen_table, seen_wins = seeds_table(per_seed, "seen", per_seed[0]["seen_tasks"])
   unseen_table, unseen_wins = seeds_table(per_seed, "unseen", per_seed[0]["unseen_tasks"])
@@ -71,7 +72,7 @@ def main(argv):
       conventions([*per_seed[0]["seen_tasks"], *per_seed[0]["unseen_tasks"]]),
       summary + f"\n\nevery task beats the untrained network in every seed: {'yes' if every else 'NO'}"])
   details = "\n\n".join(f"### seed {seed}\n\n```\n{r['table']}\n```" for seed, r in zip(seeds, per_seed))
-  reporting.write_report(_OUT.value, text + "\n\n## Each seed's quickstart table\n\n" + details,
+  provenance.write_report(_OUT.value, text + "\n\n## Each seed's quickstart table\n\n" + details,
                          {"seeds": seeds, "wins": wins, "every_task_beats_untrained": every,
                           "per_seed": [{k: r[k] for k in ("seen", "unseen", "summary")} for r in per_seed]},
                          started)
@@ -79,4 +80,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  common.run(main)
+  script.run(main)

@@ -1,4 +1,4 @@
-"""The config of an existing run: `--config=experiments/configs/run.py:WORKDIR` is WORKDIR/config.json.
+"""The config of an existing run: `--config=experiments/configs/finished_run.py:WORKDIR` is WORKDIR/config.json.
 
 evaluate.py, adapt_unseen.py and export.py use it when --config is not given, so that `--config.KEY=VALUE`
 overrides apply to the run's own config. JSON keeps no types, so a key the run left at None (`adapt.tasks`,
@@ -7,7 +7,7 @@ from the command line like any other key.
 """
 import ml_collections
 
-from experiments.train import load_config
+from experiments.run.training import load_config
 from msp.train.config import SCHEMA, defaults
 
 

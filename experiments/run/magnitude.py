@@ -9,7 +9,7 @@ import os
 
 import ml_collections
 
-from experiments.train import check_same_network, load_config, open_run, trained_network
+from experiments.run.training import check_same_network, load_config, open_run, trained_network
 from msp.sparsity import magnitude_prune
 from msp.train.checkpoint import CheckpointError
 

@@ -1,6 +1,6 @@
 """Parameter, kernel, output-channel, group and FLOP counts of a config's network, per stage and in total.
 
-python -m msp.models.summary --config=experiments/configs/nyuv2.py:budget,paper
+python experiments/reports/network_summary.py --config=experiments/configs/nyuv2.py:budget,paper
 
 Rows: the stem (stage0), each backbone stage, the backbone, each seen task's head, the heads, the network.
 params: trainable parameters (kernels, biases, BatchNorm scale and bias; not running statistics); kernels: conv

@@ -25,7 +25,7 @@ import ml_collections
 
 from data_pipelines.datasets import DATASETS, Dataset, open_dataset
 from data_pipelines.episodes import MetaBatchSampler, meta_batch_dataset
-from experiments.evaluation import check_split, evaluate_seen
+from experiments.run.scoring import check_split, evaluate_seen
 from msp.train.checkpoint import CheckpointError, RunCheckpointer, drop_retired
 from msp.train.config import ConfigError, complete
 from msp.train.evaluation import Results, shown_metrics

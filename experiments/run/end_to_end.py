@@ -1,9 +1,9 @@
 """The quickstart's job, shared by `quickstart.py` (one seed) and `quickstart_seeds.py` (several): meta-train the
 synthetic-scenes config, then score the untrained and the trained network by the same evaluation protocol."""
-from experiments.adaptation import adapt_unseen
-from experiments.evaluation import evaluate_seen
+from experiments.run.unseen import adapt_unseen
+from experiments.run.scoring import evaluate_seen
 from msp.train.evaluation import describe_protocol, results_table, sparsity_summary
-from experiments.train import open_run, train
+from experiments.run.training import open_run, train
 
 QUICKSTART_UNSEEN = ("edges",)
 COLUMNS = ("untrained", "meta-trained")

@@ -17,10 +17,10 @@ from msp.cli import fail
 from msp.train import ConfigError
 from msp.train.config import may_differ_on_resume
 from msp.train.files import os_reason
-from experiments.train import load_config
+from experiments.run.training import load_config
 
 # `--config=RUN_CONFIG:WORKDIR` is WORKDIR/config.json: what the scripts that read a finished run use without --config.
-RUN_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "run.py")
+RUN_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "finished_run.py")
 # XLA programs compiled once are reused by later processes; $JAX_COMPILATION_CACHE_DIR replaces this directory.
 DEFAULT_CACHE_DIR = os.path.join("~", ".cache", "msp", "jax")
 
@@ -98,7 +98,9 @@ def define_config(default: str, help_text: str, lock_config: bool = True):
   --config.KEY=VALUE overrides, so that their errors (an unknown key, a bad value) end the script here, as one
   line."""
   with _one_line_errors(sys.argv):
-    return config_flags.DEFINE_config_file("config", default, help_text, lock_config=lock_config)
+    holder = config_flags.DEFINE_config_file("config", default, help_text, lock_config=lock_config)
+  flags.FLAGS.register_key_flag_for_module(sys.argv[0], flags.FLAGS["config"])  # the script's --help lists it
+  return holder
 
 
 def _is_config_file_flag() -> bool:
