@@ -12,11 +12,18 @@ TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 
 .PHONY: quickstart export reports sweep-report docs test test-slow test-all benchmark lock clean
 
+# The package installs only msp (setup.cfg): installed top-level `experiments` and `data_pipelines` would shadow a
+# user's own folders of those names. The scripts import both from the checkout: msp-repository.pth in the venv's
+# site-packages puts the repository root on sys.path, so `python experiments/meta_train.py ...` runs from the root
+# with the venv active and no PYTHONPATH. A venv made before the rename holds the old editable distribution `msp`
+# (which mapped all three packages): it is removed first.
 $(VENV)/.installed: requirements.lock setup.cfg
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.lock
+	$(PY) -m pip uninstall --quiet --yes msp 2>/dev/null || true
 	$(PY) -m pip install --quiet --no-deps -e .
+	echo "$(CURDIR)" > "$$($(PY) -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")/msp-repository.pth"
 	touch $@
 
 # The test-only extra (CPU PyTorch for reference forwards). Tried without PyTorch's index first: where pip finds the
