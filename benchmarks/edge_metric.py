@@ -1,10 +1,9 @@
-"""Seconds to evaluate edges with `EdgeMetric` (jitted update + compute), per matching convention, on this machine.
+"""Seconds to evaluate edges with `EdgeMetric` (jitted update + compute), per matching radius, on this machine.
 
 python benchmarks/edge_metric.py [--sizes=500x64x64,16x480x640] [--batch_sizes=50,8] [--max_dists=0.0075,0.011]
                                  [--regimes=sparse,dense] [--thresholds=99]
 
-Run it under `taskset -c 0` for one core: the bsds matching runs on the host in one thread (numpy / scipy), the
-dilation matching in XLA. Data: true edges are the boundaries of random Voronoi label maps (1 pixel wide); the
+Run it under `taskset -c 0` for one core: the matching runs on the host in one thread (numpy / scipy). Data: true edges are the boundaries of random Voronoi label maps (1 pixel wide); the
 logits are the edges blurred (σ 1.2 pixels) plus Gaussian noise, in two regimes:
   sparse  a good detector: sigmoid near 1 on and next to edges, mostly below 0.05 elsewhere;
   dense   a poor one: probabilities spread over (0, 1) everywhere, so low thresholds predict most of the image and
@@ -81,7 +80,7 @@ def main(argv):
       logits = logits_for(rng, true, regime)
       edges = true.astype(np.float32)[..., None]
       options = [dict(max_dist=float(d)) for d in _MAX_DISTS.value]
-      options += [dict(max_dist=float(_MAX_DISTS.value[0]), thin=False), dict(matching="dilation")]
+      options.append(dict(max_dist=float(_MAX_DISTS.value[0]), thin=False))
       for option in options:
         metric = metrics.EdgeMetric(thresholds=_THRESHOLDS.value, **option)
         took, ods_f = seconds(metric, logits, edges, int(batch))

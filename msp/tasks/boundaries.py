@@ -1,6 +1,6 @@
 """Boundary (edge) evaluation as the BSDS benchmark does it: thinning and one-to-one matching, in numpy / scipy.
 
-`EdgeMetric` (matching="bsds") calls `boundary_counts` from inside its jitted update through `jax.pure_callback`;
+`EdgeMetric` calls `boundary_counts` from inside its jitted update through `jax.pure_callback`;
 everything here runs on the host on numpy arrays.
 
   `thin(masks)`                                   morphological thinning to one-pixel-wide curves, as MATLAB's
