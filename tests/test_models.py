@@ -77,7 +77,7 @@ def test_group_spec_finds_every_backbone_conv_in_network_order():
 
 
 def test_batchnorm_hides_a_uniform_shrinkage_of_all_but_the_last_layer():
-  """Why budget mode's λ meta-gradient is nearly blind (docs/lambda_studies.md, "Where budget mode cuts"): in
+  """Why budget mode's λ meta-gradient is nearly blind (docs/results/lambda_studies.md, "Where budget mode cuts"): in
   training mode, halving every group of a layer whose output feeds another ConvNorm leaves the outputs unchanged up
   to BatchNorm's ε; only the last backbone layer, which feeds the heads, changes them."""
   net = MultiTaskNet(ResNet(depths=(1, 1), widths=(8, 8), strides=(1, 1), block="plain", stem_width=8),

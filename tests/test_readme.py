@@ -10,6 +10,7 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 README = os.path.join(ROOT, "README.md")
+PAPER_SCALE = os.path.join(ROOT, "docs", "paper_scale.md")
 FENCE = re.compile(r"^```([\w-]*)[^\n]*\n(.*?)^```[ \t]*$", re.M | re.S)
 # Inline links and images, [text](target "title") / ![alt](target); HTML src= and href= attributes.
 MARKDOWN_LINK = re.compile(r"!?\[(?:[^\[\]]|\[[^\[\]]*\])*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
@@ -77,10 +78,11 @@ def test_readme_python_block_runs(index):
 # ------------------------------------------------------------------------------------------------ shown output
 
 def test_readme_summary_output_is_what_the_command_prints():
-  """The paper-scale summary in the README: the shown command, run, prints exactly the lines shown below it."""
-  shown = [body for body in _fenced_blocks(_read(README), "")
+  """The paper-scale summary in docs/paper_scale.md: the shown command, run, prints exactly the lines shown below
+  it."""
+  shown = [body for body in _fenced_blocks(_read(PAPER_SCALE), "")
            if body.startswith("$ python experiments/reports/network_summary.py ")]
-  assert len(shown) == 1, "README.md should show one `$ python experiments/reports/network_summary.py ...` block"
+  assert len(shown) == 1, "docs/paper_scale.md should show one `$ python experiments/reports/network_summary.py ...` block"
   command, _, expected = shown[0].partition("\n")
   args = shlex.split(command[2:])
   assert args[:2] == ["python", "experiments/reports/network_summary.py"]

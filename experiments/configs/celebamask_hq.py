@@ -4,12 +4,12 @@ Command:   python experiments/meta_train.py \
              --config=experiments/configs/celebamask_hq.py[:VARIANT[,CLASSES][,paper][,tiny][,KEY=VALUE...]] \
              --workdir=DIR --config.data.manual_dir=/path/to/CelebAMask-HQ
            then  python experiments/evaluate.py --workdir=DIR ; python experiments/adapt_unseen.py --workdir=DIR
-           The dataset is built from the download on first use (README, "CelebAMask-HQ").
+           The dataset is built from the download on first use (docs/datasets.md, "CelebAMask-HQ").
 Hardware:  one GPU (the default net, a dilated ResNet-18-like backbone at 256²); `tiny` runs on CPU for tests.
            `paper`: `python benchmarks/meta_step_memory.py --config=experiments/configs/celebamask_hq.py:budget,paper`
            prints the meta-step's compiled memory.
 Runtime:   not measured yet on real data (no GPU run has been made with this config).
-Expected:  not measured yet; the README's CelebAMask-HQ section will carry the table once a run exists.
+Expected:  not measured yet; docs/datasets.md will carry the table once a run exists.
 Variants:  meta_sparsity, meta_sparsity_global, reference, budget (the default), maml, dense_mtl, fixed_lambda,
            single_task, thin_dense, magnitude (experiments/configs/common.py). Keys: `budget,flops=F`,
            `fixed_lambda,lambda=V`, `single_task,task=segmentation|Male|Smiling`, `thin_dense,flops=F`,

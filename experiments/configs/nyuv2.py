@@ -4,14 +4,14 @@ Command:   python experiments/meta_train.py \
              --config=experiments/configs/nyuv2.py[:VARIANT[,LAYOUT][,paper][,tiny][,KEY=VALUE...]] \
              --workdir=DIR --config.data.manual_dir=/path/to/download
            then  python experiments/evaluate.py --workdir=DIR ; python experiments/adapt_unseen.py --workdir=DIR
-           The dataset is built from the download on first use (README, "NYU-v2"); `--config.data.data_dir` says
+           The dataset is built from the download on first use (docs/datasets.md, "NYU-v2"); `--config.data.data_dir` says
            where (default $TFDS_DATA_DIR or ~/tensorflow_datasets).
 Hardware:  one GPU (the default net, a dilated ResNet-18-like backbone at 256², fits in a few GiB); the `tiny`
            modifier runs on CPU for tests. `paper`: XLA:CPU plans ~19 GiB for the default meta-step (first_order,
            K = 1, 4 episodes × (8 + 8) images), ~5.5 GiB with 1 episode; second_order K = 3 needs remat
            (`python benchmarks/meta_step_memory.py` prints the table for a config).
 Runtime:   not measured yet on real data (no GPU run has been made with this config).
-Expected:  not measured yet; the README's NYU-v2 section will carry the table once a run exists.
+Expected:  not measured yet; docs/datasets.md will carry the table once a run exists.
 Variants:  meta_sparsity, meta_sparsity_global, reference, budget (the default), maml, dense_mtl, fixed_lambda,
            single_task, thin_dense, magnitude (experiments/configs/common.py). Keys: `budget,flops=F`,
            `fixed_lambda,lambda=V`, `single_task,task=segmentation|depth|normals`, `thin_dense,flops=F`,

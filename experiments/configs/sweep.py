@@ -10,12 +10,12 @@ DATASET:   synthetic (the default), nyuv2 or celebamask_hq (give --config.data_d
 Hardware:  2 CPU cores for synthetic scenes; real data wants an accelerator.
 Runtime:   synthetic on 2 CPU cores: 63 runs, each trained 600 outer steps (or pruned from dense_mtl), fine-tuned 300,
            evaluated twice, adapted once and exported: 2 h 01 min for 57 of them with adaptation left out (two
-           slices in parallel, the README's section) plus 22 min for the 6 magnitude runs at 20 % and 30 %; the
+           slices in parallel) plus 22 min for the 6 magnitude runs at 20 % and 30 %; the
            adaptation of the 48 fine-tuned multi-task runs (about a minute each) adds about 30 min on two slices.
            --shard splits it over processes or machines, and a rerun skips what is finished.
 Expected:  after fine-tuning, budget,flops=0.25 at about 26 % of the FLOPs level with global magnitude pruning at 25 %
            (−2.2 % against −1.8 % of Δm, seed std about 0.8); budget,flops=0.5 about 1.3 points behind it at 50 %
-           (−1.7 % against −0.4 %); the README's "Does learned sparsity pay?" section has the table.
+           (−1.7 % against −0.4 %); docs/results/comparison.md has the table.
 
 Every run is `experiments/configs/<DATASET>.py:<method>[,tiny]` with `--config.seed=<seed>` (magnitude runs prune the
 same seed's dense_mtl run) and goes through the same stages: train → evaluate → adapt (unseen tasks) → finetune

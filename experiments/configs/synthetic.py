@@ -10,7 +10,7 @@ Runtime:   about 0.45 s per outer step after a 40 s compile: 600 steps in 5–6 
            The study's baselines (single_task, thin_dense, magnitude) are not timed yet.
 Expected:  `budget`: group sparsity at its 50 % target (measured 50.0 %), segmentation, depth, normals and the
            unseen edges clearly better than the untrained network (the README's quickstart output and
-           docs/synthetic_variants.md give the measured tables). `thin_dense`: widths 11/22/44 (stem 11), 49.96 % of
+           docs/results/synthetic_variants.md give the measured tables). `thin_dense`: widths 11/22/44 (stem 11), 49.96 % of
            the backbone's FLOPs at flops=0.5; 7/15/30 (stem 7), 23.6 % at flops=0.25. The baselines' scores are
            not measured yet.
 Variants:  meta_sparsity, meta_sparsity_global, reference, budget (the default), maml, dense_mtl, fixed_lambda (the

@@ -36,7 +36,7 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
   c.meta.episodes = 2
   # A larger inner step overshoots: at 0.1 the meta-learned initialisation predicted with test MSE 20–190 and
   # the one inner step brought it to 0.5–1 (0.03 alike), so the student never learned the teacher and budget
-  # mode's cuts followed the group weights instead (docs/lambda_studies.md, "Where budget mode cuts").
+  # mode's cuts followed the group weights instead (docs/results/lambda_studies.md, "Where budget mode cuts").
   c.meta.inner_lr = 0.01
   c.optim.lr = 0.1  # 0.3 diverged; 0.02 learns 3× slower
   c.budget.cost = "uniform"

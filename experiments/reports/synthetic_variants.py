@@ -7,7 +7,7 @@ Each variant of experiments/configs/synthetic.py is meta-trained in ROOT/<varian
 checkpoint) and scored on the test split by the evaluation protocol (`msp.train.evaluation`). Writes OUT/report.md
 (the commit and command that made it; final λ per layer, group and parameter sparsity, FLOPs kept, each seen task's
 headline metric), OUT/lambda_trajectories.png (λ and alive channels per layer over the outer steps) and
-OUT/results.json. Runtime on 2 CPU cores: about 40 min for the seven variants (docs/synthetic_variants.md).
+OUT/results.json. Runtime on 2 CPU cores: about 40 min for the seven variants (docs/results/synthetic_variants.md).
 """
 import json
 import os

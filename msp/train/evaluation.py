@@ -8,8 +8,8 @@ on their own: the outer loss only ever sees them after K inner steps), in three 
   2. recalibrate: BatchNorm's running averages are replaced by the statistics of `eval.calibration_size` training
      examples under the weights being evaluated. The averages kept during meta-training belong to other weights
      (each episode's adapted ones, tens of outer steps ago, before channels were pruned); inference on them
-     scored the quickstart's attribute tasks at chance level although they had trained (README, "Evaluation
-     protocol");
+     scored the quickstart's attribute tasks at chance level although they had trained (docs/evaluation.md,
+     "Why recalibrate");
   3. infer: a forward pass in inference mode over the evaluation split, pooling each task's metric.
 Unseen tasks (`msp.train.adaptation`) get new heads on a recalibrated backbone. `describe_protocol` says all this
 in one line for reports.
