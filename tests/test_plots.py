@@ -1,10 +1,12 @@
-"""experiments/reports/plots.py: sizes of the PNGs, labels, shared ranges, legends and input checks; the preview command."""
+"""experiments/reports/plots.py: sizes of the PNGs, labels, shared ranges, legends, at most MAX_SERIES series per panel
+and input checks; the preview command."""
+import math
 import re
 
 import numpy as np
 import pytest
 from matplotlib import image as mpimg
-from matplotlib.colors import to_rgba
+from matplotlib.colors import to_rgb, to_rgba
 
 from experiments.reports import plots
 
@@ -71,30 +73,67 @@ def test_lambda_and_alive_layout_labels_and_size(tmp_path):
   assert fig.get_suptitle() == "λ over training"
 
 
-def test_lambda_and_alive_has_one_legend_naming_every_layer(tmp_path):
+def _style(line):
+  return to_rgb(line.get_color()), line.get_linestyle()
+
+
+def _legend_texts(legend):
+  return [t.get_text() for t in legend.get_texts()]
+
+
+def test_lambda_and_alive_keys_stage_colours_and_role_line_styles(tmp_path):
   fig = plots.lambda_and_alive([_panel("a"), _panel("b", seed=1)], str(tmp_path / "lambda.png"))
-  assert len(fig.legends) == 1
   assert all(ax.get_legend() is None for ax in fig.axes)
-  texts = [t.get_text() for t in fig.legends[0].get_texts()]
-  assert texts == [name.removeprefix("backbone/") for name in LAYERS]
+  stage_key, role_key = fig.legends
+  assert _legend_texts(stage_key) == ["stage0", "stage1", "stage2", "stage3"]
+  assert _legend_texts(role_key) == ["conv1", "conv2", "conv3"]
+  colour_of = dict(zip(_legend_texts(stage_key), (to_rgb(h.get_color()) for h in stage_key.legend_handles)))
+  style_of = dict(zip(_legend_texts(role_key), (h.get_linestyle() for h in role_key.legend_handles)))
+  for ax in _visible_axes(fig):
+    # each layer's line in its stage's colour and its role's style: ten layers, ten looks, four colours
+    expected = [(colour_of[name.split("_")[0].removeprefix("backbone/")], style_of[name[-5:]]) for name in LAYERS]
+    assert [_style(line) for line in ax.get_lines()] == expected
+    assert len(set(expected)) == 10 and len({colour for colour, _ in expected}) == 4
 
 
-def test_lambda_and_alive_keeps_a_layers_colour_across_panels(tmp_path):
+def test_lambda_and_alive_keeps_a_layers_look_across_panels(tmp_path):
   reordered = LAYERS[::-1]
   panels = [_panel("a"), _panel("b", layers=reordered, groups=GROUPS[::-1])]
   fig = plots.lambda_and_alive(panels, str(tmp_path / "lambda.png"))
   lam_axes = [ax for ax in _visible_axes(fig) if ax.get_yscale() == "log"]
-  colours = [[to_rgba(line.get_color()) for line in ax.get_lines()] for ax in lam_axes]
-  assert colours[1] == colours[0][::-1]
-  assert len(set(colours[0])) == len(LAYERS)  # ten layers, ten colours
+  looks = [[_style(line) for line in ax.get_lines()] for ax in lam_axes]
+  assert looks[1] == looks[0][::-1]
 
 
-def test_lambda_and_alive_varies_line_style_beyond_ten_layers(tmp_path):
-  layers = [f"backbone/layer{i}" for i in range(14)]
-  fig = plots.lambda_and_alive([_panel("many", layers=layers, groups=np.full(14, 8))], str(tmp_path / "l.png"))
-  handles = fig.legends[0].legend_handles
-  styles = {(to_rgba(h.get_color()), h.get_linestyle()) for h in handles}
-  assert len(styles) == 14
+RESNET18_LAYERS = ([f"backbone/stage0_conv{c}" for c in (1, 2, 3)] +
+                   [f"backbone/stage{s}_block{b}/{conv}" for s in (1, 2, 3, 4) for b in (0, 1)
+                    for conv in ("conv1", "conv2", *(("shortcut",) if s > 1 and b == 0 else ()))] +
+                   ["backbone/stage4_stream"])
+GENERIC_LAYERS = [f"head{i}" for i in range(14)]
+
+
+@pytest.mark.parametrize("layers", [RESNET18_LAYERS, GENERIC_LAYERS], ids=["resnet18", "no_stages"])
+def test_lambda_and_alive_draws_at_most_eight_colours_per_panel_and_keys_of_at_most_eight(tmp_path, layers):
+  groups = np.full(len(layers), 8)
+  path = tmp_path / "lambda.png"
+  fig = plots.lambda_and_alive([_panel("a", layers, groups), _panel("b", layers, groups, seed=1)], str(path))
+  assert _pixels(path) == _expected_pixels(fig)
+  key_colours = {to_rgb(h.get_color()) for h in fig.legends[0].legend_handles}
+  key_styles = {h.get_linestyle() for legend in fig.legends[1:] for h in legend.legend_handles} or {"-"}
+  assert all(len(legend.get_texts()) <= plots.MAX_SERIES for legend in fig.legends)
+  for ax in _visible_axes(fig):
+    lines = ax.get_lines()
+    assert len(lines) == len(layers)
+    assert len({to_rgb(line.get_color()) for line in lines}) <= plots.MAX_SERIES
+    assert {to_rgb(line.get_color()) for line in lines} <= key_colours  # every colour and style is in a key
+    assert {line.get_linestyle() for line in lines} <= key_styles
+  if layers is RESNET18_LAYERS:
+    assert _legend_texts(fig.legends[0]) == [f"stage{s}" for s in range(5)]
+    assert _legend_texts(fig.legends[1]) == ["conv1", "conv2", "conv3", "shortcut", "stream"]
+    assert "blocks alike" in fig.legends[1].get_title().get_text()  # stage1_block0/conv1 looks like block1's
+  else:  # 14 stages of their own: two to a colour, no role key
+    assert len(fig.legends) == 1 and fig.legends[0].get_title().get_text() == "colour: layer"
+    assert _legend_texts(fig.legends[0])[:2] == ["head0 … head1", "head2 … head3"]
 
 
 def test_lambda_and_alive_wraps_many_panels_within_the_width(tmp_path):
@@ -188,26 +227,125 @@ def _front_points():
           {"method": "dense_mtl", "stage": "as trained", "flops_kept": (1.0, 0.0), "delta_m": (2.0, float("nan"))}]
 
 
+def _panels(fig):
+  """The axes of `fig` that draw (not the legend slots below them)."""
+  return [ax for ax in fig.axes if ax.axison]
+
+
+def _series_colours(ax):
+  """The colours of everything `ax` draws but its grey reference marks."""
+  colours = set()
+  for artist in [*ax.get_lines(), *ax.collections]:
+    if artist.get_gid() != plots.REFERENCE_GID:
+      colours.update([to_rgb(artist.get_color())] if artist in ax.get_lines() else
+                     [tuple(c[:3]) for c in artist.get_color()])
+  return colours
+
+
+def _markers(ax):
+  """The lines of `ax` that are a point's marker (not error bars, caps, joins or reference marks)."""
+  return [line for line in ax.get_lines()
+          if line.get_marker() in plots.MARKERS and line.get_gid() != plots.REFERENCE_GID]
+
+
 def test_delta_m_front_marks_methods_and_stages(tmp_path):
   path = tmp_path / "front.png"
   fig = plots.delta_m_front(_front_points(), ["as trained", "after fine-tuning"], str(path), "a title")
   assert _pixels(path) == _expected_pixels(fig) and _pixels(path)[1] <= plots.MAX_WIDTH_IN * plots.DPI
-  (ax,) = fig.axes
+  (ax,) = _panels(fig)
   assert ax.get_xlabel() == plots.FLOPS_KEPT_LABEL and ax.get_ylabel() == plots.DELTA_M_LABEL
-  assert ax.get_xlim() == pytest.approx((0, 1.05))
-  texts = [t.get_text() for t in fig.legends[0].get_texts()]
-  assert texts == ["budget", "dense_mtl", "as trained", "after fine-tuning"]
+  assert ax.get_xlim() == pytest.approx((0, 1.05)) and fig.get_suptitle() == "a title"
+  (legend,) = [a.get_legend() for a in fig.axes if a.get_legend()]
+  assert _legend_texts(legend) == ["budget", "dense_mtl"]
+  assert _legend_texts(fig.legends[0]) == ["as trained", "after fine-tuning"]  # one panel: no grey dots
   # filled for the first stage, white for the second; the methods' colours differ
-  markers = [line for line in ax.get_lines() if line.get_marker() not in ("None", "", "_", "|")]
+  markers = _markers(ax)
   faces = [to_rgba(line.get_markerfacecolor()) for line in markers]
   assert faces.count(to_rgba("white")) == 1 and len({to_rgba(line.get_color()) for line in markers}) == 2
   with pytest.raises(ValueError, match="stages"):
     plots.delta_m_front(_front_points(), ["as trained"], str(path))
 
 
-def test_no_two_of_many_methods_share_a_colour_and_marker():
-  styles = plots._method_styles([f"method{i}" for i in range(21)])  # a sweep's 21 labels
-  assert len({(s["color"], s["marker"]) for s in styles.values()}) == 21
+def test_method_panels_keep_families_whole_and_split_big_ones():
+  budget = [f"budget,flops=0.{i:02d}" for i in range(12, 0, -1)]
+  methods = ["dense_mtl", *budget, "magnitude,flops=0.5", "magnitude,flops=0.25+steps=1", "thin_dense", "maml"]
+  panels = plots._method_panels(methods)
+  assert [name for name, _ in panels] == ["dense_mtl, magnitude, thin_dense, maml", "budget (1 of 2)",
+                                          "budget (2 of 2)"]
+  assert panels[0][1] == ["dense_mtl", "magnitude,flops=0.5", "magnitude,flops=0.25+steps=1", "thin_dense", "maml"]
+  assert panels[1][1] + panels[2][1] == sorted(budget) and len(panels[1][1]) == len(panels[2][1]) == 6
+  # a split family's panels take the families after it that fit
+  assert [name for name, _ in plots._method_panels([*budget[:9], "maml"])] == ["budget (1 of 2), maml",
+                                                                               "budget (2 of 2)"]
+
+
+def test_shared_label_parts_go_to_the_title():
+  labels, shared = plots._less_shared_parts(["budget,flops=0.25+a=1+b=2", "budget,flops=0.5+a=1", "budget+a=1"])
+  assert labels == ["flops=0.25+b=2", "flops=0.5", "budget+a=1"] and shared == "budget+a=1"  # the last: all shared
+  assert plots._less_shared_parts(["x+a=1+b=2", "x+b=2+a=1"]) == (["x+a=1+b=2", "x+b=2+a=1"], "")  # would be alike
+  assert plots._less_shared_parts(["budget"]) == (["budget"], "")
+
+
+FAMILIES = {"budget": 11, "magnitude": 4, "thin_dense": 2, "fixed_lambda": 3}  # 20 labels, one family of > 8
+
+
+def _many_methods():
+  return [f"{family},flops=0.{i + 1}" + ("+steps=1200" if i % 2 else "")
+          for family, count in FAMILIES.items() for i in range(count)]
+
+
+def _check_method_panels(fig, methods, path):
+  """Every panel draws at most MAX_SERIES series in distinct colours, with a legend of at most MAX_SERIES entries
+  that is no taller than the panel; every method is in exactly one panel; the panels share their axes."""
+  assert _pixels(path) == _expected_pixels(fig) and _pixels(path)[1] == plots.MAX_WIDTH_IN * plots.DPI
+  panels = _panels(fig)
+  slots = [ax for ax in fig.axes if ax.get_legend()]
+  assert len(panels) == len(slots) >= math.ceil(len(methods) / plots.MAX_SERIES)
+  renderer = fig.canvas.get_renderer()
+  drawn = []
+  for ax, slot in zip(panels, slots):
+    legend = slot.get_legend()
+    entries = len(legend.get_texts())
+    assert entries <= plots.MAX_SERIES and len(_series_colours(ax)) == entries
+    handle_colours = [to_rgb(h.get_color()) for h in legend.legend_handles]
+    assert len(set(handle_colours)) == entries and set(handle_colours) == _series_colours(ax)
+    assert legend.get_window_extent(renderer).height <= ax.get_window_extent(renderer).height
+    drawn += [t.get_text() for t in legend.get_texts()]
+  assert len(drawn) == len(methods)
+  assert len({ax.get_xlim() for ax in panels}) == 1 and len({ax.get_ylim() for ax in panels}) == 1
+  assert all(len(legend.get_texts()) <= plots.MAX_SERIES for legend in fig.legends)
+  return panels
+
+
+def test_delta_m_front_spreads_many_methods_over_panels_with_the_others_in_grey(tmp_path):
+  methods = _many_methods()
+  rng = np.random.default_rng(0)
+  points = [{"method": m, "stage": stage, "flops_kept": (rng.uniform(0.1, 1), 0.02), "delta_m": (rng.normal(), 0.5)}
+            for m in methods for stage in ("as trained", "after fine-tuning")]
+  path = tmp_path / "front.png"
+  fig = plots.delta_m_front(points, ["as trained", "after fine-tuning"], str(path), "many")
+  panels = _check_method_panels(fig, methods, path)
+  assert [ax.get_title() for ax in panels] == ["budget (1 of 2), thin_dense", "budget (2 of 2), fixed_lambda",
+                                               "magnitude"]
+  for ax in panels:
+    own = len(_markers(ax))
+    (grey,) = [line for line in ax.get_lines() if line.get_gid() == plots.REFERENCE_GID and line.get_marker() == "o"]
+    assert own + len(grey.get_xdata()) == len(points)  # each panel shows the whole front
+    assert to_rgb(grey.get_color()) not in _series_colours(ax)
+  assert _legend_texts(fig.legends[0]) == ["as trained", "after fine-tuning", "the other panels' methods"]
+
+
+def test_kept_channels_spreads_many_methods_over_panels(tmp_path):
+  methods = _many_methods()
+  series = [{"method": m, "mean": GROUPS * (i + 1) / (len(methods) + 1), "std": np.ones(len(LAYERS))}
+            for i, m in enumerate(methods)]
+  path = tmp_path / "channels.png"
+  fig = plots.kept_channels(LAYERS, GROUPS, series, str(path), "kept")
+  panels = _check_method_panels(fig, methods, path)
+  for ax in panels:
+    assert ax.get_ylim() == pytest.approx((0, 1.05))
+    assert [t.get_text() for t in ax.get_xticklabels()] == [n.removeprefix("backbone/") for n in LAYERS]
+    assert len([line for line in ax.get_lines() if line.get_linestyle() != "None"]) <= plots.MAX_SERIES
 
 
 def test_kept_channels_draws_fractions_of_each_layer(tmp_path):
@@ -216,7 +354,7 @@ def test_kept_channels_draws_fractions_of_each_layer(tmp_path):
             {"method": "dense", "mean": GROUPS.astype(float), "std": np.full(len(LAYERS), np.nan)}]
   fig = plots.kept_channels(LAYERS, GROUPS, series, str(path), "kept")
   assert _pixels(path) == _expected_pixels(fig) and _pixels(path)[1] <= plots.MAX_WIDTH_IN * plots.DPI
-  (ax,) = fig.axes
+  (ax,) = _panels(fig)
   assert ax.get_ylabel() == plots.KEPT_LABEL and ax.get_ylim() == pytest.approx((0, 1.05))
   lines = [line for line in ax.get_lines() if line.get_linestyle() != "None"]  # not the error bars' caps
   np.testing.assert_allclose(lines[0].get_ydata(), 0.5)
@@ -230,7 +368,8 @@ def _inside_figure(fig):
   """Whether every legend text of `fig` lies within the figure (drawn at its saved size)."""
   renderer = fig.canvas.get_renderer()
   box = fig.bbox
-  texts = [t for legend in fig.legends for t in legend.get_texts()]
+  texts = [t for legend in [*fig.legends, *(ax.get_legend() for ax in fig.axes if ax.get_legend())]
+           for t in legend.get_texts()]
   extents = [t.get_window_extent(renderer) for t in texts]
   return bool(texts) and all(box.x0 - 1 <= e.x0 and e.x1 <= box.x1 + 1 and box.y0 - 1 <= e.y0 for e in extents)
 
@@ -238,6 +377,8 @@ def _inside_figure(fig):
 def test_long_labels_wrap_at_their_overrides_and_stay_inside_both_figures(tmp_path):
   labels = [f"budget,flops=0.25+sparsity.tie_streams=True+sparsity.weighting=unweighted+budget.cost_init=True+"
             f"sparsity.lambda_init=0.{i}" for i in range(1, 13)] + ["dense_mtl"]
+  labels += [f"magnitude,flops=0.{i}+sparsity.relative_threshold=True+sparsity.weighting=unweighted+"
+             f"sparsity.lambda_init=0.15+budget.cost_init=False+steps=1200" for i in range(1, 4)]
   points = [{"method": m, "stage": "as trained", "flops_kept": (0.3, 0.01), "delta_m": (-1.0, 0.5)} for m in labels]
   front = plots.delta_m_front(points, ["as trained"], str(tmp_path / "front.png"))
   series = [{"method": m, "mean": GROUPS / 2, "std": np.ones(len(LAYERS))} for m in labels]
@@ -246,7 +387,13 @@ def test_long_labels_wrap_at_their_overrides_and_stay_inside_both_figures(tmp_pa
     height, width = _pixels(tmp_path / name)
     assert (height, width) == _expected_pixels(fig) and width <= plots.MAX_WIDTH_IN * plots.DPI
     assert _inside_figure(fig)
-    texts = [t.get_text() for t in fig.legends[0].get_texts()]
-    assert [t.replace("\n", "") for t in texts[:len(labels)]] == labels  # wrapped, nothing lost
+    legends = [(ax.get_title(), slot.get_legend()) for ax, slot in zip(_panels(fig), fig.axes[len(_panels(fig)):])]
+    texts = {}
+    for panel_title, legend in legends:  # a label's parts shared by its panel are in the panel's title
+      shared = panel_title.split("all: ", 1)[1].replace("\n", "") if "all: " in panel_title else ""
+      for text in _legend_texts(legend):
+        texts[text] = shared
+    parts = lambda label: frozenset(re.split(r"[,+]", label.replace("\n", ""))) - {""}
+    assert {parts(text) | parts(shared) for text, shared in texts.items()} == {parts(label) for label in labels}
     assert any("\n+" in t for t in texts)  # broken before an override
   assert plots._wrap_label("a+bb+ccc", 4) == "a+bb\n+ccc" and plots._wrap_label("short", 4) == "short"
