@@ -309,6 +309,24 @@ def test_plots_are_written(report, name):
   assert len({tuple(p) for p in image[..., :3].reshape(-1, 3)[::97]}) > 20  # drawn in several colours
 
 
+def test_report_only_redraws_the_front_from_results_json(report, tmp_path):
+  """A report whose runs are gone: --report_only redraws front.png from results.json alone, pixel for pixel as the
+  full command drew it."""
+  shutil.copy(os.path.join(report[0], "results.json"), tmp_path / "results.json")
+  done = _tables(f"--out={tmp_path}", "--report_only")
+  assert done.returncode == 0, done.stderr[-2000:]
+  assert sorted(os.listdir(tmp_path)) == ["front.png", "results.json"]
+  assert np.array_equal(mpimg.imread(tmp_path / "front.png"), mpimg.imread(os.path.join(report[0], "front.png")))
+
+
+def test_report_only_without_results_is_one_line(tmp_path):
+  done = _tables(f"--out={tmp_path}", "--report_only")
+  assert done.returncode == 2 and done.stderr.strip() == (
+      f"error: --out={tmp_path}: no readable results.json of tables.py (FileNotFoundError: [Errno 2] No such file "
+      f"or directory: '{tmp_path}/results.json')")
+  assert not os.listdir(tmp_path)
+
+
 def _copy_files(source, destination):
   """The run directory `source` without checkpoints and TensorBoard events (all tables.py reads) at `destination`."""
   shutil.copytree(source, destination, ignore=shutil.ignore_patterns("checkpoints*", "tensorboard", "export"))

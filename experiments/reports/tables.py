@@ -2,6 +2,7 @@ r"""Paper-style tables and plots from finished runs: every method's seen and uns
 
 python experiments/reports/tables.py --runs='runs/sweep/*/seed*' [--runs=...] [--baseline='runs/single/*/seed*'] --out=DIR
     [--split=test] [--adapt=heads] [--unseen_baseline=dense_mtl] [--metrics=delta_m|headline]
+python experiments/reports/tables.py --out=DIR --report_only    # redraw DIR/front.png from DIR/results.json
 
 Reads only the runs' files, never a checkpoint: config.json, metrics.jsonl, the results of evaluate.py
 (eval/<split>_step<N>.json), adapt_unseen.py (adapt/<adapt>_step<N>.json) and export.py (export/report.json). A run
@@ -50,6 +51,7 @@ from absl import flags
 from experiments.run import script
 from experiments.reports import plots
 from experiments.run import provenance
+from msp.cli import fail
 from msp.models import build_model
 from msp.sparsity import group_spec
 from msp.tasks import build_tasks
@@ -575,9 +577,33 @@ def front_table(rows: list[Row], columns: list[Column]) -> str:
 
 def front_points(rows: list[Row]) -> list[dict]:
   """`plots.delta_m_front` points of the seen block's rows (mean, std over seeds; std NaN for one seed)."""
+  return [_front_point(r.label, r.stage, r.values) for r in rows]
+
+
+def _front_point(label: str, stage: str, values: dict[str, list[float]]) -> dict:
   stat = lambda v: (float(np.mean(v)), float(np.std(v, ddof=1)) if len(v) > 1 else float("nan"))
-  return [{"method": r.label, "stage": r.stage, "flops_kept": stat(r.values["flops_kept"]),
-           "delta_m": stat(r.values[DELTA_M.key])} for r in rows]
+  return {"method": label, "stage": stage, "flops_kept": stat(values["flops_kept"]),
+          "delta_m": stat(values[DELTA_M.key])}
+
+
+def redraw_front(out: str) -> str:
+  """Redraws OUT/front.png from the per-seed Δm and FLOPs kept in OUT/results.json (a report whose runs are gone);
+  returns its path. ConfigError when OUT has no results.json with Δm."""
+  path = os.path.join(out, "results.json")
+  try:
+    with open(path, encoding="utf-8") as f:
+      seen = json.load(f)["seen"]
+  except (OSError, ValueError, KeyError, TypeError) as e:
+    raise ConfigError(f"--out={out}: no readable results.json of tables.py ({type(e).__name__}: {e})") from e
+  rows = [r for r in seen["rows"] if DELTA_M.key in r["values"]]
+  if not rows:
+    raise ConfigError(f"{path} has no Δm (it was made without --baseline): there is no front to draw")
+  dataset = re.match(r"Seen tasks\. (.*?), \w+ split", seen["caption"])
+  front = os.path.join(out, "front.png")
+  plots.delta_m_front([_front_point(r["method"], r["stage"], r["values"]) for r in rows],
+                      [s for s in STAGES if any(r["stage"] == s for r in rows)], front,
+                      f"{dataset.group(1) if dataset else 'results'}: seen tasks")
+  return front
 
 
 def command(runs: list[str], out: str, baseline: list[str] = (), split: str = "test", adapt: str = "heads",
@@ -637,13 +663,20 @@ def define_flags() -> None:
                       "unseen tasks' Δm reference.")
   flags.DEFINE_enum("metrics", "delta_m", METRIC_CHOICES, "Metric columns: delta_m, the metrics Δm compares "
                     "(LibMTL's per-task sets); headline, one per task.")
-  flags.mark_flags_as_required(["runs", "out"])
+  flags.DEFINE_bool("report_only", False, "Only redraw OUT/front.png from OUT/results.json (the runs are not read).")
+  flags.mark_flags_as_required(["out"])
 
 
 def main(argv):
   script.start(argv)
   started = provenance.provenance()
   f = flags.FLAGS
+  if f.report_only:
+    with script.clear_errors():
+      print(f"redrawn {redraw_front(f.out)}")
+    return
+  if not f.runs:
+    fail("--runs is required (or --report_only to redraw OUT/front.png)")
   with script.clear_errors():
     markdown, notes = command(f.runs, f.out, f.baseline, f.split, f.adapt, f.unseen_baseline,
                               f["unseen_baseline"].present, f.metrics, started)
