@@ -1,12 +1,15 @@
-"""Reports record their provenance, stay out of docs/, and the quickstart beats the untrained network."""
+"""Reports record their provenance, stay out of docs/, and the quickstart beats the untrained network and prints
+what the README shows."""
 import json
 import os
+import re
 import subprocess
 import sys
 
 import pytest
 
 from experiments.run import provenance
+from msp.export.report import machine
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -58,3 +61,26 @@ def test_quickstart_beats_the_untrained_network_in_seed_0(tmp_path):
   results = json.loads((tmp_path / "report" / "results.json").read_text())
   assert results["wins"] == {task: 1 for task in results["wins"]}, results["wins"]
   assert results["every_task_beats_untrained"] is True
+  _assert_the_readme_shows(_seed_table((tmp_path / "report" / "report.md").read_text(), 0))
+
+
+def _seed_table(report: str, seed: int) -> str:
+  return report.split(f"### seed {seed}\n\n```\n", 1)[1].split("\n```", 1)[0]
+
+
+def _readme_quickstart() -> tuple[str, str]:
+  """(the README quickstart section's prose, its printed block)."""
+  with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
+    section = f.read().split("## Quickstart\n", 1)[1].split("\n## ", 1)[0]
+  prose, block = section.split("\n```\n", 1)
+  return prose, block.split("\n```", 1)[0]
+
+
+def _assert_the_readme_shows(printed: str) -> None:
+  """The README's quickstart block is what the quickstart prints: line for line with every number masked on any
+  machine, and exactly on the machine the README names."""
+  prose, shown = _readme_quickstart()
+  numbers = re.compile(r"\d+(\.\d+)?(e-?\d+)?")
+  assert numbers.sub("#", shown).split("\n") == numbers.sub("#", printed).split("\n")
+  if machine() in " ".join(prose.split()):
+    assert shown == printed
