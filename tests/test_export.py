@@ -363,3 +363,6 @@ def test_export_script_needs_no_dataset(tmp_path):
   result = _export_script(f"--workdir={workdir}", f"--out={out}", "--repeats=1", "--warmup=0", "--batch_sizes=1")
   assert result.returncode == 0, result.stderr[-3000:]
   assert load_spec(out)["source"]["step"] == 4 and not data_dir.exists()
+  with open(os.path.join(out, "report.md"), encoding="utf-8") as f:  # the command as typed, not as parsed
+    assert f.readline().startswith(f"Made by `python experiments/export.py --workdir={workdir} --out={out} "
+                                   "--repeats=1 --warmup=0 --batch_sizes=1` at commit ")

@@ -37,6 +37,14 @@ def run(main: Callable, workdir_of: Callable[[], str] | None = None) -> None:
 
 
 def _parse_flags(argv: list[str], workdir_of: Callable[[], str] | None) -> list[str]:
+  typed = list(sys.argv)
+  try:
+    return _parse(argv, workdir_of)
+  finally:
+    sys.argv = typed  # what the user typed, as reports record it
+
+
+def _parse(argv: list[str], workdir_of: Callable[[], str] | None) -> list[str]:
   with _one_line_errors(argv):
     if workdir_of is not None and not any(re.match(r"-{1,2}config(=|$)", arg) for arg in argv[1:]):
       flags.FLAGS(argv, known_only=True)  # only to learn the workdir; the overrides are parsed below
