@@ -480,6 +480,18 @@ def _bar(std: float) -> float | None:
   return float(std) if np.isfinite(std) and std > 0 else None
 
 
+def _finish_panel(ax, i: int, slot, handles: list, layout: dict, ylabel: str) -> None:
+  """Panel i of a faceted figure: its legend in `slot`, its title, a grid, and the y label on a row's first panel."""
+  _panel_legend(slot, handles, layout["labels"][i], layout["legend_cols"][i])
+  if layout["titles"][i]:
+    ax.set_title(layout["titles"][i], fontsize=9)
+  ax.grid(True, color="0.9", lw=0.6)
+  if i % layout["cols"] == 0:
+    ax.set_ylabel(ylabel)
+  else:
+    ax.tick_params(labelleft=False)
+
+
 def delta_m_front(points: Sequence[Mapping[str, Any]], stages: Sequence[str], path: str,
                   title: str | None = None) -> Figure:
   """Δm (y) against the backbone FLOPs kept (x), the methods spread over panels of at most MAX_SERIES
@@ -540,15 +552,8 @@ def delta_m_front(points: Sequence[Mapping[str, Any]], stages: Sequence[str], pa
                       capsize=3, linestyle="none", zorder=2)
       handles = [Line2D([], [], linestyle="none", markersize=7, color=colours[j], marker=MARKERS[j])
                  for j in range(len(members))]
-      _panel_legend(slot, handles, layout["labels"][i], layout["legend_cols"][i])
-      if layout["titles"][i]:
-        ax.set_title(layout["titles"][i], fontsize=9)
+      _finish_panel(ax, i, slot, handles, layout, DELTA_M_LABEL)
       ax.set_xlabel(FLOPS_KEPT_LABEL)
-      ax.grid(True, color="0.9", lw=0.6)
-      if i % layout["cols"] == 0:
-        ax.set_ylabel(DELTA_M_LABEL)
-      else:
-        ax.tick_params(labelleft=False)
       if i:
         ax.sharex(axes[0])
         ax.sharey(axes[0])
@@ -618,15 +623,8 @@ def kept_channels(layers: Sequence[str], num_groups: Sequence[int], series: Sequ
                                    yerr=np.where(np.isfinite(std), std, 0.0) / groups, lw=1.2, markersize=5,
                                    capsize=2, elinewidth=0.8, color=colours[j], marker=MARKERS[j],
                                    markerfacecolor="white", markeredgewidth=1.2))
-      _panel_legend(slot, handles, layout["labels"][i], layout["legend_cols"][i])
-      if layout["titles"][i]:
-        ax.set_title(layout["titles"][i], fontsize=9)
+      _finish_panel(ax, i, slot, handles, layout, KEPT_LABEL)
       ax.set_xticks(x[::step], [_short(n) for n in layers][::step], rotation=60, ha="right", rotation_mode="anchor")
-      ax.grid(True, color="0.9", lw=0.6)
-      if i % layout["cols"] == 0:
-        ax.set_ylabel(KEPT_LABEL)
-      else:
-        ax.tick_params(labelleft=False)
       if i:
         ax.sharey(axes[0])
     axes[0].set_ylim(0, 1.05)
