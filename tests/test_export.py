@@ -23,6 +23,7 @@ from msp.export.prune import (ExportError, check_exact, kept_channels, max_abs_d
 from msp.export.report import count_params
 from msp.models import MultiTaskNet, ResNet
 from msp.sparsity import GroupSpec
+from msp.train.config import defaults
 from experiments.run.training import open_run
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -235,8 +236,8 @@ def test_artifact_runs_with_jax_alone_at_any_batch_size_and_restores_as_flax(tmp
           "stage2_block1/conv2": [1, 2]}
   (model, variables), (pruned_model, pruned_variables), plan = _check_export("basic", dead, multiple_of=4)
   out = str(tmp_path / "export")
-  spec = spec_dict(pruned_model, {"backbone": BACKBONES["basic"], "head_width": HEAD_WIDTH, "dtype": "float32"}, plan,
-                   SIZE, ("cpu",), {"test": True})
+  model_config = {**defaults("model").model.to_dict(), "backbone": BACKBONES["basic"], "head_width": HEAD_WIDTH}
+  spec = spec_dict(pruned_model, model_config, plan, SIZE, ("cpu",), {"test": True})
   write_artifact(out, spec, pruned_variables,
                  serialize_inference(pruned_model, pruned_variables, SIZE))
 

@@ -14,6 +14,7 @@ from msp.models.presets import BACKBONES
 from experiments.reports.network_summary import summary_rows
 from msp.sparsity import CostModel, GroupSpec
 from msp.tasks import build_tasks
+from msp.train.config import defaults
 from msp.train import build_meta_learner
 
 
@@ -114,8 +115,9 @@ def test_conv_pool_mlp_head():
 def test_head_kinds_and_widths_come_from_the_model_config():
   tasks = build_tasks(ml_collections.ConfigDict({"seg": dict(kind="segmentation", num_classes=3),
                                                  "male": dict(kind="attributes", num_attributes=1)}), ("seg", "male"))
-  model_config = ml_collections.ConfigDict(dict(backbone=dict(depths=(1,), widths=(4,), strides=(2,), dilations=(1,)),
-                                                head_width=16))
+  model_config = defaults("model").model
+  model_config.backbone = dict(depths=(1,), widths=(4,), strides=(2,), dilations=(1,))
+  model_config.head_width = 16
   assert build_model(model_config, tasks).heads == (("seg", "dense", 3), ("male", "attribute", 1))
   model_config.head_kinds = {"dense": "aspp", "attribute": "conv_pool_mlp"}
   model_config.head_widths = {"aspp": 8}

@@ -19,17 +19,18 @@ def backbone_from_fields(fields: Mapping[str, Any], dtype: jnp.dtype = jnp.float
 
 
 def build_model(model_config: ml_collections.ConfigDict, tasks: Sequence["msp.tasks.Task"]) -> MultiTaskNet:
-  """`model_config` holds `backbone` (the `ResNet` fields), `head_width` and `dtype`; one head per task.
+  """`model_config` is a run config's `model` section (msp.train.config.SCHEMA, docs/configuration.md): `backbone`
+  (the `ResNet` fields), `head_width`, `dtype`, `head_kinds` and `head_widths`; one head per task.
 
   `backbone.conv_widths` (a pruned network's, as `msp.export` writes it) may be a list of [conv path, width] pairs.
-  Optional `head_kinds` maps a task's head role (`Task.head`: "dense", "attribute") to the head kind in `HEADS` that
-  serves it (default: the role itself), e.g. {"dense": "aspp"}; optional `head_widths` maps a head kind to its width
-  (default `head_width`).
+  `head_kinds` maps a task's head role (`Task.head`: "dense", "attribute") to the head kind in `HEADS` that serves it
+  (a role it does not name: the role itself), e.g. {"dense": "aspp"}; `head_widths` maps a head kind to its width
+  (a kind it does not name: `head_width`).
   """
-  dtype = jnp.dtype(model_config.get("dtype", "float32"))
-  kinds = dict(model_config.get("head_kinds", {}))
+  dtype = jnp.dtype(model_config.dtype)
+  kinds = dict(model_config.head_kinds)
   return MultiTaskNet(
       backbone=backbone_from_fields(model_config.backbone, dtype),
       heads=tuple((t.name, kinds.get(t.head, t.head), t.channels) for t in tasks),
       head_width=model_config.head_width,
-      head_widths=tuple((str(kind), int(width)) for kind, width in model_config.get("head_widths", {}).items()))
+      head_widths=tuple((str(kind), int(width)) for kind, width in model_config.head_widths.items()))

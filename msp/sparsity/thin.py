@@ -28,7 +28,7 @@ def scaled_widths(fields: Mapping[str, Any], width_factor: float) -> dict:
   s = `width_factor` ≥ 0; minimum 2 for a "deep" stem's width (its first convs have width // 2), else 1."""
   scale = lambda w, minimum=1: max(minimum, math.floor(width_factor * w + 0.5))
   thin = dict(fields)
-  thin["stem_width"] = scale(fields["stem_width"], 2 if fields.get("stem", "simple") == "deep" else 1)
+  thin["stem_width"] = scale(fields["stem_width"], 2 if fields["stem"] == "deep" else 1)
   thin["widths"] = tuple(scale(w) for w in fields["widths"])
   return thin
 
