@@ -30,6 +30,20 @@ def test_reports_never_write_into_docs():
   assert not os.path.exists(os.path.join(ROOT, "docs", "x"))
 
 
+def test_the_lambda_report_reports_a_diverged_run(tmp_path):
+  """A variant the safeguards stopped is a row of the table that says so, and has no trajectory panel."""
+  with open(tmp_path / "fresh_reference.json", "w") as f:
+    json.dump({"variant": "reference", "regime": "fresh", "stopped": "step 121: 26 of the last 50 steps were skipped"},
+              f)
+  done = subprocess.run([sys.executable, "experiments/reports/lambda_trajectories.py", f"--out={tmp_path}",
+                         "--report_only"], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                        env={**os.environ, "PYTHONPATH": ROOT})
+  assert done.returncode == 0, done.stderr[-2000:]
+  assert ("| fresh | reference | – | – | – | – | – | diverged, stopped at step 121: 26 of the last 50 steps were "
+          "skipped |") in (tmp_path / "report.md").read_text()
+  assert not (tmp_path / "lambda_trajectories_fresh.png").exists()
+
+
 def _seeds(tmp_path, *args):
   return subprocess.run([sys.executable, "experiments/reports/seed_variation.py", f"--workdir={tmp_path / 'runs'}",
                          f"--out={tmp_path / 'report'}", *args], cwd=ROOT, capture_output=True, text=True,

@@ -6,7 +6,8 @@ python experiments/reports/lambda_trajectories.py [--out=...] --report_only   # 
 
 Each run saves <out>/<regime>_<variant>.json (λ and alive channels per layer over the steps, final sparsity per
 layer, FLOPs kept, test MSE by the evaluation protocol, the commit and command); --report_only (also done after the
-runs) writes <out>/report.md, results.json and lambda_trajectories_<regime>.png.
+runs) writes <out>/report.md, results.json and lambda_trajectories_<regime>.png. A run that the safeguards stop
+(its meta-gradient diverged: most steps skipped) is an outcome of its variant, reported in the table as such.
 Runtime on 2 CPU cores: about 3–4 min per first-order run and 9 min per second-order run of 2000 steps.
 """
 import itertools
@@ -21,6 +22,7 @@ from experiments.reports import plots
 from experiments.run import provenance
 from experiments.configs import teacher_student
 from experiments.run.student import adapted_test_mse, train
+from msp.train.safeguards import DivergedError
 
 VARIANTS = {
     "dense (λ = 0)": dict(sparsity=dict(enabled=False), meta=dict(mode="first_order")),
@@ -54,7 +56,10 @@ def run(variant: str, regime: str, steps: int) -> dict:
     config[section].update(values)
   config.steps = steps
   config.teacher.pool_size = REGIMES[regime]
-  learner, data, state, history = train(config, progress=False, log_every=10)
+  try:
+    learner, data, state, history = train(config, progress=False, log_every=10)
+  except DivergedError as e:  # an outcome of the variant, reported as such
+    return {"variant": variant, "regime": regime, "stopped": str(e).split(" (", 1)[0]}
   last = history[-1]
   return {
       "variant": variant, "regime": regime, "steps": [h["step"] for h in history],
@@ -82,6 +87,9 @@ def summarize(out: str, started: dict | None = None) -> None:
   lines = ["| data | variant | final λ per layer | alive channels per layer | group sparsity | param sparsity "
            "| FLOPs kept | test MSE |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
   for (regime, variant), r in runs.items():
+    if "stopped" in r:
+      lines.append(f"| {regime} | {variant} | – | – | – | – | – | diverged, stopped at {r['stopped']} |")
+      continue
     lam = ", ".join(f"{v:.2g}" for v in r["lambda"][-1]) if variant != "dense (λ = 0)" else "0"
     lines.append(f"| {regime} | {variant} | {lam} | {', '.join(map(str, r['alive_channels']))} "
                  f"| {r['final_group_sparsity']:.1%} | {r['param_sparsity']:.1%} | {r['flops_kept']:.1%} "
@@ -92,7 +100,7 @@ def summarize(out: str, started: dict | None = None) -> None:
     panels = [{"title": f"{variant} ({r['final_group_sparsity']:.0%} sparse)", "steps": r["steps"],
                "layers": r["layers"], "lambda": None if variant == "dense (λ = 0)" else r["lambda"],
                "alive": r["alive"], "num_groups": r["num_groups"]}
-              for (reg, variant), r in runs.items() if reg == regime]
+              for (reg, variant), r in runs.items() if reg == regime and "stopped" not in r]
     if panels:
       plots.lambda_and_alive(panels, os.path.join(out, f"lambda_trajectories_{regime}.png"),
                              f"teacher–student, {regime} data: λ and alive channels per layer")
@@ -110,8 +118,9 @@ def main(argv):
       result = {**run(variant, regime, _STEPS.value), "provenance": provenance.provenance()}
       with open(os.path.join(_OUT.value, slug(regime, variant) + ".json"), "w") as f:
         json.dump(result, f)
-      print(f"{regime:6s} {variant:14s} sparsity {result['final_group_sparsity']:.1%} "
-            f"FLOPs kept {result['flops_kept']:.1%} test MSE {result['test_mse']:.3f}", flush=True)
+      print(f"{regime:6s} {variant:14s} " + (f"diverged, stopped at {result['stopped']}" if "stopped" in result else
+            f"sparsity {result['final_group_sparsity']:.1%} FLOPs kept {result['flops_kept']:.1%} test MSE "
+            f"{result['test_mse']:.3f}"), flush=True)
   summarize(_OUT.value, started)
 
 
