@@ -17,9 +17,8 @@ from experiments.configs import synthetic
 from experiments.run.comparison import FINETUNED, finetune
 from experiments.run.magnitude import prune_run
 from experiments.run.training import load_config, train, trained_network
-from msp.meta import MetaObjective, MultiTaskLoss
 from msp.parallel import make_mesh, replicate
-from msp.sparsity import CostModel, magnitude_prune
+from msp.sparsity import magnitude_prune
 from msp.sparsity.magnitude import magnitude_masks
 from msp.train import ConfigError, build_meta_learner
 from msp.train.checkpoint import CheckpointError

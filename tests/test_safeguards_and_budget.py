@@ -1,5 +1,4 @@
 """Safeguards (λ bounds, channel floor, skipped steps, runaway warning) and the budget's pieces, checked by hand."""
-import math
 
 import jax
 import jax.numpy as jnp
