@@ -225,9 +225,13 @@ def install_wheel_and_run(tmp_path: pathlib.Path, example: str) -> str:
   installs it alone into a fresh venv whose dependencies come from this environment's site-packages, and runs
   the checks and then `example` there, outside the repository and without PYTHONPATH. Returns the output."""
   source, dist, venv = tmp_path / "source", tmp_path / "dist", tmp_path / "venv"
+  # Without PYTHONPATH: where it holds the checkout, pip would take the checkout's egg-info (left by the editable
+  # install) for the installed distribution and skip the wheel as "already satisfied".
+  env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP")}
+  env.update(PYTHONNOUSERSITE="1", TF_CPP_MIN_LOG_LEVEL="2")
   shutil.copytree(ROOT, source, ignore=COPY_IGNORE)
   _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "--quiet",
-        "-w", str(dist), str(source)])
+        "-w", str(dist), str(source)], env=env)
   wheels = list(dist.glob("*.whl"))
   version = _setup_cfg()["metadata"]["version"].strip()
   assert [w.name for w in wheels] == [f"meta_sparsity-{version}-py3-none-any.whl"], wheels
@@ -237,20 +241,18 @@ def install_wheel_and_run(tmp_path: pathlib.Path, example: str) -> str:
   assert {name.split("/")[0] for name in names} == {"msp", dist_info}, sorted({n.split("/")[0] for n in names})
   assert any(name.startswith(dist_info + "/") and name.endswith("/LICENSE") for name in names), names
 
-  _run([sys.executable, "-m", "venv", str(venv)])
-  _run([str(venv / "bin" / "pip"), "install", "--no-deps", "--no-index", "--quiet", str(wheels[0])])
+  _run([sys.executable, "-m", "venv", str(venv)], env=env)
+  _run([str(venv / "bin" / "pip"), "install", "--no-deps", "--no-index", "--quiet", str(wheels[0])], env=env)
   # Dependencies from this environment: its site-packages directories listed in a .pth of the fresh venv are
   # appended to sys.path, but the .pth files inside them are not processed, so neither this environment's
   # editable install of the checkout nor the Makefile's msp-repository.pth leaks in.
   purelib = _run([str(venv / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                 cwd=tmp_path).stdout.strip()
+                 cwd=tmp_path, env=env).stdout.strip()
   shared = dict.fromkeys(sysconfig.get_paths()[key] for key in ("purelib", "platlib"))
   pathlib.Path(purelib, "zz-shared-dependencies.pth").write_text("".join(f"{d}\n" for d in shared))
 
   (tmp_path / "example.py").write_text(example, encoding="utf-8")
   (tmp_path / "checks.py").write_text(CHECKS, encoding="utf-8")
-  env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP")}
-  env.update(PYTHONNOUSERSITE="1", TF_CPP_MIN_LOG_LEVEL="2")
   return _run([str(venv / "bin" / "python"), str(tmp_path / "checks.py"), str(venv), str(tmp_path / "example.py")],
               cwd=tmp_path, env=env).stdout
 
