@@ -18,6 +18,7 @@ from experiments.run.comparison import FINETUNED, finetune
 from experiments.run.magnitude import prune_run
 from experiments.run.training import Preempted, best_step, load_config, open_run, train
 from msp.train.config import ConfigError
+from msp.train.files import write_text_atomic
 
 # Separates a method's variant arg from its run-config overrides: "budget,flops=0.25+budget.scale_lr=0.005".
 OVERRIDE = "+"
@@ -258,10 +259,7 @@ def record(job: Job, dataset: str) -> dict:
 
 def _save_record(job: Job, record: dict) -> None:
   os.makedirs(job.workdir, exist_ok=True)
-  tmp = os.path.join(job.workdir, "sweep.json.tmp")
-  with open(tmp, "w", encoding="utf-8") as f:
-    json.dump(record, f, indent=1)
-  os.replace(tmp, os.path.join(job.workdir, "sweep.json"))
+  write_text_atomic(os.path.join(job.workdir, "sweep.json"), json.dumps(record, indent=1))
 
 
 class Estimator:

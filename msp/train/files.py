@@ -28,7 +28,7 @@ def error_reason(error: BaseException, limit: int = 200) -> str:
   cause = error
   while cause is not None:
     if isinstance(cause, OSError) and cause.errno:
-      return f"{os.strerror(cause.errno)} ({text})"
+      return f"{os_reason(cause)} ({text})"
     if match := _OS_ERROR.search(str(cause)):
       return f"{os.strerror(int(match[1]))} ({text})"
     cause = cause.__cause__ or cause.__context__
