@@ -9,7 +9,7 @@ Sections in OPTIONAL_SECTIONS may be absent; a present one must hold all its req
 not know is an error.
 """
 import math
-from typing import Any, Iterator
+from typing import Any
 
 import jax
 import ml_collections
@@ -206,13 +206,6 @@ SCHEMA: dict[str, dict[str, Key]] = {
 # teacher–student study's teacher: configs that only meta-train, such as the teacher–student ones, leave them out.
 OPTIONAL_SECTIONS = ("data", "data.augment", "teacher", "init", "finetune", "prune", "eval", "adapt")
 TASKS = "tasks"  # the section of tasks: tasks.<name>.<option>, options by kind (msp.tasks.registry.task_options)
-
-
-def _sections_of(path: str) -> Iterator[str]:
-  """"model.backbone" → "model", "model.backbone"."""
-  parts = path.split(".")
-  for i in range(1, len(parts) + 1):
-    yield ".".join(parts[:i])
 
 
 def key_of(path: str, config: ml_collections.ConfigDict | dict | None = None) -> Key | None:
