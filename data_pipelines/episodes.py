@@ -7,14 +7,16 @@ The source is anything with `__len__` and `__getitem__(i) -> dict of numpy array
 (H, W, 3) unit, zero vector = invalid; `edges` uint8 (H, W) {0, 1}; `attributes` uint8 (A,) {0, 1}, named by the
 builder's ATTRIBUTE_NAMES.
 
-Sharding over processes is strided: process p owns the source indices i with i % process_count == p, in
-ascending order. Training meta-batch s is a pure function of (seed, s, process_index), so a grain iterator's state
-is just the next step index (`{"next_index": s}`, JSON-serialisable as grain returns it) and a resumed iterator
-(`set_state`) yields bitwise the batches an uninterrupted one would.
+Training meta-batch s is a pure function of (seed, s), drawn over the whole split whatever the number of processes:
+each process loads its own consecutive slice of the meta-batch's episodes, and the slices in process order are the
+meta-batch one process would load, so a run's result does not depend on how many hosts share it. A grain iterator's
+state is just the next step index (`{"next_index": s}`, JSON-serialisable as grain returns it) and a resumed
+iterator (`set_state`) yields bitwise the batches an uninterrupted one would. Evaluation is sharded by stride:
+process p reads the source indices i with i % process_count == p, in ascending order.
 
 An optional transform (resizing, augmentation: `data_pipelines.transforms`) maps each raw example, restricted to the
 features the tasks read, before stacking. In training it gets a numpy Generator that is a pure function of (seed,
-step, process_index, example slot), which keeps the guarantees above; in evaluation it gets no randomness.
+step, example slot), which keeps the guarantees above; in evaluation it gets no randomness.
 """
 import dataclasses
 from typing import Any, Callable, Mapping, Sequence
@@ -186,15 +188,16 @@ class _Loader:
 
 
 class MetaBatchSampler:
-  """Meta-batch s (s = 0, 1, ...) as a pure function of (seed, s, process_index).
+  """Meta-batch s (s = 0, 1, ...) as a pure function of (seed, s); this process loads its slice of it.
 
-  This process makes E_local = episodes / process_count episodes. Each has a task mask from `sample_task_masks`
-  and support_size + query_size distinct examples of this process's shard (the first support_size are the
-  support batch, the rest the disjoint query batch); episodes draw independently, so they may share examples.
-  Concatenating the processes' meta-batches in process order gives the global meta-batch of `episodes` episodes.
+  The meta-batch has `episodes` episodes. Each has a task mask from `sample_task_masks` and support_size +
+  query_size distinct examples of the whole source (the first support_size are the support batch, the rest the
+  disjoint query batch); episodes draw independently, so they may share examples. All of it comes from
+  `np.random.default_rng((seed, s, 0))`. Process p of P loads episodes [p·E_local, (p+1)·E_local) with E_local =
+  episodes / P, so concatenating the processes' meta-batches in process order gives the meta-batch of one process.
   `transform` (e.g. `functools.partial(transforms.augment, options=...)`) maps each drawn raw example; the one in
-  slot j of the flattened (E_local, support_size + query_size) indices gets the Generator of
-  `np.random.SeedSequence((seed, step, process_index)).spawn(...)[j]`, independent of the draw's.
+  slot j of the flattened (episodes, support_size + query_size) indices gets the Generator of
+  `np.random.SeedSequence((seed, s, 0)).spawn(...)[j]`, independent of the draw's.
   """
 
   def __init__(self, source, targets: Sequence[TargetSpec], episodes: int, support_size: int, query_size: int,
@@ -203,32 +206,32 @@ class MetaBatchSampler:
     self.process_index, process_count = _process(process_index, process_count)
     if episodes % process_count:
       raise ValueError(f"meta.episodes={episodes} is not divisible by the process count {process_count}")
-    smallest_shard = len(source) // process_count
-    if smallest_shard < support_size + query_size:
-      raise ValueError(f"a process's shard holds {smallest_shard} examples ({len(source)} over {process_count} "
-                       f"processes), fewer than meta.support_size + meta.query_size = {support_size} + "
-                       f"{query_size}: an episode's support and query batches must be disjoint")
+    if len(source) < support_size + query_size:
+      raise ValueError(f"the source holds {len(source)} examples, fewer than meta.support_size + meta.query_size = "
+                       f"{support_size} + {query_size}: an episode's support and query batches must be disjoint")
     self._loader = _Loader(source, targets, transform)
-    self.shard = np.arange(self.process_index, len(source), process_count)
-    self.local_episodes = episodes // process_count
+    self.episodes, self.local_episodes = episodes, episodes // process_count
     self.support_size, self.query_size, self.seed, self.task_sampling = support_size, query_size, seed, task_sampling
 
   def draw(self, step: int) -> tuple[np.ndarray, np.ndarray]:
-    """Source indices int64 (E_local, support_size + query_size) and task masks float32 (E_local, T) of step."""
-    rng = np.random.default_rng((self.seed, step, self.process_index))
+    """Source indices int64 (episodes, support_size + query_size) and task masks float32 (episodes, T) of the whole
+    meta-batch of step."""
+    rng = np.random.default_rng((self.seed, step, 0))
     size = self.support_size + self.query_size
-    picks = np.stack([rng.choice(len(self.shard), size, replace=False) for _ in range(self.local_episodes)])
-    masks = sample_task_masks(rng, self.local_episodes, len(self._loader.targets), self.task_sampling)
-    return self.shard[picks], masks
+    picks = np.stack([rng.choice(len(self._loader.source), size, replace=False) for _ in range(self.episodes)])
+    masks = sample_task_masks(rng, self.episodes, len(self._loader.targets), self.task_sampling)
+    return picks.astype(np.int64), masks
 
   def __call__(self, step: int) -> MetaBatch:
-    """MetaBatch of numpy arrays: support/query {"image": (E_local, B, H, W, 3), <task>: (E_local, B, ...)},
-    task_mask (E_local, T) in the order of `targets`."""
-    indices, masks = self.draw(step)
+    """This process's slice of meta-batch `step`, numpy arrays: support/query {"image": (E_local, B, H, W, 3),
+    <task>: (E_local, B, ...)}, task_mask (E_local, T) in the order of `targets`."""
+    mine = slice(self.process_index * self.local_episodes, (self.process_index + 1) * self.local_episodes)
+    indices, masks = (a[mine] for a in self.draw(step))
     rngs = None
     if self._loader.transform is not None:
-      children = np.random.SeedSequence((self.seed, step, self.process_index)).spawn(indices.size)
-      rngs = [np.random.default_rng(child) for child in children]
+      size = indices.shape[1]
+      children = np.random.SeedSequence((self.seed, step, 0)).spawn(self.episodes * size)
+      rngs = [np.random.default_rng(child) for child in children[mine.start * size:mine.stop * size]]
     flat = self._loader.load(indices.ravel(), rngs)
     both = {k: v.reshape(*indices.shape, *v.shape[1:]) for k, v in flat.items()}
     return MetaBatch(support={k: v[:, :self.support_size] for k, v in both.items()},

@@ -153,24 +153,25 @@ def test_finite_dataset_has_num_steps_batches():
   assert len(list(ep.meta_batch_dataset(sampler(), num_steps=3, num_threads=0))) == 3
 
 
-def test_two_processes_draw_from_disjoint_shards_and_make_up_all_episodes():
-  parts = [sampler(episodes=4, process_index=p, process_count=2) for p in range(2)]
+@pytest.mark.parametrize("process_count", [2, 4])
+def test_processes_load_consecutive_slices_of_the_one_process_meta_batch(process_count):
+  whole = sampler(episodes=4)
+  parts = [sampler(episodes=4, process_index=p, process_count=process_count) for p in range(process_count)]
   for step in range(5):
-    indices = [p.draw(step)[0] for p in parts]
-    assert np.all(indices[0] % 2 == 0) and np.all(indices[1] % 2 == 1)
-    assert not np.array_equal(indices[0] // 2, indices[1] // 2)  # independent draws, not the same positions
-    batches = [p(step) for p in parts]
-    merged = jax.tree.map(lambda *x: np.concatenate(x), *batches)
+    merged = jax.tree.map(lambda *x: np.concatenate(x), *(p(step) for p in parts))
     assert merged.task_mask.shape == (4, len(TASKS)) and merged.support["image"].shape[0] == 4
-    np.testing.assert_array_equal(drawn(merged.query), np.concatenate([i[:, 3:] for i in indices]))
+    assert_trees_equal(merged, whole(step))
+    indices = whole.draw(step)[0]
+    assert indices.shape == (4, 5) and all(len(set(row)) == 5 for row in indices)
+    np.testing.assert_array_equal(drawn(merged.query), indices[:, 3:])
 
 
 def test_configuration_errors_name_the_config_keys():
   with pytest.raises(ValueError, match="meta.episodes=3"):
     sampler(episodes=3, process_index=0, process_count=2)
   with pytest.raises(ValueError, match=r"meta.support_size \+ meta.query_size = 6 \+ 5"):
-    sampler(n=21, support=6, query=5, episodes=2, process_index=1, process_count=2)
-  sampler(n=22, support=6, query=5, episodes=2, process_index=1, process_count=2)
+    sampler(n=10, support=6, query=5, episodes=2, process_index=1, process_count=2)
+  sampler(n=11, support=6, query=5, episodes=2, process_index=1, process_count=2)
 
 
 @pytest.mark.parametrize("source_type", [Source, BatchedSource])
