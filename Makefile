@@ -10,7 +10,12 @@ export JAX_COMPILATION_CACHE_DIR ?= $(CURDIR)/.cache/jax
 # The CPU builds of torch (requirements-test.lock) live only on PyTorch's index; PyPI has the CUDA ones (several GB).
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 
-.PHONY: quickstart export reports sweep-report docs test test-slow test-all benchmark lock clean
+.PHONY: quickstart export reports sweep-report docs test test-slow test-all benchmark lock lock-accelerators clean
+
+# On NVIDIA GPUs or Cloud TPUs: `make ACCELERATOR=cuda quickstart` (or tpu) also installs
+# requirements-$(ACCELERATOR).lock, the pinned packages jax needs for that accelerator.
+ACCELERATOR ?=
+INSTALLED := $(VENV)/.installed $(if $(ACCELERATOR),$(VENV)/.installed-$(ACCELERATOR))
 
 # The package installs only msp (setup.cfg): installed top-level `experiments` and `data_pipelines` would shadow a
 # user's own folders of those names. The scripts import both from the checkout: msp-repository.pth in the venv's
@@ -33,11 +38,15 @@ $(VENV)/.installed-test: $(VENV)/.installed requirements-test.lock
 	  $(PY) -m pip install --quiet --extra-index-url $(TORCH_CPU_INDEX) -r requirements-test.lock
 	touch $@
 
-quickstart: $(VENV)/.installed
+$(VENV)/.installed-cuda $(VENV)/.installed-tpu: $(VENV)/.installed-%: $(VENV)/.installed requirements-%.lock
+	$(PY) -m pip install --quiet -r requirements-$*.lock
+	touch $@
+
+quickstart: $(INSTALLED)
 	$(PY) experiments/quickstart.py --workdir=runs/quickstart
 
 # The quickstart's network, physically pruned: artifact and report in runs/quickstart/export.
-export: $(VENV)/.installed
+export: $(INSTALLED)
 	$(PY) experiments/export.py --workdir=runs/quickstart --out=runs/quickstart/export
 
 # Every report the README and docs/ quote, rerun from scratch into runs/reports/ (each records its commit and
@@ -92,6 +101,20 @@ lock:
 	  echo "# $(TORCH_CPU_INDEX) (the Makefile retries with that index when pip cannot find it otherwise)."; \
 	  echo "# fsspec and typing_extensions, which torch also needs, are pinned in requirements.lock."; \
 	  /tmp/msp-lock-venv/bin/pip freeze --all --exclude pip | grep -vxFf requirements.lock; } > requirements-test.lock
+
+# What jax[cuda12] and jax[tpu] of the locked jax add to requirements.lock, resolved by pip without installing.
+lock-accelerators:
+	for kind in cuda:cuda12 tpu:tpu; do \
+	  $(PYTHON) -m pip install --dry-run --ignore-installed --quiet --report /tmp/msp-lock-$${kind%%:*}.json \
+	    "jax[$${kind##*:}]==$$(sed -n 's/^jax==//p' requirements.lock)" && \
+	  { sed -n '1,/Regenerate: make lock-accelerators/p' requirements-$${kind%%:*}.lock; $(PYTHON) -c "import json, re, sys; \
+	    norm = lambda n: re.sub(r'[-_.]+', '-', n).lower(); \
+	    locked = {norm(l.split('==')[0]) for l in open('requirements.lock') if '==' in l}; \
+	    new = [p['metadata'] for p in json.load(open(sys.argv[1]))['install']]; \
+	    print(*sorted(f\"{m['name']}=={m['version']}\" for m in new if norm(m['name']) not in locked), sep='\n')" \
+	    /tmp/msp-lock-$${kind%%:*}.json; } > requirements-$${kind%%:*}.lock.new && \
+	  mv requirements-$${kind%%:*}.lock.new requirements-$${kind%%:*}.lock; \
+	done
 
 clean:
 	rm -rf $(VENV) .pytest_cache .cache
