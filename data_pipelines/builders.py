@@ -12,6 +12,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from msp import cli
+from msp.parallel import is_primary, sync
 
 MAPS = ("segmentation", "depth", "normals", "edges")
 _MAP_FEATURES = {
@@ -39,7 +40,8 @@ def prepare(builder_class: type[Builder], data_dir: str, config, manual_dir: str
   """Returns the builder of `config` in `data_dir`, generating its array_record files first if needed.
 
   A failed or interrupted build leaves no prepared dataset: tfds writes into a temporary `incomplete.*` directory
-  and renames it only at the end.
+  and renames it only at the end. In a multi-process job process 0 builds first and the others wait for it: on a
+  shared `data_dir` they find the dataset prepared, on a directory of their own host they build their own copy.
 
   Args:
     builder_class: a tfds GeneratorBasedBuilder with BUILDER_CONFIGS.
@@ -61,9 +63,28 @@ def prepare(builder_class: type[Builder], data_dir: str, config, manual_dir: str
   data_dir = os.path.expanduser(data_dir)
   if os.path.lexists(data_dir) and not os.path.isdir(data_dir):
     raise ValueError(f"the data directory {data_dir} is not a directory")
+  if not is_primary():
+    sync(f"prepare {builder_class.name}/{config.name}")  # wait for process 0's build
   builder = builder_class(data_dir=data_dir, config=config, file_format="array_record")
-  if builder.is_prepared():
-    return builder
+  try:
+    if not builder.is_prepared():
+      try:
+        _build(builder, builder_class, config, data_dir, manual_dir)
+      except Exception:
+        # Another process (a sweep's other slice) may have finished the same build first: tfds then cannot rename
+        # its own copy into place, and the dataset is there.
+        builder = builder_class(data_dir=data_dir, config=config, file_format="array_record")
+        if not builder.is_prepared():
+          raise
+  finally:
+    if is_primary():
+      sync(f"prepare {builder_class.name}/{config.name}")
+  return builder
+
+
+def _build(builder: Builder, builder_class: type[Builder], config, data_dir: str, manual_dir: str | None) -> None:
+  """Generates the array_record files of `builder` in `data_dir`, reading the user's download `manual_dir` where
+  the dataset needs one."""
   instructions = getattr(builder_class, "MANUAL_DOWNLOAD_INSTRUCTIONS", None)
   download_config = None
   if instructions:
@@ -75,7 +96,6 @@ def prepare(builder_class: type[Builder], data_dir: str, config, manual_dir: str
       raise FileNotFoundError(f"{builder_class.name}: manual_dir {manual_dir} is not a directory.\n{instructions}")
     download_config = tfds.download.DownloadConfig(manual_dir=manual_dir)
   builder.download_and_prepare(file_format="array_record", download_config=download_config)
-  return builder
 
 
 def run_build_command(build: Callable[..., Builder], *args, **overrides) -> None:

@@ -127,20 +127,27 @@ def test_eta_uses_what_was_measured_else_the_expected_seconds(tmp_path):
   assert [sweep.duration(s) for s in (40, 600, 3700)] == ["40 s", "10 min", "1 h 01 min"]
 
 
+def _sweep_command(data_dir: str, root: str, *flags: str) -> list[str]:
+  return [sys.executable, "experiments/sweep.py", "--config=experiments/configs/sweep.py:synthetic,tiny",
+          f"--workdir={root}", f"--config.data_dir={data_dir}", "--config.seeds=(0,)", *flags]
+
+
 def _sweep(data_dir: str, root: str, *flags: str) -> subprocess.CompletedProcess:
-  command = [sys.executable, "experiments/sweep.py", "--config=experiments/configs/sweep.py:synthetic,tiny",
-             f"--workdir={root}", f"--config.data_dir={data_dir}", "--config.seeds=(0,)", *flags]
-  return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=3000,
-                        env={**os.environ, "PYTHONPATH": ROOT})
+  return subprocess.run(_sweep_command(data_dir, root, *flags), cwd=ROOT, capture_output=True, text=True,
+                        timeout=3000, env={**os.environ, "PYTHONPATH": ROOT})
 
 
 @pytest.mark.slow
-def test_the_tiny_sweep_in_two_slices_then_its_tables(data_dir, tmp_path):
+def test_the_tiny_sweep_in_two_slices_at_once_then_its_tables(data_dir, tmp_path):
   root = str(tmp_path / "sweep")
   config = sweep_configs.get_config("synthetic,tiny")
-  for shard in ("1/2", "2/2"):
-    out = _sweep(data_dir, root, f"--shard={shard}")
-    assert out.returncode == 0, out.stderr[-3000:]
+  # two processes at once, as the tasks of an array job: each builds the dataset if it is missing, runs its slice
+  slices = [subprocess.Popen(_sweep_command(data_dir, root, f"--shard={shard}"), cwd=ROOT, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": ROOT})
+            for shard in ("1/2", "2/2")]
+  for process in slices:
+    _, err = process.communicate(timeout=3000)
+    assert process.returncode == 0, err[-3000:]
   runs = sorted(glob.glob(os.path.join(root, "*", "seed0")))
   assert len(runs) == len(config.methods)
   for run in runs:

@@ -5,6 +5,7 @@ import shutil
 
 import jax
 import ml_collections
+import numpy as np
 
 from experiments.run import provenance
 from experiments.run.scoring import adapted_to_seen_tasks
@@ -14,6 +15,7 @@ from msp.export.artifact import serialize_inference, spec_dict, write_artifact
 from msp.export.loader import CHECKPOINT_DIR, INFERENCE_FILE, SPEC_FILE
 from msp.export.prune import ExportError, check_exact, max_abs_differences, plan_pruning, prune
 from msp.export.report import build_report, forward_latencies, machine, network_costs, report_markdown
+from msp.parallel import is_primary, local, same_everywhere, sync
 from msp.train import ConfigError
 from msp.train.evaluation import write_results
 from msp.train.files import WriteError, error_reason
@@ -84,13 +86,19 @@ def export_run(workdir: str, step: int | None, out: str, config: ml_collections.
 
   Everything is written to a sibling directory first and renamed to `out` at the end, so a failed export leaves
   `out` as it was. Returns (out as an absolute path, the step exported, the report in markdown). Raises
-  ConfigError (a bad value, a non-empty `out` without `overwrite`, an inexact pruned network)."""
+  ConfigError (a bad value, a non-empty `out` without `overwrite`, an inexact pruned network).
+
+  In a multi-process job every process prunes, checks and times the network on its own first device, orbax
+  writes the checkpoint collectively, and process 0 writes the other files."""
   out = os.path.abspath(out)
-  staging = os.path.join(os.path.dirname(out), f".{os.path.basename(out)}.partial-{os.getpid()}")
+  writer_pid = int(same_everywhere(np.int64(os.getpid())))  # one staging directory for all processes
+  staging = os.path.join(os.path.dirname(out), f".{os.path.basename(out)}.partial-{writer_pid}")
   try:
     return _export(workdir, step, out, staging, config, options, overwrite)
   finally:
-    shutil.rmtree(staging, ignore_errors=True)  # gone after a successful export; a failed one leaves no trace
+    sync("export written")
+    if is_primary():
+      shutil.rmtree(staging, ignore_errors=True)  # gone after a successful export; a failed one leaves no trace
 
 
 def _export(workdir: str, step: int | None, out: str, staging: str, config: ml_collections.ConfigDict,
@@ -99,6 +107,7 @@ def _export(workdir: str, step: int | None, out: str, staging: str, config: ml_c
   run = open_run(config, workdir)
   try:
     step, state = run.trained_state(step)
+    state = local(state)
     variables = {"params": state.params, "batch_stats": state.batch_stats}
     if options.adapted:
       variables = adapted_to_seen_tasks(run, state)
@@ -137,8 +146,9 @@ def _export(workdir: str, step: int | None, out: str, staging: str, config: ml_c
   made_by = provenance.provenance()
   table = provenance.provenance_line(made_by) + "\n\n" + report_markdown(report)
   write_results(staging, "report", {"provenance": made_by, **report}, table)
-  if os.path.isdir(out) and os.listdir(out):
-    check_out(out, workdir, overwrite)  # again: the directory may have changed while the export ran
-    shutil.rmtree(out)
-  os.replace(staging, out)
+  if is_primary():
+    if os.path.isdir(out) and os.listdir(out):
+      check_out(out, workdir, overwrite)  # again: the directory may have changed while the export ran
+      shutil.rmtree(out)
+    os.replace(staging, out)
   return out, step, table

@@ -4,11 +4,13 @@ import math
 import os
 from typing import Any
 
+import jax
 import numpy as np
 from absl import logging
 
 from data_pipelines.datasets import Prefix, open_dataset
 from data_pipelines.episodes import batch_sampler, eval_dataset
+from msp.parallel import local
 from msp.train.config import ConfigError
 from msp.train.evaluation import (Results, describe_protocol, evaluate, protocol_variables, results_table,
                                   sparsity_summary, write_results)
@@ -36,12 +38,14 @@ def calibration_images(run) -> np.ndarray | None:
 
 
 def eval_batches(source, targets, config) -> tuple[Any, int]:
-  """(EvalBatch iterator over `source`, number of batches) with `config.eval`'s batch size and example cap."""
+  """(EvalBatch iterator over this process's shard of `source`, its number of batches) with `config.eval`'s batch
+  size and example cap."""
   if config.eval.max_examples is not None:
     source = Prefix(source, config.eval.max_examples)
   size = config.eval.batch_size
+  per_process = math.ceil(len(source) / jax.process_count())
   return iter(eval_dataset(source, targets, size, num_threads=config.data.num_threads,
-                           prefetch_buffer_size=config.data.prefetch)), math.ceil(len(source) / size)
+                           prefetch_buffer_size=config.data.prefetch)), math.ceil(per_process / size)
 
 
 def adapted_to_seen_tasks(run, state: MetaTrainState) -> dict:
@@ -58,7 +62,7 @@ def evaluate_seen(run, state: MetaTrainState, split: str | None = None, progress
   """The seen tasks of `run` (a `experiments.run.training.Run`) scored by the protocol (module docstring) on `split` (default
   config.data.eval_split)."""
   c = run.config
-  variables = adapted_to_seen_tasks(run, state)
+  variables = adapted_to_seen_tasks(run, local(state))  # each process adapts alone, then scores its shard
   targets = run.dataset.targets(c.tasks, c.seen_tasks)
   batches, num_batches = eval_batches(run.dataset.source(split or c.data.eval_split), targets, c)
   return evaluate(run.learner.model.apply, variables, run.learner.tasks, batches, num_batches, progress)

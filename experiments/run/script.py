@@ -14,6 +14,7 @@ from ml_collections import config_flags
 
 from msp import cli
 from msp.cli import fail
+from msp.parallel import processes
 from msp.train import ConfigError
 from msp.train.config import may_differ_on_resume
 from msp.train.files import os_reason
@@ -149,13 +150,22 @@ class _DropTfdsNotes(py_logging.Filter):
     return not str(record.msg).startswith(_TFDS_NOTES)
 
 
+# Defined here rather than in each script: every script takes it, and this module is imported once per process.
+_DISTRIBUTED = flags.DEFINE_enum(
+    "distributed", "auto", processes.MODES, "Start JAX's distributed runtime, for a job of several processes: auto "
+    "(when JAX_COORDINATOR_ADDRESS is set, a SLURM step has several tasks, or on a Cloud TPU VM), on, or off.")
+
+
 def start(argv) -> None:
-  """Refuses stray arguments, keeps the console to warnings (orbax logs every checkpoint step at INFO) without
-  TFDS's routine notes (_TFDS_NOTES), and turns on the persistent compile cache (DEFAULT_CACHE_DIR unless
-  $JAX_COMPILATION_CACHE_DIR names one)."""
+  """Refuses stray arguments, starts JAX's distributed runtime when the job spans several processes (--distributed;
+  each process then prints one line on stderr naming itself and its devices), keeps the console to warnings (orbax
+  logs every checkpoint step at INFO) without TFDS's routine notes (_TFDS_NOTES), and turns on the persistent
+  compile cache (DEFAULT_CACHE_DIR unless $JAX_COMPILATION_CACHE_DIR names one)."""
   cli.start(argv)
   logging.set_verbosity(logging.WARNING)
   logging.get_absl_logger().addFilter(_DropTfdsNotes())
+  if processes.initialize(_DISTRIBUTED.value):
+    print(processes.describe(), file=sys.stderr, flush=True)
   if not jax.config.jax_compilation_cache_dir:
     jax.config.update("jax_compilation_cache_dir", os.path.expanduser(DEFAULT_CACHE_DIR))
 

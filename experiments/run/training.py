@@ -26,6 +26,7 @@ import ml_collections
 from data_pipelines.datasets import DATASETS, Dataset, open_dataset
 from data_pipelines.episodes import MetaBatchSampler, meta_batch_dataset
 from experiments.run.scoring import check_split, evaluate_seen
+from msp.parallel import any_process, is_primary
 from msp.train.checkpoint import CheckpointError, RunCheckpointer, drop_retired
 from msp.train.config import ConfigError, complete
 from msp.train.evaluation import Results, shown_metrics
@@ -330,8 +331,8 @@ def _train(run: Run, config: ml_collections.ConfigDict, workdir: str, progress: 
   profile = (os.path.join(os.path.abspath(workdir), "profile"), config.profile_steps) if config.get(
       "profile_steps") else None
   with stop_requests() as stopped:
-    writer = MetricWriter(workdir, names, resume_step=start)
-    if start == 0:
+    writer = MetricWriter(workdir, names, resume_step=start) if is_primary() else None  # the job's one log
+    if writer is not None and start == 0:
       writer.write_hparams(config.to_dict(), ["loss", "group_sparsity_total"])
 
     def on_step(step: int, state: MetaTrainState) -> None:
@@ -339,18 +340,27 @@ def _train(run: Run, config: ml_collections.ConfigDict, workdir: str, progress: 
       if best is not None and step % config.eval_every == 0:
         split = config.eval.select_split
         results = evaluate_seen(run, state, split, progress=False)
-        writer.write(step, {f"{split}/{task}/{metric}": value for task, scores in results.items()
-                            for metric, value in scores.items()})
+        if writer is not None:
+          writer.write(step, {f"{split}/{task}/{metric}": value for task, scores in results.items()
+                              for metric, value in scores.items()})
         best.update(step, state, results)
+
+    stop = []  # the signal's name once any process of the job has received one: they all stop after one step
+
+    def should_stop() -> bool:
+      if not stop and any_process(stopped() is not None):
+        stop.append(stopped() or "SIGTERM")  # sent to another process of the job
+      return bool(stop)
 
     try:
       state, history = meta_train(run.learner, state, batches, config.steps, config.log_every,
-                                  on_log=writer.write, progress=progress, start_step=start, on_step=on_step,
-                                  should_stop=lambda: stopped() is not None, profile=profile)
+                                  on_log=writer and writer.write, progress=progress and is_primary(),
+                                  start_step=start, on_step=on_step, should_stop=should_stop, profile=profile)
     finally:
-      writer.close()
+      if writer is not None:
+        writer.close()
     step = int(state.step)
     run.checkpointer.save(step, state, {"next_index": step}, force=True)
-    if stopped() is not None and step < config.steps:
-      raise Preempted(stopped(), step, config.steps, getattr(signal, stopped()), skipped_steps(state))
+    if stop and step < config.steps:
+      raise Preempted(stop[0], step, config.steps, getattr(signal, stop[0]), skipped_steps(state))
   return state, history

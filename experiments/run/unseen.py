@@ -7,6 +7,7 @@ import numpy as np
 from data_pipelines.datasets import Prefix
 from data_pipelines.episodes import batch_sampler
 from experiments.run.scoring import calibration_images, eval_batches, evaluate_seen
+from msp.parallel import local
 from msp.train.adaptation import attach_heads, fine_tune
 from msp.train.evaluation import calibrated, evaluate, results_table, write_results
 
@@ -27,6 +28,7 @@ def adapt_unseen(run, state, tasks: Sequence[str] | None = None, with_seen: bool
   "variables": the adapted {"params", "batch_stats"} of the model with every head, "tasks": the new Tasks}.
   """
   c = run.config
+  state = local(state)  # every process fine-tunes the same heads on the same batches, alone
   tasks = tuple(tasks or c.adapt.tasks or c.unseen_tasks)
   model, new_tasks, variables = attach_heads(c.model, c.tasks, run.learner.tasks, tasks,
                                              {"params": state.params, "batch_stats": state.batch_stats},

@@ -29,6 +29,7 @@ from orbax.checkpoint import v1 as ocp
 from msp.export.loader import CHECKPOINT_DIR, INFERENCE_FILE, REQUIREMENTS, SPEC_FILE, load_spec
 from msp.export.prune import PrunePlan
 from msp.models import MultiTaskNet, build_model
+from msp.parallel import is_primary, make_mesh, replicate
 
 
 class _Head(NamedTuple):
@@ -73,7 +74,11 @@ def write_artifact(out: str, spec: dict, variables: dict, serialized: bytearray)
   missing; files of an earlier export there are replaced)."""
   out = os.path.abspath(out)  # orbax refuses relative paths
   os.makedirs(out, exist_ok=True)
+  if jax.process_count() > 1:  # every process calls this; orbax writes a global array once
+    variables = replicate(variables, make_mesh())
   ocp.save(os.path.join(out, CHECKPOINT_DIR), variables, overwrite=True)
+  if not is_primary():
+    return
   with open(os.path.join(out, INFERENCE_FILE), "wb") as f:
     f.write(serialized)
   with open(os.path.join(out, SPEC_FILE), "w", encoding="utf-8") as f:
@@ -90,7 +95,7 @@ def restore(path: str) -> tuple[MultiTaskNet, dict]:
   spec = load_spec(path)
   model = model_from_spec(spec)
   size = spec["image_size"]
-  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), jax.eval_shape(
       lambda: model.init(jax.random.key(0), jnp.zeros((1, size, size, 3)), train=False)))
   return model, ocp.load(os.path.join(os.path.abspath(path), CHECKPOINT_DIR), abstract)

@@ -24,9 +24,9 @@ def machine() -> str:
       cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
   except (OSError, StopIteration):
     pass
-  device = jax.devices()[0]
+  device = jax.local_devices()[0]
   kind = "" if device.device_kind.lower() == device.platform else f" {device.device_kind}"
-  return (f"{device.platform.upper()}{kind} × {len(jax.devices())} ({cpu}, {os.cpu_count()} cores), "
+  return (f"{device.platform.upper()}{kind} × {len(jax.local_devices())} ({cpu}, {os.cpu_count()} cores), "
           f"jax {jax.__version__}")
 
 

@@ -16,6 +16,7 @@ import tqdm
 from flax import traverse_util
 
 from msp.models import build_model
+from msp.parallel import is_primary
 from msp.sparsity import GroupSpec
 from msp.tasks import Task, build_tasks
 
@@ -74,7 +75,7 @@ def fine_tune(model, variables: dict, tasks: Sequence[Task], spec: GroupSpec, ba
   params, batch_stats = variables["params"], variables["batch_stats"]
   opt_state = tx.init(params)
   losses = []
-  for s in tqdm.trange(steps, desc=f"adapt ({train})", disable=not progress, dynamic_ncols=True):
+  for s in tqdm.trange(steps, desc=f"adapt ({train})", disable=not (progress and is_primary()), dynamic_ncols=True):
     params, batch_stats, opt_state, loss = step(params, batch_stats, opt_state, batches(s))
     losses.append(float(loss))
   return {"params": params, "batch_stats": batch_stats}, losses

@@ -36,6 +36,7 @@ import numpy as np
 from absl import logging
 from orbax.checkpoint import v1 as ocp
 
+from msp.parallel import is_primary, sync
 from msp.train.config import ConfigError, complete, may_differ_on_resume
 from msp.train.files import error_reason, write_text_atomic
 from msp.train.state import MetaTrainState
@@ -176,7 +177,8 @@ class RunCheckpointer:
     # the policy first: _steps() waits for a save in flight, which a skipped step must not do
     if not (force or self._checkpointer.should_save(step)) or step in self._steps():
       return False
-    _check_writable(self.workdir)
+    if is_primary():
+      _check_writable(self.workdir)
     write_text_atomic(self.config_path, json.dumps(self._config, indent=2, sort_keys=True) + "\n")
     try:
       response = self._checkpointer.save_checkpointables_async(
@@ -272,7 +274,9 @@ class RunCheckpointer:
     aside = path.with_name(f"{step}.corrupt")
     if aside.exists():
       aside = path.with_name(f"{step}.corrupt.{os.getpid()}")
-    os.replace(path, aside)
+    if is_primary():
+      os.replace(path, aside)
+    sync(f"msp_set_aside_{step}")
     self._checkpointer.reload()
     return aside
 

@@ -49,7 +49,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "profile_steps": Key(0, Int(0), "trace this many steps (from a process's second) into WORKDIR/profile",
                              resume=True),
         "num_devices": Key(None, Int(1, optional=True), "devices the meta-batch's episodes are sharded over (None: "
-                           "all)", resume=True),
+                           "all, and always all in a multi-process job)", resume=True),
         "seen_tasks": Key(REQUIRED, Names(), "the tasks meta-training sees, in the task mask's order"),
         "unseen_tasks": Key((), Names(empty=True), "tasks held out for adaptation (adapt_unseen.py)"),
     },
@@ -342,6 +342,9 @@ def _check_relations(c: dict) -> None:
   """The checks that involve two keys or the machine."""
   if c["num_devices"] is not None and c["num_devices"] > jax.device_count():
     raise ConfigError(f"config.num_devices={c['num_devices']}, but {jax.device_count()} device(s) are available")
+  if c["num_devices"] not in (None, jax.device_count()) and jax.process_count() > 1:
+    raise ConfigError(f"config.num_devices={c['num_devices']}: a job of {jax.process_count()} processes shards the "
+                      f"meta-batch over all {jax.device_count()} devices; leave num_devices unset")
   s = c["safeguards"]
   if s["lambda_min"] >= s["lambda_max"]:
     raise ConfigError("config.safeguards.lambda_min must be < config.safeguards.lambda_max")

@@ -26,6 +26,7 @@ import tqdm
 from flax import traverse_util
 
 from msp.meta import MetaBatch, lambdas_from_log
+from msp.parallel import is_primary, local, sum_over_processes
 from msp.sparsity import sparsity_stats
 from msp.tasks import Task
 from msp.train.files import write_text_atomic, writing
@@ -122,12 +123,16 @@ def evaluate(apply_fn: Callable, variables: dict, tasks: Sequence[Task], batches
   """Pools each task's metric over `batches` (padding rows excluded) → {task: {metric name: value}}.
 
   apply_fn(variables, images (B, H, W, 3), train=False) → {task: raw output}; each EvalBatch holds the images and
-  every task's target.
+  every task's target. In a multi-process job `batches` are this process's shard of the split
+  (`data_pipelines.episodes.eval_dataset`), every process calls this, and each gets the metrics of the whole split:
+  the metric states are summed over processes (`msp.parallel.sum_over_processes`).
   """
   forward = jax.jit(lambda v, x: apply_fn(v, x, train=False))
   updates = {t.name: jax.jit(t.metric.update) for t in tasks}
   states = {t.name: t.metric.init() for t in tasks}
-  for batch in tqdm.tqdm(batches, total=num_batches, desc="evaluate", disable=not progress, dynamic_ncols=True):
+  variables = local(variables)
+  for batch in tqdm.tqdm(batches, total=num_batches, desc="evaluate", disable=not (progress and is_primary()),
+                         dynamic_ncols=True):
     outputs = forward(variables, batch.examples["image"])
     rows = int(np.sum(batch.valid))  # padding rows come last
     for t in tasks:
@@ -135,6 +140,7 @@ def evaluate(apply_fn: Callable, variables: dict, tasks: Sequence[Task], batches
       if rows < len(batch.valid):
         output, target = output[:rows], target[:rows]
       states[t.name] = updates[t.name](states[t.name], output, target)
+  states = sum_over_processes(states)
   return {t.name: t.metric.compute(states[t.name]) for t in tasks}
 
 
@@ -189,6 +195,8 @@ def write_results(directory: str, name: str, payload: dict, table: str) -> tuple
   """Writes `<name>.json` (payload) and `<name>.md` (table) into `directory`, each whole or not at all; returns both
   paths. WriteError (naming the file and the reason) when that fails."""
   json_path, md_path = os.path.join(directory, f"{name}.json"), os.path.join(directory, f"{name}.md")
+  if not is_primary():  # process 0 writes the job's files
+    return json_path, md_path
   with writing(directory):
     os.makedirs(directory, exist_ok=True)
   write_text_atomic(json_path, json.dumps(payload, indent=1, default=float))

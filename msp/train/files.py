@@ -1,10 +1,12 @@
 """Writing a run's files: any failed write (a full disk, a read-only mount, a quota) becomes one WriteError that
-names the path and the operating system's reason, and small files are replaced whole or not at all."""
+names the path and the operating system's reason, and small files are replaced whole or not at all. In a
+multi-process job the processes share the run directory and process 0 alone writes its small files."""
 import contextlib
 import os
 import re
 from typing import Iterator
 
+from msp.parallel import is_primary
 from msp.train.config import ConfigError
 
 
@@ -48,7 +50,10 @@ def writing(path: str | os.PathLike) -> Iterator[None]:
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
   """Writes `text` to `path` through a temporary sibling and a rename, so that `path` is never half-written;
-  WriteError naming `path` when that fails (the temporary file is removed)."""
+  WriteError naming `path` when that fails (the temporary file is removed). In a multi-process job every process
+  calls it with the same text and process 0 writes."""
+  if not is_primary():
+    return
   path = os.fspath(path)
   tmp = f"{path}.tmp.{os.getpid()}"
   with writing(path):
