@@ -10,13 +10,14 @@ checks the written function the same way; measures both networks' latency on thi
 DIR/report.{json,md}. Everything is written to a sibling directory first and renamed to DIR at the end, so a failed
 export leaves DIR as it was; a non-empty DIR is replaced only with --overwrite.
 """
-import pathlib
+import os
 
 from absl import flags
 
 from experiments.run import script
 from experiments.run.deployment import ExportOptions, export_run
 from msp.train import ConfigError
+from msp.train.files import as_path
 
 _CONFIG = script.define_optional_config()
 flags.adopt_module_key_flags(script)
@@ -43,11 +44,11 @@ def run_and_step() -> tuple[str, int | None]:
     raise ConfigError("give either --checkpoint=WORKDIR/checkpoints/STEP or --workdir (with --step)")
   if _WORKDIR.value is not None:
     return _WORKDIR.value, _STEP.value
-  path = pathlib.Path(_CHECKPOINT.value)
+  path = as_path(_CHECKPOINT.value)
   if path.parent.name != "checkpoints" or not path.name.isdigit() or _STEP.value is not None:
     raise ConfigError(f"--checkpoint={_CHECKPOINT.value!r} must be a run's WORKDIR/checkpoints/STEP directory "
                       "(and replaces --step)")
-  return str(path.parent.parent), int(path.name)
+  return os.fspath(path.parent.parent), int(path.name)
 
 
 def main(argv):

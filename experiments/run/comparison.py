@@ -12,6 +12,7 @@ import os
 import ml_collections
 
 from experiments.run.training import load_config, train
+from msp.train.files import absolute
 from msp.train.state import MetaTrainState
 
 FINETUNED = "finetuned"  # the fine-tuned run's workdir, inside the run it starts from
@@ -29,7 +30,7 @@ def finetune_config(config: ml_collections.ConfigDict, workdir: str,
   c.steps = c.finetune.steps
   c.optim.lr = c.finetune.lr
   c.eval_every = c.checkpoint_every = c.finetune.eval_every
-  c.init.from_run = os.path.abspath(workdir)
+  c.init.from_run = absolute(workdir)
   c.init.step = step
   return c
 

@@ -18,7 +18,7 @@ from msp.export.report import build_report, forward_latencies, machine, network_
 from msp.parallel import is_primary, local, same_everywhere, sync
 from msp.train import ConfigError
 from msp.train.evaluation import write_results
-from msp.train.files import WriteError, error_reason
+from msp.train.files import WriteError, absolute, error_reason, is_remote
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,6 +53,9 @@ def check_out(out: str, workdir: str, overwrite: bool) -> None:
   `overwrite` an earlier export (nothing but EXPORT_ENTRIES), that neither is nor holds a run directory and lies in
   none, except at the exported run's own WORKDIR/export. So no export ever replaces a run's files."""
   given = out
+  if is_remote(out):
+    raise ConfigError(f"--out={given!r}: an export is written to a local or mounted directory; copy it to the "
+                      f"bucket afterwards (e.g. gcloud storage cp -r)")
   out, workdir = os.path.realpath(out), os.path.realpath(workdir)
   if os.path.lexists(out) and not os.path.isdir(out):
     raise ConfigError(f"--out={given!r} exists and is not a directory")
@@ -122,7 +125,7 @@ def _export(workdir: str, step: int | None, out: str, staging: str, config: ml_c
     differences = max_abs_differences(dense_outputs, pruned_model.apply(pruned_variables, images, train=False))
     check_exact(differences, options.tolerance)
     platforms = options.platforms or (jax.default_backend(),)
-    source = {"workdir": os.path.abspath(workdir), "step": step,
+    source = {"workdir": absolute(workdir), "step": step,
               "variables": "adapted" if options.adapted else "meta-trained", "multiple_of": options.multiple_of}
     spec = spec_dict(pruned_model, run.config.model.to_dict(), plan, size, platforms, source)
     serialized = serialize_inference(pruned_model, pruned_variables, size, platforms)

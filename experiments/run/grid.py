@@ -18,7 +18,7 @@ from experiments.run.comparison import FINETUNED, finetune
 from experiments.run.magnitude import prune_run
 from experiments.run.training import Preempted, best_step, load_config, open_run, train
 from msp.train.config import ConfigError
-from msp.train.files import write_text_atomic
+from msp.train.files import as_path, write_text_atomic
 
 # Separates a method's variant arg from its run-config overrides: "budget,flops=0.25+budget.scale_lr=0.005".
 OVERRIDE = "+"
@@ -156,8 +156,8 @@ def _override(config: ml_collections.ConfigDict, key: str, text: str | None, met
 
 def committed_steps(workdir: str) -> list[int]:
   """The steps of the run's committed checkpoints (orbax names a save in progress otherwise)."""
-  path = os.path.join(workdir, "checkpoints")
-  return sorted(int(d) for d in os.listdir(path) if d.isdigit()) if os.path.isdir(path) else []
+  path = as_path(workdir) / "checkpoints"
+  return sorted(int(d.name) for d in path.iterdir() if d.name.isdigit()) if path.is_dir() else []
 
 
 def _result_step(workdir: str) -> int | None:
@@ -167,7 +167,7 @@ def _result_step(workdir: str) -> int | None:
 
 
 def _written(workdir: str, folder: str, stem: str, step: int | None) -> bool:
-  return step is not None and os.path.exists(os.path.join(workdir, folder, f"{stem}_step{step}.json"))
+  return step is not None and (as_path(workdir) / folder / f"{stem}_step{step}.json").exists()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -225,7 +225,7 @@ PIPELINE = [
     Stage("finetune", lambda job, c: (committed_steps(job.finetuned) or [0])[-1] >= c.finetune.steps,
           lambda job, c: finetune(job.workdir)),
     *_stages(finetuned=True),
-    Stage("export", lambda job, c: os.path.exists(os.path.join(job.finetuned, "export", "report.json")), _export),
+    Stage("export", lambda job, c: (as_path(job.finetuned) / "export" / "report.json").exists(), _export),
 ]
 STAGES = tuple(s.name for s in PIPELINE)
 
@@ -249,17 +249,16 @@ def pending(job: Job, config, sweep) -> list[Stage]:
 
 
 def record(job: Job, dataset: str) -> dict:
-  path = os.path.join(job.workdir, "sweep.json")
-  if os.path.exists(path):
-    with open(path, encoding="utf-8") as f:
-      return json.load(f)
+  path = as_path(job.workdir) / "sweep.json"
+  if path.exists():
+    return json.loads(path.read_text(encoding="utf-8"))
   return {"label": job.method, "method": job.variant, "target": job.target, "seed": job.seed, "dataset": dataset,
           "source": job.source, "seconds": {}}
 
 
 def _save_record(job: Job, record: dict) -> None:
-  os.makedirs(job.workdir, exist_ok=True)
-  write_text_atomic(os.path.join(job.workdir, "sweep.json"), json.dumps(record, indent=1))
+  as_path(job.workdir).mkdir(parents=True, exist_ok=True)
+  write_text_atomic(as_path(job.workdir) / "sweep.json", json.dumps(record, indent=1))
 
 
 class Estimator:

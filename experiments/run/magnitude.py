@@ -5,19 +5,19 @@ The pruned network is written as a checkpoint of a new workdir, at the step the 
 evaluate.py, adapt_unseen.py, export.py and finetune.py take it like any other run.
 """
 import copy
-import os
 
 import ml_collections
 
 from experiments.run.training import check_same_network, load_config, open_run, trained_network
 from msp.sparsity import magnitude_prune
 from msp.train.checkpoint import CheckpointError
+from msp.train.files import absolute, as_path
 
 
 def pruned_config(config: ml_collections.ConfigDict, source: str, step: int | None) -> ml_collections.ConfigDict:
   """`config` (the dense run's, with a `prune` section) recording where the pruned network came from."""
   c = copy.deepcopy(config)
-  c.init.from_run = os.path.abspath(source)
+  c.init.from_run = absolute(source)
   c.init.step = step
   return c
 
@@ -35,7 +35,7 @@ def prune_run(source: str, workdir: str, config: ml_collections.ConfigDict | Non
   holds a run, ConfigError when the networks differ or a prune value is bad.
   """
   config = load_config(source) if config is None else config
-  if os.path.exists(os.path.join(workdir, "config.json")):
+  if (as_path(workdir) / "config.json").exists():
     raise CheckpointError(f"{workdir} already holds a run: prune into a new workdir")
   step, trained = trained_network(source, step)
   pattern_from = config.prune.get("pattern_from")

@@ -30,7 +30,7 @@ from msp.parallel import any_process, is_primary
 from msp.train.checkpoint import CheckpointError, RunCheckpointer, drop_retired
 from msp.train.config import ConfigError, complete
 from msp.train.evaluation import Results, shown_metrics
-from msp.train.files import os_reason, write_text_atomic
+from msp.train.files import absolute, as_path, os_reason, write_text_atomic
 from msp.train.loop import meta_train
 from msp.train.safeguards import finite_parts, nonfinite_names
 from msp.train.setup import MetaLearner, build_meta_learner
@@ -125,12 +125,11 @@ class Run:
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:
   """The config a run in `workdir` was started with (its config.json)."""
-  path = os.path.join(workdir, "config.json")
-  if not os.path.exists(path):
+  path = as_path(workdir) / "config.json"
+  if not path.exists():
     raise CheckpointError(f"{path} does not exist: is {workdir!r} the workdir of a meta_train.py run?")
   try:
-    with open(path, encoding="utf-8") as f:
-      config = json.load(f)
+    config = json.loads(path.read_text(encoding="utf-8"))
   except OSError as e:
     raise CheckpointError(f"cannot read {path}: {os_reason(e)}") from e
   except ValueError as e:
@@ -149,12 +148,11 @@ def check_same_network(source: MetaTrainState, target: MetaTrainState, what: str
 def read_best(workdir: str) -> dict | None:
   """WORKDIR/checkpoints_best/best.json ({"step", "metric", "value", "split"} of the run's best checkpoint by
   eval.select_metric), None when the run kept none (trained without eval_every). CheckpointError when unreadable."""
-  path = os.path.join(workdir, BEST, "best.json")
-  if not os.path.exists(path):
+  path = as_path(workdir) / BEST / "best.json"
+  if not path.exists():
     return None
   try:
-    with open(path, encoding="utf-8") as f:
-      return json.load(f)
+    return json.loads(path.read_text(encoding="utf-8"))
   except (OSError, ValueError) as e:
     raise CheckpointError(f"cannot read {path}: {e}") from e
 
@@ -324,11 +322,11 @@ def _train(run: Run, config: ml_collections.ConfigDict, workdir: str, progress: 
   state = restored[0] if restored else run.initial_state()
   start = int(state.step)
   batches = meta_batches(run.config, run.dataset, start)
-  os.makedirs(workdir, exist_ok=True)
+  as_path(workdir).mkdir(parents=True, exist_ok=True)
   names = {"lambda": run.learner.spec.names, "lambda_at_bound": run.learner.spec.names,
            "floor_engaged": run.learner.spec.names, "alive_channels": run.learner.spec.names,
            "group_sparsity": run.learner.spec.names, "task_loss": config.seen_tasks}
-  profile = (os.path.join(os.path.abspath(workdir), "profile"), config.profile_steps) if config.get(
+  profile = (os.path.join(absolute(workdir), "profile"), config.profile_steps) if config.get(
       "profile_steps") else None
   with stop_requests() as stopped:
     writer = MetricWriter(workdir, names, resume_step=start) if is_primary() else None  # the job's one log
@@ -336,6 +334,8 @@ def _train(run: Run, config: ml_collections.ConfigDict, workdir: str, progress: 
       writer.write_hparams(config.to_dict(), ["loss", "group_sparsity_total"])
 
     def on_step(step: int, state: MetaTrainState) -> None:
+      if writer is not None and run.checkpointer.due(step):
+        writer.flush()  # a bucket's logs are uploaded in batches: first every step up to this checkpoint
       run.checkpointer.save(step, state, {"next_index": step})
       if best is not None and step % config.eval_every == 0:
         split = config.eval.select_split

@@ -23,7 +23,6 @@ import base64
 import json
 import logging as py_logging
 import os
-import pathlib
 import re
 import sys
 import threading
@@ -34,11 +33,12 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
+from etils import epath
 from orbax.checkpoint import v1 as ocp
 
 from msp.parallel import is_primary, sync
 from msp.train.config import ConfigError, complete, may_differ_on_resume
-from msp.train.files import error_reason, write_text_atomic
+from msp.train.files import absolute, as_path, error_reason, is_remote, write_text_atomic
 from msp.train.state import MetaTrainState
 
 ANY = object()  # a retired key whose every value today's msp reads the same way
@@ -121,7 +121,7 @@ class RunCheckpointer:
     """
     if save_every < 1 or max_to_keep < 1:
       raise ValueError(f"save_every={save_every} and max_to_keep={max_to_keep} must be ≥ 1")
-    self.workdir = pathlib.Path(workdir).expanduser().absolute()  # orbax refuses relative paths
+    self.workdir = as_path(absolute(workdir))  # orbax refuses relative paths
     self.config_path = self.workdir / "config.json"
     self.directory = self.workdir / subdirectory
     self._config = json.loads(config.to_json_best_effort(sort_keys=True))
@@ -190,6 +190,10 @@ class RunCheckpointer:
     if force:
       self.wait()
     return True
+
+  def due(self, step: int) -> bool:
+    """Whether `save` at `step` (unforced) writes a checkpoint, by the save_every policy."""
+    return bool(self._checkpointer.should_save(step))
 
   def latest_step(self) -> int | None:
     """The newest committed checkpoint's step (after waiting for a save in flight), or None if there is none."""
@@ -268,14 +272,14 @@ class RunCheckpointer:
           f"changed. To start this run again from step 0, move {self.directory} away (or use another workdir)")
     return None
 
-  def _set_aside(self, step: int) -> pathlib.Path:
+  def _set_aside(self, step: int) -> epath.Path:
     """Renames the step directory of `step` to `<step>.corrupt` (or `<step>.corrupt.<pid>`); returns the new path."""
     path = self.directory / str(step)
     aside = path.with_name(f"{step}.corrupt")
     if aside.exists():
       aside = path.with_name(f"{step}.corrupt.{os.getpid()}")
     if is_primary():
-      os.replace(path, aside)
+      path.rename(aside)
     sync(f"msp_set_aside_{step}")
     self._checkpointer.reload()
     return aside
@@ -342,7 +346,7 @@ class _DropOrbaxRecords(py_logging.Filter):
     return not (_from_orbax(exc) or _names_orbax_directory(text))
 
 
-def _silence_orbax(directory: pathlib.Path) -> None:
+def _silence_orbax(directory: epath.Path) -> None:
   """From now on, in this process: orbax's log records (absl), its failed threads' and coroutines' tracebacks
   (threading.excepthook, sys.unraisablehook, asyncio's "exception was never retrieved"), and any of those that
   name `directory` (a checkpoint directory msp reads or writes through orbax) are dropped.
@@ -391,8 +395,11 @@ def _unreadable_reason(error: Exception) -> str:
   return error_reason(innermost)
 
 
-def _check_can_create(workdir: pathlib.Path) -> None:
-  """CheckpointError unless `workdir` is a writable directory, or could be created as one; creates nothing."""
+def _check_can_create(workdir: epath.Path) -> None:
+  """CheckpointError unless `workdir` is a writable directory, or could be created as one; creates nothing. (A
+  bucket's permissions show only at the first write, `_check_writable`.)"""
+  if is_remote(workdir):
+    return
   existing = workdir
   while not existing.exists():
     existing = existing.parent
@@ -402,7 +409,7 @@ def _check_can_create(workdir: pathlib.Path) -> None:
     raise CheckpointError(f"the run directory {workdir} cannot be created or written: {existing} is not writable")
 
 
-def _check_writable(workdir: pathlib.Path) -> None:
+def _check_writable(workdir: epath.Path) -> None:
   """Creates `workdir` (and missing parents) if needed and writes and removes a file in it."""
   probe = workdir / f".write_test.{os.getpid()}"
   try:
@@ -413,7 +420,7 @@ def _check_writable(workdir: pathlib.Path) -> None:
     raise CheckpointError(f"the run directory {workdir} cannot be created or written: {e}") from e
 
 
-def _check_compatible(config_path: pathlib.Path, new: dict) -> None:
+def _check_compatible(config_path: epath.Path, new: dict) -> None:
   """Raises CheckpointError listing every key a resumed run may not change whose value differs."""
   try:
     old = json.loads(config_path.read_text())
@@ -514,7 +521,7 @@ def _leaf_specs(tree: Any) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
           for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
 
-def _check_same_leaves(path: pathlib.Path, saved: Any, abstract: Any, listed: int = 8) -> None:
+def _check_same_leaves(path: epath.Path, saved: Any, abstract: Any, listed: int = 8) -> None:
   """CorruptCheckpointError when the checkpoint lists no arrays (a damaged manifest or metadata file); else
   IncompatibleCheckpointError listing (up to `listed` of) the leaves missing, extra, or of another shape or dtype."""
   saved, wanted = _leaf_specs(saved), _leaf_specs(abstract)

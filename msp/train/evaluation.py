@@ -29,7 +29,7 @@ from msp.meta import MetaBatch, lambdas_from_log
 from msp.parallel import is_primary, local, sum_over_processes
 from msp.sparsity import sparsity_stats
 from msp.tasks import Task
-from msp.train.files import write_text_atomic, writing
+from msp.train.files import as_path, write_text_atomic, writing
 from msp.train.setup import MetaLearner
 from msp.train.state import MetaTrainState
 
@@ -194,11 +194,11 @@ def _format(value) -> str:
 def write_results(directory: str, name: str, payload: dict, table: str) -> tuple[str, str]:
   """Writes `<name>.json` (payload) and `<name>.md` (table) into `directory`, each whole or not at all; returns both
   paths. WriteError (naming the file and the reason) when that fails."""
-  json_path, md_path = os.path.join(directory, f"{name}.json"), os.path.join(directory, f"{name}.md")
-  if not is_primary():  # process 0 writes the job's files
-    return json_path, md_path
-  with writing(directory):
-    os.makedirs(directory, exist_ok=True)
-  write_text_atomic(json_path, json.dumps(payload, indent=1, default=float))
-  write_text_atomic(md_path, table + "\n")
-  return json_path, md_path
+  directory = as_path(directory)
+  json_path, md_path = directory / f"{name}.json", directory / f"{name}.md"
+  if is_primary():  # process 0 writes the job's files
+    with writing(directory):
+      directory.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(json_path, json.dumps(payload, indent=1, default=float))
+    write_text_atomic(md_path, table + "\n")
+  return os.fspath(json_path), os.fspath(md_path)

@@ -1,13 +1,35 @@
-"""Writing a run's files: any failed write (a full disk, a read-only mount, a quota) becomes one WriteError that
-names the path and the operating system's reason, and small files are replaced whole or not at all. In a
-multi-process job the processes share the run directory and process 0 alone writes its small files."""
+"""A run's files: where they live, and writing them.
+
+Every path of a run (its workdir, a data directory, an export) goes through `as_path`: an `etils.epath.Path`, which
+is a local path or an object-store URI (`gs://`, `s3://`; reading and writing those needs the store's fsspec
+package, e.g. gcsfs). Any failed write (a full disk, a read-only mount, a quota) becomes one WriteError that names
+the path and the operating system's reason, and small files are replaced whole or not at all. In a multi-process job
+the processes share the run directory and process 0 alone writes its small files."""
 import contextlib
 import os
 import re
 from typing import Iterator
 
+from etils import epath
+
 from msp.parallel import is_primary
 from msp.train.config import ConfigError
+
+
+def as_path(path: str | os.PathLike) -> epath.Path:
+  """`path` as an epath.Path: a URI (`gs://bucket/run`) as it is, a local path with `~` expanded."""
+  text = os.fspath(path)
+  return epath.Path(text if is_remote(text) else os.path.expanduser(text))
+
+
+def absolute(path: str | os.PathLike) -> str:
+  """`path` as an absolute path (a URI as it is), for records that must still name it from another directory."""
+  return os.fspath(path) if is_remote(path) else os.path.abspath(os.path.expanduser(os.fspath(path)))
+
+
+def is_remote(path: str | os.PathLike) -> bool:
+  """Whether `path` is an object-store URI (`scheme://...`) rather than a local (or mounted) path."""
+  return "://" in os.fspath(path)
 
 
 class WriteError(ConfigError):
@@ -54,13 +76,12 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
   calls it with the same text and process 0 writes."""
   if not is_primary():
     return
-  path = os.fspath(path)
-  tmp = f"{path}.tmp.{os.getpid()}"
+  path = as_path(path)
+  tmp = path.with_name(f"{path.name}.tmp.{os.getpid()}")
   with writing(path):
     try:
-      with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-      os.replace(tmp, path)
+      tmp.write_text(text, encoding="utf-8")
+      tmp.replace(path)
     finally:
-      if os.path.exists(tmp):
-        os.remove(tmp)
+      if tmp.exists():
+        tmp.unlink()
