@@ -140,6 +140,23 @@ def test_two_processes_report_the_whole_split_as_one_process_does(runs, script, 
 
 
 @pytest.mark.slow
+def test_prune_finetune_and_export_run_as_two_process_jobs(runs, tmp_path):
+  dirs, _, _ = runs
+  pruned, export = str(tmp_path / "pruned"), str(tmp_path / "export")
+  _job(2, "experiments/prune.py", f"--from={dirs['two']}", f"--workdir={pruned}")
+  assert sorted(os.listdir(os.path.join(pruned, "checkpoints"))) == [str(STEPS)]
+  _job(2, "experiments/finetune.py", f"--workdir={pruned}")
+  records = [json.loads(line) for line in open(os.path.join(pruned, "finetuned", "metrics.jsonl"), encoding="utf-8")]
+  assert records and len({r["step"] for r in records if "loss" in r}) == len([r for r in records if "loss" in r])
+  logs = _job(2, "experiments/export.py", f"--workdir={pruned}", f"--out={export}", "--repeats=2")
+  assert all(f"to {export}" in out for out, _ in logs)
+  assert sorted(os.listdir(export)) == ["checkpoint", "inference.jax_exported", "report.json", "report.md",
+                                        "spec.json"]
+  report = _results(os.path.join(export, "report.json"))
+  assert report["max_abs_difference"] and max(report["exported_max_abs_difference"].values()) <= 1e-5
+
+
+@pytest.mark.slow
 def test_a_job_that_loses_a_process_stops_and_the_same_command_resumes_it(runs, tmp_path):
   dirs, _, common = runs
   workdir = str(tmp_path / "killed")

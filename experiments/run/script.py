@@ -164,7 +164,7 @@ def start(argv) -> None:
   cli.start(argv)
   logging.set_verbosity(logging.WARNING)
   logging.get_absl_logger().addFilter(_DropTfdsNotes())
-  if processes.initialize(_DISTRIBUTED.value):
+  if processes.initialize(_DISTRIBUTED.value if flags.FLAGS.is_parsed() else _DISTRIBUTED.default):
     print(processes.describe(), file=sys.stderr, flush=True)
   if not jax.config.jax_compilation_cache_dir:
     jax.config.update("jax_compilation_cache_dir", os.path.expanduser(DEFAULT_CACHE_DIR))

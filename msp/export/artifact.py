@@ -29,7 +29,7 @@ from orbax.checkpoint import v1 as ocp
 from msp.export.loader import CHECKPOINT_DIR, INFERENCE_FILE, REQUIREMENTS, SPEC_FILE, load_spec
 from msp.export.prune import PrunePlan
 from msp.models import MultiTaskNet, build_model
-from msp.parallel import is_primary, make_mesh, replicate
+from msp.parallel import is_primary, make_mesh, replicate, sync
 
 
 class _Head(NamedTuple):
@@ -71,18 +71,19 @@ def spec_dict(model: MultiTaskNet, model_config: dict, plan: PrunePlan, image_si
 
 def write_artifact(out: str, spec: dict, variables: dict, serialized: bytearray) -> None:
   """Writes spec.json, the orbax checkpoint of `variables` and the serialized function into `out` (created if
-  missing; files of an earlier export there are replaced)."""
+  missing; files of an earlier export there are replaced). In a multi-process job every process calls it and
+  returns once all files are written."""
   out = os.path.abspath(out)  # orbax refuses relative paths
   os.makedirs(out, exist_ok=True)
   if jax.process_count() > 1:  # every process calls this; orbax writes a global array once
     variables = replicate(variables, make_mesh())
   ocp.save(os.path.join(out, CHECKPOINT_DIR), variables, overwrite=True)
-  if not is_primary():
-    return
-  with open(os.path.join(out, INFERENCE_FILE), "wb") as f:
-    f.write(serialized)
-  with open(os.path.join(out, SPEC_FILE), "w", encoding="utf-8") as f:
-    json.dump(spec, f, indent=1)
+  if is_primary():
+    with open(os.path.join(out, INFERENCE_FILE), "wb") as f:
+      f.write(serialized)
+    with open(os.path.join(out, SPEC_FILE), "w", encoding="utf-8") as f:
+      json.dump(spec, f, indent=1)
+  sync("export files written")  # the other processes read them next
 
 
 def model_from_spec(spec: dict) -> MultiTaskNet:
