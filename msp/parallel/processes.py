@@ -32,8 +32,10 @@ def wanted(mode: str, environ=os.environ) -> bool:
 
 
 def _on_cloud_tpu_vm() -> bool:
-  from jax._src.clusters import cloud_tpu_cluster  # pylint: disable=import-outside-toplevel
-  return bool(cloud_tpu_cluster.running_in_cloud_tpu_vm)
+  # JAX's own flag for this (cloud_tpu_init.running_in_cloud_tpu_vm) is set only once a backend starts, which must
+  # not happen before the runtime does; JAX sets it from the same PCI scan.
+  from jax._src import hardware_utils  # pylint: disable=import-outside-toplevel
+  return hardware_utils.num_available_tpu_chips_and_device_id()[0] > 0
 
 
 def initialize(mode: str = "auto", environ=os.environ) -> bool:
