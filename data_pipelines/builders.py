@@ -63,8 +63,9 @@ def prepare(builder_class: type[Builder], data_dir: str, config, manual_dir: str
   data_dir = os.path.expanduser(data_dir)
   if os.path.lexists(data_dir) and not os.path.isdir(data_dir):
     raise ValueError(f"the data directory {data_dir} is not a directory")
+  prepared = f"prepare {builder_class.name}/{config.name}"  # the barrier after process 0's build
   if not is_primary():
-    sync(f"prepare {builder_class.name}/{config.name}")  # wait for process 0's build
+    sync(prepared)
   builder = builder_class(data_dir=data_dir, config=config, file_format="array_record")
   try:
     if not builder.is_prepared():
@@ -78,7 +79,7 @@ def prepare(builder_class: type[Builder], data_dir: str, config, manual_dir: str
           raise
   finally:
     if is_primary():
-      sync(f"prepare {builder_class.name}/{config.name}")
+      sync(prepared)
   return builder
 
 

@@ -258,6 +258,13 @@ def meta_batch_dataset(sampler: MetaBatchSampler, num_steps: int | None = None, 
   return _in_background(steps.map(sampler), num_threads, prefetch_buffer_size)
 
 
+def eval_num_batches(num_examples: int, batch_size: int, process_count: int | None = None) -> int:
+  """Batches of `eval_dataset` per process for a split of `num_examples`: ceil(ceil(N / process_count) /
+  batch_size), the same in every process."""
+  _, process_count = _process(None, process_count)
+  return _ceil_div(_ceil_div(num_examples, process_count), batch_size)
+
+
 def eval_dataset(source, targets: Sequence[TargetSpec], batch_size: int, process_index: int | None = None,
                  process_count: int | None = None, num_threads: int = 2, prefetch_buffer_size: int = 4,
                  transform: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]] | None = None,
@@ -272,7 +279,7 @@ def eval_dataset(source, targets: Sequence[TargetSpec], batch_size: int, process
   process_index, process_count = _process(process_index, process_count)
   loader = _Loader(source, targets, None if transform is None else lambda example, _: transform(example))
   shard = np.arange(process_index, len(source), process_count)
-  num_batches = _ceil_div(_ceil_div(len(source), process_count), batch_size)
+  num_batches = eval_num_batches(len(source), batch_size, process_count)
 
   def batch(b: int) -> EvalBatch:
     index = np.full(batch_size, -1, np.int64)

@@ -1,15 +1,13 @@
 """The evaluation protocol (`msp.train.evaluation`) applied to a run in a workdir: its fixed support batch and
 calibration images drawn from the run's training split, and its evaluation split in batches."""
-import math
 import os
 from typing import Any
 
-import jax
 import numpy as np
 from absl import logging
 
 from data_pipelines.datasets import Prefix, open_dataset
-from data_pipelines.episodes import batch_sampler, eval_dataset
+from data_pipelines.episodes import batch_sampler, eval_dataset, eval_num_batches
 from msp.parallel import local
 from msp.train.config import ConfigError
 from msp.train.evaluation import (Results, describe_protocol, evaluate, protocol_variables, results_table,
@@ -43,9 +41,8 @@ def eval_batches(source, targets, config) -> tuple[Any, int]:
   if config.eval.max_examples is not None:
     source = Prefix(source, config.eval.max_examples)
   size = config.eval.batch_size
-  per_process = math.ceil(len(source) / jax.process_count())
   return iter(eval_dataset(source, targets, size, num_threads=config.data.num_threads,
-                           prefetch_buffer_size=config.data.prefetch)), math.ceil(per_process / size)
+                           prefetch_buffer_size=config.data.prefetch)), eval_num_batches(len(source), size)
 
 
 def adapted_to_seen_tasks(run, state: MetaTrainState) -> dict:
