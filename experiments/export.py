@@ -8,7 +8,8 @@ equals the masked dense network's (max abs difference ≤ --tolerance, else exit
 DIR/{inference.jax_exported, checkpoint/, spec.json} (msp/export/artifact.py; `msp.export.load(DIR)` runs it) and
 checks the written function the same way; measures both networks' latency on this machine and writes and prints
 DIR/report.{json,md}. Everything is written to a sibling directory first and renamed to DIR at the end, so a failed
-export leaves DIR as it was; a non-empty DIR is replaced only with --overwrite.
+export leaves DIR as it was; a non-empty DIR is replaced only with --overwrite. DIR may be a bucket URI (gs://...;
+there the final rename copies each object).
 """
 import os
 
@@ -24,7 +25,8 @@ flags.adopt_module_key_flags(script)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory of a meta_train.py run (or give --checkpoint).")
 _STEP = flags.DEFINE_integer("step", None, "Checkpoint step of --workdir to export (default: the latest).")
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "A checkpoint directory WORKDIR/checkpoints/STEP.")
-_OUT = flags.DEFINE_string("out", None, "Directory for the export and its report (new or empty, or see --overwrite).")
+_OUT = flags.DEFINE_string("out", None, "Directory or bucket URI for the export and its report (new or empty, or "
+                           "see --overwrite).")
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace --out if it holds files (of an earlier export).")
 _MULTIPLE_OF = flags.DEFINE_integer("multiple_of", 1, "Round kept channel counts up to a multiple of this.")
 _ADAPTED = flags.DEFINE_bool("adapted", False, "Export the variables after the run's inner loop on the evaluation "

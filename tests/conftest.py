@@ -7,6 +7,7 @@ os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(ROOT, ".cache", 
 
 import jax  # pylint: disable=wrong-import-position
 import pytest
+from etils import epath
 
 if ROOT not in sys.path:
   sys.path.insert(0, ROOT)
@@ -25,3 +26,25 @@ def x64():
 def data_dir(tmp_path_factory):
   """A tfds data directory per test module (the tiny configs render synthetic_scenes into it on first use)."""
   return str(tmp_path_factory.mktemp("tfds"))
+
+
+@pytest.fixture
+def store(tmp_path):
+  """A fake gs:// object store under tmp_path/store; yields that directory."""
+  root = tmp_path / "store"
+  root.mkdir()
+  local = lambda p: str(root / os.fspath(p)[len("gs://"):]) if os.fspath(p).startswith("gs://") else os.fspath(p)
+  uri = lambda p: "gs://" + os.path.relpath(p, root) if p.startswith(str(root)) else p
+  one = lambda fn, path, *args, **kwargs: fn(local(path), *args, **kwargs)
+  two = lambda fn, path, dst, *args, **kwargs: fn(local(path), local(dst), *args, **kwargs)
+  glob = lambda fn, pattern: [uri(p) for p in fn(local(pattern))]
+
+  def open_(fn, path, mode, *args, **kwargs):  # an object store has no directories to create first
+    if set(mode) & set("wa"):
+      os.makedirs(os.path.dirname(local(path)), exist_ok=True)
+    return fn(local(path), mode, *args, **kwargs)
+
+  with epath.testing.mock_epath(open=open_, exists=one, isdir=one, listdir=one, makedirs=one, mkdir=one, remove=one,
+                                rmtree=one, stat=one, walk=one, rename=two, replace=two, copy=two, glob=glob):
+    yield root
+  assert not os.path.exists("gs:"), "a gs:// path was written as a local relative path"

@@ -1,43 +1,24 @@
-"""A run's own files in an object store: `gs://` paths through etils.epath, on a fake store (epath's mock backend
-keeping each `gs://BUCKET/KEY` in a local directory). Checkpoints themselves are orbax's (tensorstore) and are not
-faked here."""
+"""A run's own files in an object store: `gs://` paths through etils.epath, on a fake store (`store` in
+conftest.py: epath's mock backend keeping each `gs://BUCKET/KEY` in a local directory). Checkpoints themselves are
+orbax's (tensorstore) and are not faked here."""
 import json
 import os
+import re
+import shutil
 
+import numpy as np
 import pytest
-from etils import epath
 
 from experiments.configs import synthetic
 from experiments.run import grid
-from experiments.run.deployment import check_out
-from experiments.run.training import load_config, read_best
+from experiments.run.deployment import EXPORT_ENTRIES, ExportOptions, check_out, export_run
+from experiments.run.training import load_config, open_run, read_best
+from msp.export import artifact, load
 from msp.train.checkpoint import CheckpointError, RunCheckpointer
 from msp.train.config import ConfigError
 from msp.train.evaluation import write_results
 from msp.train.files import as_path, is_remote, write_text_atomic
 from msp.train.writer import MetricWriter, read_events, read_jsonl
-
-
-@pytest.fixture
-def store(tmp_path):
-  """A fake gs:// object store under tmp_path/store; yields that directory."""
-  root = tmp_path / "store"
-  root.mkdir()
-  local = lambda p: str(root / os.fspath(p)[len("gs://"):]) if os.fspath(p).startswith("gs://") else os.fspath(p)
-  uri = lambda p: "gs://" + os.path.relpath(p, root) if p.startswith(str(root)) else p
-  one = lambda fn, path, *args, **kwargs: fn(local(path), *args, **kwargs)
-  two = lambda fn, path, dst, *args, **kwargs: fn(local(path), local(dst), *args, **kwargs)
-  glob = lambda fn, pattern: [uri(p) for p in fn(local(pattern))]
-
-  def open_(fn, path, mode, *args, **kwargs):  # an object store has no directories to create first
-    if set(mode) & set("wa"):
-      os.makedirs(os.path.dirname(local(path)), exist_ok=True)
-    return fn(local(path), mode, *args, **kwargs)
-
-  with epath.testing.mock_epath(open=open_, exists=one, isdir=one, listdir=one, makedirs=one, mkdir=one, remove=one,
-                                rmtree=one, stat=one, walk=one, rename=two, replace=two, copy=two, glob=glob):
-    yield root
-  assert not os.path.exists("gs:"), "a gs:// path was written as a local relative path"
 
 
 def test_paths_tell_a_bucket_from_a_local_directory():
@@ -97,10 +78,61 @@ def test_logs_in_a_bucket_are_uploaded_whole_and_truncated_on_resume(store):
   assert [s for s, _ in logged] == [1, 2, 3, 4] and logged[-1][1] == pytest.approx(0.44)
 
 
-def test_an_export_to_a_bucket_is_refused_in_one_line_naming_the_way(tmp_path):
-  with pytest.raises(ConfigError, match=r"--out='gs://bucket/export': an export is written to a local or mounted "
-                                        r"directory; copy it to the bucket afterwards"):
-    check_out("gs://bucket/export", str(tmp_path / "run"), overwrite=False)
+@pytest.fixture
+def run_with_a_checkpoint(tmp_path):
+  """(config, workdir) of a local tiny run with one checkpoint, its fresh state."""
+  config = synthetic.get_config("budget,tiny")
+  config.data.data_dir = str(tmp_path / "tfds")
+  workdir = str(tmp_path / "run")
+  run = open_run(config, workdir)
+  try:
+    run.checkpointer.save(1, run.fresh_state(), {"next_index": 1}, force=True)
+  finally:
+    run.close()
+  return config, workdir
+
+
+def test_an_export_goes_to_a_bucket_through_a_staging_prefix(run_with_a_checkpoint, store, monkeypatch, tmp_path):
+  """The whole export in gs://: checked against the run, staged beside OUT, the uploaded function read back and
+  checked, renamed to OUT; an earlier export there replaced only with overwrite, and a bucket run never a target."""
+  config, workdir = run_with_a_checkpoint
+  save = artifact.ocp.save  # orbax writes gs:// with tensorstore's own driver, which the fake store cannot serve:
+
+  def save_then_upload(path, *args, **kwargs):  # here it writes a local directory, copied into the fake bucket
+    local = tmp_path / "orbax" / os.fspath(path).removeprefix("gs://")
+    save(local, *args, **kwargs)
+    shutil.copytree(local, store / os.fspath(path).removeprefix("gs://"), dirs_exist_ok=True)
+
+  monkeypatch.setattr(artifact.ocp, "save", save_then_upload)
+  options = ExportOptions(repeats=1, warmup=0, batch_sizes=(1,))
+  out, step, table = export_run(workdir, None, "gs://bucket/exports/tiny/", config, options)
+  assert (out, step) == ("gs://bucket/exports/tiny", 1) and "| latency, batch 1 (ms) |" in table
+  exported = store / "bucket/exports/tiny"
+  assert sorted(os.listdir(exported)) == sorted(EXPORT_ENTRIES)
+  assert os.listdir(store / "bucket/exports") == ["tiny"]  # no staging prefix left behind
+  outputs = load(str(exported))(np.zeros((2, config.image_size, config.image_size, 3), np.float32))
+  assert set(outputs) == set(config.seen_tasks)
+  assert json.loads((exported / "report.json").read_text())["source"]["step"] == 1
+
+  with pytest.raises(ConfigError, match=r"--out='gs://bucket/exports/tiny' is not empty; give --overwrite"):
+    export_run(workdir, None, "gs://bucket/exports/tiny", config, options)
+  (exported / "spec.json").write_text("{}")
+  export_run(workdir, None, "gs://bucket/exports/tiny", config, options, overwrite=True)
+  assert json.loads((exported / "spec.json").read_text())["source"]["step"] == 1
+
+
+def test_an_export_never_replaces_a_run_in_a_bucket(store):
+  write_text_atomic("gs://bucket/runs/a/config.json", "{}")
+  write_text_atomic("gs://bucket/runs/a/metrics.jsonl", "")
+  refused = {"gs://bucket/runs/a/eval": "lies inside the run directory gs://bucket/runs/a",
+             "gs://bucket/runs": "is or holds the run being exported (gs://bucket/runs/b)",
+             "gs://bucket/runs/a": "is the run directory gs://bucket/runs/a",
+             "gs://bucket/runs/a/config.json": "exists and is not a directory"}
+  for out, message in refused.items():
+    with pytest.raises(ConfigError, match=re.escape(message)):
+      check_out(out, "gs://bucket/runs/b", overwrite=True)
+  check_out("gs://bucket/runs/a/export", "gs://bucket/runs/a", overwrite=False)  # its own WORKDIR/export
+  check_out("gs://bucket/exports/a", "gs://bucket/runs/a", overwrite=False)
 
 
 def test_a_sweep_in_a_bucket_keeps_its_records_and_finds_its_results_there(store):

@@ -1,24 +1,23 @@
 """Export of a run's physically pruned network with its report (what experiments/export.py runs)."""
 import dataclasses
 import os
-import shutil
 
 import jax
 import ml_collections
 import numpy as np
+from etils import epath
 
 from experiments.run import provenance
 from experiments.run.scoring import adapted_to_seen_tasks
 from experiments.run.training import open_run
-from msp.export import load
 from msp.export.artifact import serialize_inference, spec_dict, write_artifact
-from msp.export.loader import CHECKPOINT_DIR, INFERENCE_FILE, SPEC_FILE
+from msp.export.loader import CHECKPOINT_DIR, INFERENCE_FILE, SPEC_FILE, inference_function
 from msp.export.prune import ExportError, check_exact, max_abs_differences, plan_pruning, prune
 from msp.export.report import build_report, forward_latencies, machine, network_costs, report_markdown
 from msp.parallel import is_primary, local, same_everywhere, sync
 from msp.train import ConfigError
 from msp.train.evaluation import write_results
-from msp.train.files import WriteError, absolute, error_reason, is_remote
+from msp.train.files import WriteError, absolute, as_path, error_reason, is_remote
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,36 +41,48 @@ EXPORT_ENTRIES = frozenset({INFERENCE_FILE, SPEC_FILE, CHECKPOINT_DIR, "report.j
 OWN_EXPORT = "export"  # WORKDIR/export: the one place inside a run directory an export of that run may go
 
 
-def is_run_directory(path: str) -> bool:
+def is_run_directory(path: epath.Path) -> bool:
   """Whether `path` is (or looks like) a run's workdir: it holds `checkpoints/`, or config.json and metrics.jsonl."""
-  return os.path.isdir(os.path.join(path, "checkpoints")) or all(
-      os.path.isfile(os.path.join(path, name)) for name in ("config.json", "metrics.jsonl"))
+  return (path / "checkpoints").is_dir() or all((path / name).is_file() for name in ("config.json", "metrics.jsonl"))
+
+
+def _resolved(path: str) -> str:
+  """`path` with links and `..` resolved (a local path) or without a trailing slash (a URI)."""
+  return path.rstrip("/") if is_remote(path) else os.path.realpath(path)
+
+
+def _within(inner: str, outer: str) -> bool:
+  """Whether the resolved path `inner` is `outer` or lies inside it."""
+  return inner == outer or inner.startswith(outer.rstrip("/") + "/")
+
+
+def _ancestors(path: str) -> list[str]:
+  """The resolved `path` and every directory above it, up to the root or the bucket (`gs://bucket`)."""
+  scheme, rest = path.split("://", 1) if is_remote(path) else ("", path)
+  parts = rest.split("/")
+  chain = ["/".join(parts[:i]) or "/" for i in range(len(parts), 0, -1)]
+  return [f"{scheme}://{p}" for p in chain if p != "/"] if scheme else chain
 
 
 def check_out(out: str, workdir: str, overwrite: bool) -> None:
   """ConfigError unless `out` may receive the export of the run in `workdir`: a new or empty directory, or with
   `overwrite` an earlier export (nothing but EXPORT_ENTRIES), that neither is nor holds a run directory and lies in
-  none, except at the exported run's own WORKDIR/export. So no export ever replaces a run's files."""
+  none, except at the exported run's own WORKDIR/export. So no export ever replaces a run's files. Either may be a
+  local path or a bucket URI."""
   given = out
-  if is_remote(out):
-    raise ConfigError(f"--out={given!r}: an export is written to a local or mounted directory; copy it to the "
-                      f"bucket afterwards (e.g. gcloud storage cp -r)")
-  out, workdir = os.path.realpath(out), os.path.realpath(workdir)
-  if os.path.lexists(out) and not os.path.isdir(out):
+  out, workdir = _resolved(out), _resolved(workdir)
+  path = as_path(out)
+  if path.exists() and not path.is_dir():
     raise ConfigError(f"--out={given!r} exists and is not a directory")
-  if os.path.commonpath([out, workdir]) == out:
+  if _within(workdir, out):
     raise ConfigError(f"--out={given!r} is or holds the run being exported ({workdir}); an export goes to a "
-                      f"directory of its own, e.g. {os.path.join(workdir, OWN_EXPORT)}")
-  if out != os.path.join(workdir, OWN_EXPORT):
-    ancestor = out
-    while True:
-      if is_run_directory(ancestor):
+                      f"directory of its own, e.g. {workdir}/{OWN_EXPORT}")
+  if out != f"{workdir}/{OWN_EXPORT}":
+    for ancestor in _ancestors(out):
+      if is_run_directory(as_path(ancestor)):
         raise ConfigError(f"--out={given!r} {'is' if ancestor == out else 'lies inside'} the run directory "
                           f"{ancestor}; an export goes to a directory of its own (or its run's WORKDIR/{OWN_EXPORT})")
-      if os.path.dirname(ancestor) == ancestor:
-        break
-      ancestor = os.path.dirname(ancestor)
-  entries = set(os.listdir(out)) if os.path.isdir(out) else set()
+  entries = {entry.name for entry in path.iterdir()} if path.is_dir() else set()
   if entries and not overwrite:
     raise ConfigError(f"--out={given!r} is not empty; give --overwrite to replace an earlier export there, or "
                       f"another directory")
@@ -93,18 +104,18 @@ def export_run(workdir: str, step: int | None, out: str, config: ml_collections.
 
   In a multi-process job every process prunes, checks and times the network on its own first device, orbax
   writes the checkpoint collectively, and process 0 writes the other files."""
-  out = os.path.abspath(out)
+  out = absolute(out)
   writer_pid = int(same_everywhere(np.int64(os.getpid())))  # one staging directory for all processes
-  staging = os.path.join(os.path.dirname(out), f".{os.path.basename(out)}.partial-{writer_pid}")
+  staging = as_path(out).parent / f".{as_path(out).name}.partial-{writer_pid}"
   try:
     return _export(workdir, step, out, staging, config, options, overwrite)
   finally:
     sync("export written")
-    if is_primary():
-      shutil.rmtree(staging, ignore_errors=True)  # gone after a successful export; a failed one leaves no trace
+    if is_primary() and staging.exists():
+      staging.rmtree()  # gone after a successful export; a failed one leaves no trace
 
 
-def _export(workdir: str, step: int | None, out: str, staging: str, config: ml_collections.ConfigDict,
+def _export(workdir: str, step: int | None, out: str, staging: epath.Path, config: ml_collections.ConfigDict,
             options: ExportOptions, overwrite: bool) -> tuple[str, int, str]:
   check_out(out, workdir, overwrite)
   run = open_run(config, workdir)
@@ -133,7 +144,8 @@ def _export(workdir: str, step: int | None, out: str, staging: str, config: ml_c
       write_artifact(staging, spec, pruned_variables, serialized)
     except Exception as e:  # orbax wraps a full disk in its own errors
       raise WriteError(f"cannot write the export into {staging}: {error_reason(e)}") from e
-    exported_differences = max_abs_differences(dense_outputs, load(staging)(images))
+    exported = inference_function((staging / INFERENCE_FILE).read_bytes())  # as written, from a bucket too
+    exported_differences = max_abs_differences(dense_outputs, exported(images))
     check_exact(exported_differences, options.tolerance)
   except ExportError as e:
     raise ConfigError(str(e)) from e
@@ -150,8 +162,9 @@ def _export(workdir: str, step: int | None, out: str, staging: str, config: ml_c
   table = provenance.provenance_line(made_by) + "\n\n" + report_markdown(report)
   write_results(staging, "report", {"provenance": made_by, **report}, table)
   if is_primary():
-    if os.path.isdir(out) and os.listdir(out):
+    destination = as_path(out)
+    if destination.exists():
       check_out(out, workdir, overwrite)  # again: the directory may have changed while the export ran
-      shutil.rmtree(out)
-    os.replace(staging, out)
+      destination.rmtree()
+    staging.rename(destination)  # in a bucket, a copy of each object: not atomic there
   return out, step, table

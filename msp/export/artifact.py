@@ -30,6 +30,7 @@ from msp.export.loader import CHECKPOINT_DIR, INFERENCE_FILE, REQUIREMENTS, SPEC
 from msp.export.prune import PrunePlan
 from msp.models import MultiTaskNet, build_model
 from msp.parallel import is_primary, make_mesh, replicate, sync
+from msp.train.files import absolute, as_path, write_text_atomic, writing
 
 
 class _Head(NamedTuple):
@@ -69,20 +70,20 @@ def spec_dict(model: MultiTaskNet, model_config: dict, plan: PrunePlan, image_si
   }
 
 
-def write_artifact(out: str, spec: dict, variables: dict, serialized: bytearray) -> None:
-  """Writes spec.json, the orbax checkpoint of `variables` and the serialized function into `out` (created if
-  missing; files of an earlier export there are replaced). In a multi-process job every process calls it and
+def write_artifact(out: str | os.PathLike, spec: dict, variables: dict, serialized: bytearray) -> None:
+  """Writes spec.json, the orbax checkpoint of `variables` and the serialized function into `out` (a directory or
+  a bucket URI; created if missing; files of an earlier export there are replaced). In a multi-process job every process calls it and
   returns once all files are written."""
-  out = os.path.abspath(out)  # orbax refuses relative paths
-  os.makedirs(out, exist_ok=True)
+  out = as_path(absolute(out))  # orbax refuses relative paths
+  with writing(out):
+    out.mkdir(parents=True, exist_ok=True)
   if jax.process_count() > 1:  # every process calls this; orbax writes a global array once
     variables = replicate(variables, make_mesh())
-  ocp.save(os.path.join(out, CHECKPOINT_DIR), variables, overwrite=True)
+  ocp.save(out / CHECKPOINT_DIR, variables, overwrite=True)
   if is_primary():
-    with open(os.path.join(out, INFERENCE_FILE), "wb") as f:
-      f.write(serialized)
-    with open(os.path.join(out, SPEC_FILE), "w", encoding="utf-8") as f:
-      json.dump(spec, f, indent=1)
+    with writing(out / INFERENCE_FILE):
+      (out / INFERENCE_FILE).write_bytes(bytes(serialized))
+    write_text_atomic(out / SPEC_FILE, json.dumps(spec, indent=1))
   sync("export files written")  # the other processes read them next
 
 

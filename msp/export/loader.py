@@ -38,6 +38,10 @@ def load(path: str) -> Callable[[np.ndarray | jax.Array], dict[str, jax.Array]]:
   BatchNorm uses its running averages (inference mode).
   """
   with open(os.path.join(path, INFERENCE_FILE), "rb") as f:
-    exported = jax.export.deserialize(bytearray(f.read()))
-  call = jax.jit(exported.call)
+    return inference_function(f.read())
+
+
+def inference_function(serialized: bytes) -> Callable[[np.ndarray | jax.Array], dict[str, jax.Array]]:
+  """The function `load` returns, from the bytes of an export's inference.jax_exported."""
+  call = jax.jit(jax.export.deserialize(bytearray(serialized)).call)
   return lambda images: call(jnp.asarray(images, jnp.float32))

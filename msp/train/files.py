@@ -6,6 +6,7 @@ package, e.g. gcsfs). Any failed write (a full disk, a read-only mount, a quota)
 the path and the operating system's reason, and small files are replaced whole or not at all. In a multi-process job
 the processes share the run directory and process 0 alone writes its small files."""
 import contextlib
+import glob as globlib
 import os
 import re
 from typing import Iterator
@@ -23,13 +24,26 @@ def as_path(path: str | os.PathLike) -> epath.Path:
 
 
 def absolute(path: str | os.PathLike) -> str:
-  """`path` as an absolute path (a URI as it is), for records that must still name it from another directory."""
-  return os.fspath(path) if is_remote(path) else os.path.abspath(os.path.expanduser(os.fspath(path)))
+  """`path` as an absolute path (a URI normalised, without a trailing slash), for records that must still name it
+  from another directory."""
+  return os.fspath(as_path(path)) if is_remote(path) else os.path.abspath(os.path.expanduser(os.fspath(path)))
 
 
 def is_remote(path: str | os.PathLike) -> bool:
   """Whether `path` is an object-store URI (`scheme://...`) rather than a local (or mounted) path."""
   return "://" in os.fspath(path)
+
+
+def glob(pattern: str) -> list[str]:
+  """The paths `pattern` matches (`*`, `?`, `[...]` within a part, `**` across parts), local or in a bucket."""
+  if not is_remote(pattern):
+    return globlib.glob(os.path.expanduser(pattern), recursive=True)
+  parts = pattern.split("/")
+  fixed = next((i for i, part in enumerate(parts) if globlib.has_magic(part)), len(parts))
+  base = "/".join(parts[:fixed])
+  if fixed == len(parts):
+    return [base] if as_path(base).exists() else []
+  return [os.fspath(p) for p in as_path(base).glob("/".join(parts[fixed:]))]
 
 
 class WriteError(ConfigError):
