@@ -327,6 +327,16 @@ def test_report_only_without_results_is_one_line(tmp_path):
   assert not os.listdir(tmp_path)
 
 
+def test_runs_in_a_bucket_make_the_tables_their_local_copies_make(runs, store, tmp_path):
+  shutil.copytree(runs, store / "bucket" / "runs", ignore=shutil.ignore_patterns("checkpoints", "tensorboard"))
+  tables_of = {}
+  for root in (runs, "gs://bucket/runs"):
+    markdown, _ = tables.command([f"{root}/sweep/*/seed*"], str(tmp_path / root.replace("/", "_")),
+                                 baseline=[f"{root}/single/*/seed*"])
+    tables_of[root] = markdown.replace(root, "ROOT")
+  assert tables_of[runs] == tables_of["gs://bucket/runs"] and "| budget |" in tables_of[runs]
+
+
 def _copy_files(source, destination):
   """The run directory `source` without checkpoints and TensorBoard events (all tables.py reads) at `destination`."""
   shutil.copytree(source, destination, ignore=shutil.ignore_patterns("checkpoints*", "tensorboard", "export"))

@@ -38,7 +38,6 @@ import collections
 import csv
 import dataclasses
 import functools
-import glob
 import io
 import json
 import os
@@ -59,6 +58,7 @@ from msp.tasks.delta_m import delta_m, result_parts
 from msp.train import ConfigError
 from msp.train.checkpoint import CheckpointError
 from msp.train.evaluation import conventions
+from msp.train.files import absolute, as_path, glob
 from msp.train.writer import per_entry, read_jsonl
 from experiments.run.training import best_step, load_config
 
@@ -132,8 +132,7 @@ class Row:
 
 def _read_json(path: str) -> dict:
   try:
-    with open(path, encoding="utf-8") as f:
-      return json.load(f)
+    return json.loads(as_path(path).read_text(encoding="utf-8"))
   except (OSError, ValueError) as e:
     raise ConfigError(f"cannot read {path}: {e}") from e
 
@@ -141,14 +140,15 @@ def _read_json(path: str) -> dict:
 def _steps(directory: str, prefix: str) -> dict[int, str]:
   """{N: path} of the files DIRECTORY/<prefix>_step<N>.json."""
   pattern = re.compile(re.escape(prefix) + r"_step(\d+)\.json")
-  names = os.listdir(directory) if os.path.isdir(directory) else []
-  return {int(m[1]): os.path.join(directory, name) for name in names if (m := pattern.fullmatch(name))}
+  directory = as_path(directory)
+  names = [entry.name for entry in directory.iterdir()] if directory.is_dir() else []
+  return {int(m[1]): os.fspath(directory / name) for name in names if (m := pattern.fullmatch(name))}
 
 
 def read_stage(workdir: str, step: int | None, split: str, adapt: str, config: dict) -> Stage:
   """The stage of the run in `workdir` at checkpoint `step` (None: its highest evaluated step); ConfigError naming
   the command to run when that step has no eval/<split>_step<step>.json."""
-  evaluated = _steps(os.path.join(workdir, "eval"), split)
+  evaluated = _steps(f"{workdir}/eval", split)
   if step is None and evaluated:
     step = max(evaluated)
   if step not in evaluated:
@@ -159,11 +159,11 @@ def read_stage(workdir: str, step: int | None, split: str, adapt: str, config: d
   files = {"eval": evaluated[step]}
   payload = _read_json(files["eval"])
   unseen = None
-  if step in (adapted := _steps(os.path.join(workdir, "adapt"), adapt)):
+  if step in (adapted := _steps(f"{workdir}/adapt", adapt)):
     files["adapt"] = adapted[step]
     unseen = result_parts(_read_json(files["adapt"]))["unseen"]
   export = None
-  if os.path.exists(path := os.path.join(workdir, "export", "report.json")):
+  if as_path(path := f"{workdir}/export/report.json").exists():
     files["export"] = path
     export = _read_json(path)
   return Stage(workdir=workdir, step=step, seen=result_parts(payload)["seen"], sparsity=payload.get("sparsity", {}),
@@ -177,13 +177,13 @@ def read_run(workdir: str, split: str, adapt: str) -> Run:
     config = load_config(workdir).to_dict()
   except CheckpointError as e:
     raise ConfigError(str(e)) from e
-  sweep_path = os.path.join(workdir, "sweep.json")
-  sweep = _read_json(sweep_path) if os.path.exists(sweep_path) else {}
-  label = sweep.get("label") or config.get("variant") or os.path.basename(os.path.dirname(os.path.abspath(workdir)))
+  sweep_path = f"{workdir}/sweep.json"
+  sweep = _read_json(sweep_path) if as_path(sweep_path).exists() else {}
+  label = sweep.get("label") or config.get("variant") or as_path(absolute(workdir)).parent.name
   method = sweep.get("method") or label.split(",")[0]
   stages = {STAGES[0]: read_stage(workdir, None, split, adapt, config)}
-  finetuned = os.path.join(workdir, FINETUNED)
-  if os.path.isdir(finetuned):
+  finetuned = f"{workdir}/{FINETUNED}"
+  if as_path(finetuned).is_dir():
     stages[STAGES[1]] = read_stage(finetuned, best_step(finetuned), split, adapt, config)
   return Run(workdir=workdir, label=label, method=method, seed=int(sweep.get("seed", config["seed"])), config=config,
              stages=stages)
@@ -193,7 +193,7 @@ def find_runs(patterns: list[str], flag: str, split: str, adapt: str) -> list[Ru
   """The runs of the directories `patterns` match (sorted, each once); ConfigError for a pattern matching none."""
   directories = []
   for pattern in patterns:
-    matched = sorted(p for p in glob.glob(pattern) if os.path.isdir(p))
+    matched = sorted(p for p in glob(pattern) if as_path(p).is_dir())
     if not matched:
       raise ConfigError(f"--{flag}={pattern} matches no directory")
     directories += [d for d in matched if d not in directories]
@@ -414,8 +414,8 @@ def csv_rows(block: str, rows: list[Row], columns: list[Column]) -> list[dict]:
 def _layers(run: Run) -> tuple[list[str], np.ndarray, list[dict]]:
   """(layer names, (L,) channels per layer, metrics.jsonl records) of a run, from its metrics.jsonl (names from the
   alive_channels/<layer> keys; channels = alive / (1 − group sparsity), alive ≥ 1 by the channel floor)."""
-  path = os.path.join(run.workdir, "metrics.jsonl")
-  if not os.path.exists(path):
+  path = f"{run.workdir}/metrics.jsonl"
+  if not as_path(path).exists():
     raise ConfigError(f"{path} does not exist: is {run.workdir!r} a meta_train.py run?")
   records = read_jsonl(path)
   first = next((r for r in records if any(k.startswith("alive_channels/") for k in r)), None)
