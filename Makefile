@@ -102,11 +102,13 @@ lock:
 	  echo "# fsspec and typing_extensions, which torch also needs, are pinned in requirements.lock."; \
 	  /tmp/msp-lock-venv/bin/pip freeze --all --exclude pip | grep -vxFf requirements.lock; } > requirements-test.lock
 
-# What jax[cuda12] and jax[tpu] of the locked jax add to requirements.lock, resolved by pip without installing.
+# What jax[cuda12] and jax[tpu] of the locked jax, and gcsfs (gs:// paths through etils.epath: pods and clusters
+# keep runs in buckets), add to requirements.lock, resolved by pip within its pins without installing.
+GCSFS := gcsfs==2026.10.1
 lock-accelerators:
 	for kind in cuda:cuda12 tpu:tpu; do \
 	  $(PYTHON) -m pip install --dry-run --ignore-installed --quiet --report /tmp/msp-lock-$${kind%%:*}.json \
-	    "jax[$${kind##*:}]==$$(sed -n 's/^jax==//p' requirements.lock)" && \
+	    -c requirements.lock "jax[$${kind##*:}]==$$(sed -n 's/^jax==//p' requirements.lock)" "$(GCSFS)" && \
 	  { sed -n '1,/Regenerate: make lock-accelerators/p' requirements-$${kind%%:*}.lock; $(PYTHON) -c "import json, re, sys; \
 	    norm = lambda n: re.sub(r'[-_.]+', '-', n).lower(); \
 	    locked = {norm(l.split('==')[0]) for l in open('requirements.lock') if '==' in l}; \
