@@ -20,6 +20,8 @@ import jax
 import jax.numpy as jnp
 from flax import traverse_util
 
+from msp.sparsity.tracing import ChannelGraph, Member
+
 Path = tuple[str, ...]
 GROUPINGS = ("out_channel", "in_channel")
 DEFAULT_INCLUDE = r"^backbone/.*/conv/kernel$"
@@ -30,20 +32,21 @@ class LayerGroups:
   """The groups of one sparsified layer: one conv kernel, or (tied) several whose output channel c forms one group.
 
   `name` is the module path, e.g. backbone/stage1_block0/conv1 (a tie's name is the caller's); `members` the module
-  paths of its convs, `kernels` their kernel paths and `kernel_shapes` their (kh, kw, I, O) shapes, in that order;
-  `coupled` the BatchNorm scale and bias paths grouped with them.
+  paths of its convs (or dense layers), `kernels` their kernel paths and `kernel_shapes` their shapes ((kh, kw, I, O)
+  or (I, O): the output axis last), in that order; `coupled` the 1-D entries grouped with them (BatchNorm scale and
+  bias, a layer's bias).
   """
   name: str
   members: tuple[str, ...]
   kernels: tuple[Path, ...]
   coupled: tuple[Path, ...]
   grouping: str
-  kernel_shapes: tuple[tuple[int, int, int, int], ...]
+  kernel_shapes: tuple[tuple[int, ...], ...]
   weight: float
 
   @property
   def num_groups(self) -> int:
-    return self.kernel_shapes[0][3] if self.grouping == "out_channel" else self.kernel_shapes[0][2]
+    return self.kernel_shapes[0][-1] if self.grouping == "out_channel" else self.kernel_shapes[0][-2]
 
   @property
   def group_size(self) -> int:
@@ -53,11 +56,12 @@ class LayerGroups:
   @property
   def in_channels(self) -> int:
     """Input channels of its kernels together."""
-    return sum(shape[2] for shape in self.kernel_shapes)
+    return sum(shape[-2] for shape in self.kernel_shapes)
 
-  @property
-  def kernel_reduce_axes(self) -> tuple[int, ...]:
-    return (0, 1, 2) if self.grouping == "out_channel" else (0, 1, 3)
+  def reduce_axes(self, ndim: int) -> tuple[int, ...]:
+    """The axes of an `ndim`-D kernel that one group spans: all but the output (or input) axis."""
+    kept = ndim - 1 if self.grouping == "out_channel" else ndim - 2
+    return tuple(a for a in range(ndim) if a != kept)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,6 +109,55 @@ class GroupSpec:
     layers = [dataclasses.replace(layer, weight=math.sqrt(layer.group_size)) for layer in convs.values()]
     return cls(tuple(sorted(layers, key=lambda layer: _natural_key(layer.name))), relative=relative)
 
+  @classmethod
+  def from_graph(cls, graph: ChannelGraph, include: str = ".*", tie: bool = True,
+                 relative: bool = False) -> "GroupSpec":
+    """The groups of the channel spaces that `msp.sparsity.tracing.trace_channels` found, for every space whose
+    producers' paths (in the params tree, e.g. "backbone/stage1_block0/conv1/conv/kernel") match `include`.
+
+    tie: one layer per space, group c = channel c of all its producers and coupled entries (zeroing it removes the
+    channel); else one layer per producer with the coupled entries that belong to it (a residual stream's channel
+    then stays alive until every producer zeroes it). Layers are in execution order, named after their first
+    producer's module (with "+N" for N more producers). Raises ValueError, naming the parameters, when `include`
+    matches a refused space, only some producers of a space, or nothing; or a space's channel axes are not the
+    kernels' last axis and 1-D entries (what the prox and the export slice).
+    """
+    pattern = re.compile(include)
+    matches = lambda names: [bool(pattern.search(name.removeprefix("params/"))) for name in names]
+    refused = [r.message for r in graph.refused if any(matches(r.producers))]
+    if refused:
+      raise ValueError(f"sparsity.include={include!r} selects channels that cannot be removed: " + "; ".join(refused)
+                       + ". Leave those parameters out of sparsity.include")
+    layers = []
+    for space in graph.spaces:
+      names = [m.name for m in space.producers]
+      matched = matches(names)
+      if not any(matched):
+        continue
+      if not all(matched):
+        raise ValueError(f"sparsity.include={include!r} matches {[n for n, m in zip(names, matched) if m]} but not "
+                         f"{[n for n, m in zip(names, matched) if not m]}, which write the same channels: include "
+                         f"all of them or none")
+      for member in (*space.producers, *space.coupled):
+        expected = len(member.shape) - 1 if member in space.producers else 0
+        if member.axis != expected or not member.identity or member in space.coupled and len(member.shape) != 1:
+          raise ValueError(f"{member.name}: its channels run along axis {member.axis} of shape {member.shape} "
+                           f"{'in another order' if member.axis == expected else ''}; msp groups kernels' last "
+                           f"axes and 1-D entries")
+      if tie or len(space.producers) == 1:
+        layers.append(_layer(space.producers, space.coupled, 0.0))
+      else:
+        for i, producer in enumerate(space.producers):
+          own = [c for c, owner in zip(space.coupled, space.owner) if owner == i or (
+              owner == -1 and i == len(space.producers) - 1)]
+          layers.append(_layer((producer,), own, 0.0))
+    if not layers:
+      raise ValueError(f"sparsity.include={include!r} matches no producer of a channel space")
+    order = {c.kernel[1:]: i for i, c in enumerate(graph.contractions)}  # execution order
+    layers = sorted(layers, key=lambda layer: order.get(layer.kernels[0], len(order)))
+    layers = [dataclasses.replace(layer, weight=math.sqrt(layer.group_size)) for layer in layers]
+    return cls(tuple(layers), relative=relative)
+
   @property
   def names(self) -> tuple[str, ...]:
     return tuple(layer.name for layer in self.layers)
@@ -123,7 +176,7 @@ class GroupSpec:
     flat = traverse_util.flatten_dict(params)
     out = []
     for layer in self.layers:
-      sq = sum(jnp.sum(jnp.square(flat[kernel]), axis=layer.kernel_reduce_axes) for kernel in layer.kernels)
+      sq = sum(jnp.sum(jnp.square(flat[kernel]), axis=layer.reduce_axes(flat[kernel].ndim)) for kernel in layer.kernels)
       for path in layer.coupled:
         sq = sq + jnp.square(flat[path])
       out.append(sq)
@@ -153,8 +206,10 @@ class GroupSpec:
     """Returns params with every entry of group c of layer ℓ multiplied by factors[ℓ][c]; others unchanged."""
     flat = dict(traverse_util.flatten_dict(params))
     for layer, factor in zip(self.layers, factors):
-      shape = (1, 1, 1, -1) if layer.grouping == "out_channel" else (1, 1, -1, 1)
       for kernel in layer.kernels:
+        ndim = flat[kernel].ndim
+        shape = [1] * ndim
+        shape[ndim - 1 if layer.grouping == "out_channel" else ndim - 2] = -1
         flat[kernel] = flat[kernel] * factor.reshape(shape).astype(flat[kernel].dtype)
       for path in layer.coupled:
         flat[path] = flat[path] * factor.astype(flat[path].dtype)
@@ -175,6 +230,15 @@ def _tie(name: str, members: Sequence[str], convs: Mapping[str, LayerGroups]) ->
   gather = lambda field: tuple(item for layer in layers for item in getattr(layer, field))
   return LayerGroups(name=name, members=tuple(members), kernels=gather("kernels"), coupled=gather("coupled"),
                      grouping="out_channel", kernel_shapes=gather("kernel_shapes"), weight=0.0)
+
+
+def _layer(producers: Sequence["Member"], coupled: Sequence["Member"], weight: float) -> LayerGroups:
+  """One out-channel layer of traced members (paths start with the collection, "params")."""
+  modules = ["/".join(m.path[1:-1]) for m in producers]
+  name = modules[0] + (f"+{len(modules) - 1}" if len(modules) > 1 else "")
+  return LayerGroups(name=name, members=tuple(modules), kernels=tuple(m.path[1:] for m in producers),
+                     coupled=tuple(m.path[1:] for m in coupled), grouping="out_channel",
+                     kernel_shapes=tuple(m.shape for m in producers), weight=weight)
 
 
 def _natural_key(name: str) -> list:
