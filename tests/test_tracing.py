@@ -16,7 +16,7 @@ from flax import traverse_util
 
 import msp.models.deeplab  # noqa: F401  (registers the DeepLab heads)
 from msp.models import MultiTaskNet, ResNet
-from msp.sparsity import GroupSpec
+from msp.sparsity import CostModel, GroupSpec
 from msp.sparsity.streams import stream_ties
 from msp.sparsity.tracing import trace_channels
 from tests.test_export import BACKBONES
@@ -268,3 +268,21 @@ def test_the_own_model_page_runs_and_prints_what_it_shows():
                           env={**os.environ, "PYTHONPATH": ROOT})
   assert result.returncode == 0, result.stderr[-3000:]
   assert result.stdout == shown
+
+
+def test_costs_of_a_traced_network_by_hand():
+  """A conv 3→4 (stride 2, 8² → 4²) flattened into dense layers 64→16→10→3, with dead channels: FLOPs and parameters
+  counted by hand (2 FLOPs per multiply-add, batch 1)."""
+  model = ConvDense()
+  variables, _, _, _ = _traced(model, image_size=8)
+  spec = GroupSpec.from_graph(trace_channels(lambda v, x: model.apply(v, x), variables, jnp.zeros((1, 8, 8, 3))))
+  costs = CostModel.from_model(model, spec, 8)
+  a, b, c = (np.arange(n) % 3 != 0 for n in (4, 16, 10))  # alive: 2 of 4, 10 of 16, 6 of 10
+  na, nb, nc = (int(m.sum()) for m in (a, b, c))
+  flops = lambda na, nb, nc: 2 * 16 * 9 * 3 * na + 2 * 16 * na * nb + 2 * nb * nc
+  assert costs.dense_flops == flops(4, 16, 10)
+  assert float(costs.flops_kept_by_alive([a, b, c])) == pytest.approx(flops(na, nb, nc) / flops(4, 16, 10))
+  params = spec.scale_groups(variables["params"], [jnp.asarray(m, jnp.float32) for m in (a, b, c)])
+  assert costs.counts(params) == {
+      "Conv_0": (9 * 3 * na + na, 2 * 16 * 9 * 3 * na), "Dense_0": (16 * na * nb + nb, 2 * 16 * na * nb),
+      "Dense_1": (nb * nc + nc, 2 * nb * nc), "Dense_2": (nc * 3 + 3, 2 * nc * 3)}

@@ -42,7 +42,7 @@ def summary_rows(config: ml_collections.ConfigDict, params=None) -> dict[str, di
   for name, count in costs.counts(params).items():
     rows[_part(name)]["params"] += count.params
     rows[_part(name)]["gflops"] += count.flops / 1e9
-  for layer in (*costs.convs, *costs.heads):
+  for layer in costs.layers:
     rows[_part(layer.name)]["kernels"] += 1
     rows[_part(layer.name)]["channels"] += layer.out_channels
   for layer in spec.layers:

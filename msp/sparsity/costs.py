@@ -1,12 +1,13 @@
-"""What the network costs: FLOPs and parameters as functions of which backbone channels are alive.
+"""What the network costs: FLOPs and parameters as functions of which channels are alive, read from a traced forward
+pass (`msp.sparsity.tracing`), so that any network that traces has them.
 
-A conv of kernel (kh, kw, I, O) with output (H, W) costs 2·H·W·kh·kw·I·O FLOPs (multiply and add) and kh·kw·I·O
-weights (+ 2·O BatchNorm entries in the backbone); a dense layer (I, O) is the case H = W = kh = kw = 1. Its alive
-input channels are the channels alive in any of the convs that feed it (`ResNet.channel_sources`; the image's
-channels are always alive), its alive output channels its non-zero groups. Only convs and dense layers are counted
-(not BatchNorm, activations, pooling or resizing), for one image (batch 1).
-The budget's fractions (`flops_kept`, `channel_costs`) are of the backbone; `counts` adds the heads, whose layers
-that read the backbone's features (`Head.feature_layers`) lose the input channels the backbone loses.
+A conv or dense layer costs `flops_per_pair` FLOPs and `weights_per_pair` weights per (input channel, output channel)
+pair: 2·H·W·kh·kw and kh·kw for a conv with output H×W, 2 and 1 for a dense layer, for one image (batch 1). Its alive
+output channels are its own groups' (the spec layer whose kernel it is; all for any other kernel); an input channel is
+alive when a spec layer that wrote it upstream keeps it (of a residual stream read mid-stage: the producers before
+that point; a channel no spec layer writes, e.g. the image's, always is). Only convs and dense layers cost FLOPs (not normalisation,
+activations, pooling or resizing). The budget's fractions (`flops_kept`, `channel_costs`) are of the spec's kernels
+(the backbone under msp's default `sparsity.include`); `counts` covers every parameter.
 """
 import dataclasses
 from typing import NamedTuple, Sequence
@@ -14,24 +15,35 @@ from typing import NamedTuple, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import traverse_util
 
-from msp.models import MultiTaskNet, ResNet
-from msp.models.heads import HEADS
 from msp.sparsity.groups import GroupSpec
+from msp.sparsity.tracing import ChannelGraph, trace_channels
 
 COST_KINDS = ("flops", "params", "uniform")
+Path = tuple[str, ...]
 
 
 @dataclasses.dataclass(frozen=True)
-class ConvCost:
-  """One conv (or dense layer): FLOPs and weights per (input channel, output channel) pair, sources, channel
-  counts."""
-  name: str
+class LayerCost:
+  """One conv or dense layer: its kernel's path in the params tree, FLOPs and weights per (input channel, output
+  channel) pair, and its input channels as a (I, W) table of indices into the spec's concatenated per-layer alive
+  masks: input channel i is alive when any of row i is (a row of -1 only: a channel no spec layer writes, always
+  alive)."""
+  kernel: Path
   flops_per_pair: float
   weights_per_pair: int
-  in_channels: int
+  inputs: np.ndarray
   out_channels: int
-  sources: tuple[str, ...]
+
+  @property
+  def name(self) -> str:
+    """The kernel's module path, e.g. "backbone/stage1_block0/conv1/conv"."""
+    return "/".join(self.kernel[:-1])
+
+  @property
+  def in_channels(self) -> int:
+    return len(self.inputs)
 
 
 class Count(NamedTuple):
@@ -40,97 +52,147 @@ class Count(NamedTuple):
   flops: float
 
 
-def _layer_cost(state: dict, name: str, path: tuple[str, ...], sources: tuple[str, ...]) -> ConvCost:
-  """ConvCost `name` of the conv or dense layer at module `path`, from a shape-only forward pass's variables and
-  intermediates (its kernel and its output)."""
-  kernel, output = state["params"], state["intermediates"]
-  for part in path:
-    kernel, output = kernel[part], output[part]
-  kernel, output = kernel["kernel"].shape, output["__call__"][0].shape
-  pair_weights = int(np.prod(kernel[:-2]))
-  return ConvCost(name, float(2 * np.prod(output[1:-1]) * pair_weights), pair_weights, kernel[-2], kernel[-1], sources)
+@dataclasses.dataclass(frozen=True)
+class _Entry:
+  """A parameter leaf for `counts`: its path, shape, the key it is counted under, and per axis either the spec layer
+  whose groups are its positions (an int: a spec kernel's output axis, a coupled entry), a table like
+  `LayerCost.inputs` (the channels it reads), or None (an axis that loses nothing)."""
+  path: Path
+  shape: tuple[int, ...]
+  key: str
+  axes: tuple[int | np.ndarray | None, ...]
 
 
-def _kernel_modules(tree: dict, prefix: tuple[str, ...]) -> list[tuple[str, ...]]:
-  """Paths of the modules under `tree` (a params subtree at `prefix`) that hold a `kernel`, in tree order."""
-  if "kernel" in tree:
-    return [prefix]
-  return [path for name, child in tree.items() if isinstance(child, dict)
-          for path in _kernel_modules(child, (*prefix, name))]
+def _dense_flops(layers: Sequence[LayerCost]) -> float:
+  """FLOPs of `layers` with every channel alive."""
+  return float(sum(c.flops_per_pair * c.in_channels * c.out_channels for c in layers))
 
 
-def _backbone_names(names) -> tuple[str, ...]:
-  """Conv paths inside the backbone → the cost model's names of those convs ("backbone/<path>")."""
-  return tuple(f"backbone/{name}" for name in names)
+def backbone_flops(backbone, image_size: int) -> float:
+  """FLOPs of one forward pass of the dense `backbone` (a Flax module called as `backbone(x, train=False)`) on one
+  image_size² RGB image (batch 1), counted as `CostModel.dense_flops` counts them (2 per multiply-add of every conv
+  and dense layer). Shape-only: nothing is computed on arrays."""
+  graph, _ = _trace(backbone, image_size)
+  return float(sum(c.flops_per_pair * len(c.inputs) * len(c.outputs) for c in graph.contractions))
 
 
-def _backbone_convs(backbone: ResNet, state: dict, prefix: tuple[str, ...]) -> tuple[ConvCost, ...]:
-  """ConvCost of every conv of `backbone` in execution order (named "backbone/<conv path>", sources likewise), from a
-  shape-only forward pass's variables and intermediates in which the backbone's modules sit under `prefix`."""
-  sources, _ = backbone.channel_sources()
-  return tuple(_layer_cost(state, f"backbone/{name}", (*prefix, *name.split("/"), "conv"), _backbone_names(srcs))
-               for name, srcs in sources.items())
+def _trace(model, image_size: int) -> tuple[ChannelGraph, dict]:
+  """(graph, params shapes) of `model` called as `model(x, train=False)` on one image_size² RGB image."""
+  images = jax.ShapeDtypeStruct((1, image_size, image_size, 3), jnp.float32)
+  variables = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros(images.shape), train=False))
+  return trace_channels(lambda v, x: model.apply(v, x, train=False), variables, images), variables["params"]
 
 
-def _dense_flops(convs: tuple[ConvCost, ...]) -> float:
-  """FLOPs of `convs` with every channel alive."""
-  return float(sum(c.flops_per_pair * c.in_channels * c.out_channels for c in convs))
-
-
-def backbone_flops(backbone: ResNet, image_size: int) -> float:
-  """FLOPs of one forward pass of the dense `backbone` on one image_size² RGB image (batch 1), counted as
-  `CostModel.dense_flops` counts them (2 per multiply-add of every conv; BatchNorm, activations and pooling not
-  counted). Shape-only: nothing is computed on arrays."""
-  _, state = jax.eval_shape(lambda: backbone.init_with_output(
-      jax.random.key(0), jnp.zeros((1, image_size, image_size, 3)), train=False, capture_intermediates=True))
-  return _dense_flops(_backbone_convs(backbone, state, ()))
+def _table(rows: Sequence[Sequence[int]]) -> np.ndarray:
+  """(len(rows), max row length ≥ 1) int array of the rows, padded with -1."""
+  width = max([1, *map(len, rows)])
+  return np.array([[*row, *[-1] * (width - len(row))] for row in rows], dtype=np.int64).reshape(len(rows), width)
 
 
 @dataclasses.dataclass(frozen=True)
 class CostModel:
-  """Backbone convs in execution order, the spec whose groups switch their channels on and off, and the heads'
-  conv and dense layers (`heads`, sources () or the backbone's output producers) with each head's dense parameter
-  count (`head_params`, every leaf: kernels, biases, norms)."""
-  convs: tuple[ConvCost, ...]
+  """Every conv and dense layer of a network (`layers`, execution order), the spec whose groups switch channels on
+  and off, each layer's spec layer (`own`: its output channels are that layer's groups; None: all alive), the layers
+  the budget's fractions are of (`counted`: the spec's kernels) and every parameter leaf (`entries`, for `counts`)."""
+  layers: tuple[LayerCost, ...]
   spec: GroupSpec
-  heads: tuple[ConvCost, ...] = ()
-  head_params: tuple[tuple[str, int], ...] = ()
+  own: tuple[int | None, ...]
+  counted: tuple[int, ...]
+  entries: tuple[_Entry, ...]
 
   @classmethod
-  def from_model(cls, model: MultiTaskNet, spec: GroupSpec, image_size: int) -> "CostModel":
-    """Reads output resolutions from a shape-only forward pass at `image_size`² and sources from the backbone."""
-    _, state = jax.eval_shape(lambda: model.init_with_output(
-        jax.random.key(0), jnp.zeros((1, image_size, image_size, 3)), train=False, capture_intermediates=True))
-    _, features = model.backbone.channel_sources()
-    convs = _backbone_convs(model.backbone, state, ("backbone",))
-    heads, head_params = [], []
-    for task, kind, _ in model.heads:
-      tree = state["params"][f"head_{task}"]
-      head_params.append((f"head_{task}", sum(int(np.prod(leaf.shape)) for leaf in jax.tree.leaves(tree))))
-      heads += [_layer_cost(state, "/".join(path), path,
-                            _backbone_names(features) if path[1:] in [(f,) for f in HEADS[kind].feature_layers] else ())
-                for path in _kernel_modules(tree, (f"head_{task}",))]
-    return cls(tuple(convs), spec, tuple(heads), tuple(head_params))
+  def from_model(cls, model, spec: GroupSpec, image_size: int) -> "CostModel":
+    """The costs of the Flax `model` (called as `model(x, train=False)`) on image_size² RGB images, with the channels
+    that `spec`'s groups switch, from a shape-only trace."""
+    return cls.from_graph(*_trace(model, image_size), spec=spec)
+
+  @classmethod
+  def from_graph(cls, graph: ChannelGraph, params, spec: GroupSpec) -> "CostModel":
+    """The costs of a traced network (`trace_channels` at batch 1) whose sparsified layers are `spec`'s (each of its
+    kernels a producer of a traced space; channel c of the space is its group c);
+    `params` gives every parameter's shape. A layer's input channel is alive when a spec layer that wrote it
+    upstream of the layer keeps it (`Contraction.writers`). Parameters are counted under the spec member name of
+    the kernel they belong to (the kernel and its coupled entries), the others under their top-level module."""
+    layer_of = {kernel: (i, member) for i, layer in enumerate(spec.layers)
+                for kernel, member in zip(layer.kernels, layer.members)}
+    offsets = np.cumsum([0] + [layer.num_groups for layer in spec.layers])
+    producers: dict[int, dict[Path, int]] = {}  # sparsified space → its producers' kernel paths → spec layer
+    owned: dict[Path, tuple[int, str]] = {}  # coupled entry → (spec layer, member name) it belongs to
+    for s, space in enumerate(graph.spaces):
+      found = [layer_of.get(m.path[1:]) for m in space.producers]
+      if not any(found):
+        continue
+      if not all(found):
+        raise ValueError(f"the spec sparsifies only some producers of {[m.name for m in space.producers]}")
+      producers[s] = {m.path[1:]: i for m, (i, _) in zip(space.producers, found)}
+      for member, owner in zip(space.coupled, space.owner):
+        owned[member.path[1:]] = found[owner if owner >= 0 else -1]
+
+    def rows(carried: np.ndarray, writers: Sequence[Path] | None) -> np.ndarray:
+      out = []
+      for s, c in carried.tolist():
+        if s not in producers:
+          out.append(())
+          continue
+        upstream = {producers[s][w] for w in writers or () if w in producers[s]} or set(producers[s].values())
+        out.append(tuple(int(offsets[i]) + c for i in sorted(upstream)))
+      return _table(out)
+
+    flat_params = traverse_util.flatten_dict(params)
+    layers, tables = [], {}
+    for c in graph.contractions:
+      kernel = c.kernel[1:]
+      tables[kernel] = rows(c.inputs, [w[1:] for w in c.writers])
+      layers.append(LayerCost(kernel, c.flops_per_pair, int(np.prod(flat_params[kernel].shape[:-2])), tables[kernel],
+                              len(c.outputs)))
+    own = tuple(layer_of[c.kernel][0] if c.kernel in layer_of else None for c in layers)
+    counted = tuple(i for i, c in enumerate(layers) if c.kernel in layer_of)
+
+    axes_of: dict[Path, dict[int, int | np.ndarray]] = {}
+    for s, space in enumerate(graph.spaces):
+      if s not in producers:
+        continue
+      for member in space.consumers:
+        reads = member.path[1:]
+        axes_of.setdefault(reads, {})[member.axis] = tables.get(reads) if (
+            reads in tables and member.axis == len(member.shape) - 2) else rows(
+                np.stack([np.where(member.channels >= 0, s, -1), member.channels], 1), None)
+      for member in (*space.producers, *space.coupled):
+        path = member.path[1:]
+        axes_of.setdefault(path, {})[member.axis] = (layer_of.get(path) or owned[path])[0]
+    entries = []
+    for path, leaf in flat_params.items():
+      key = (layer_of.get(path) or owned.get(path) or (None, path[0]))[1]
+      entries.append(_Entry(path, tuple(leaf.shape), key,
+                            tuple(axes_of.get(path, {}).get(a) for a in range(len(leaf.shape)))))
+    first = {}  # key → its first layer in execution order, so that `counts` lists parts as the network runs
+    for i, layer in enumerate(layers):
+      first.setdefault(next(e.key for e in entries if e.path == layer.kernel), i)
+    entries.sort(key=lambda e: first.get(e.key, len(layers)))
+    return cls(tuple(layers), spec, own, counted, tuple(entries))
 
   @property
   def dense_flops(self) -> float:
-    """FLOPs of one forward pass of the dense backbone at batch 1."""
-    return _dense_flops(self.convs)
-
-  def _alive_masks(self, alive: Sequence[jax.Array] | None) -> dict[str, jax.Array]:
-    """conv name → (O,) bool mask of its alive output channels: `alive` (per spec layer) for the spec's convs, all
-    for the others, and for every conv when `alive` is None (the dense network)."""
-    masks = {c.name: jnp.ones(c.out_channels, bool) for c in self.convs}
-    if alive is not None:
-      masks.update({conv: jnp.asarray(a, bool) for layer, a in zip(self.spec.layers, alive) for conv in layer.members})
-    return masks
+    """FLOPs of one forward pass of the dense network's counted layers (the backbone) at batch 1."""
+    return _dense_flops([self.layers[i] for i in self.counted])
 
   @staticmethod
-  def _alive_inputs(c: ConvCost, masks: dict[str, jax.Array]) -> int | jax.Array:
-    """How many of conv c's input channels are alive (all when it reads the image or a head's inner layer)."""
-    if not c.sources:
-      return c.in_channels
-    return jnp.sum(jnp.any(jnp.stack([masks[s] for s in c.sources]), axis=0))
+  def _alive_rows(table: np.ndarray, flat: jax.Array | None) -> int | jax.Array:
+    """How many rows of `table` (see `LayerCost.inputs`) are alive in the concatenated masks `flat` (None: all)."""
+    if flat is None:
+      return len(table)
+    fixed = int(np.sum(np.all(table < 0, axis=1)))
+    padded = jnp.concatenate([flat, jnp.zeros(1, bool)])
+    return fixed + jnp.sum(jnp.any(padded[table], axis=1))
+
+  def _layer_flops(self, i: int, alive, flat) -> jax.Array | float:
+    layer = self.layers[i]
+    out = layer.out_channels if alive is None or self.own[i] is None else jnp.sum(jnp.asarray(alive[self.own[i]]))
+    return layer.flops_per_pair * self._alive_rows(layer.inputs, flat) * out
+
+  @staticmethod
+  def _flat(alive: Sequence[jax.Array] | None) -> jax.Array | None:
+    return None if alive is None else jnp.concatenate([jnp.asarray(a, bool) for a in alive])
 
   def flops_kept(self, params) -> jax.Array:
     """Fraction (scalar in [0, 1]) of the dense backbone's FLOPs that a pruned network keeps."""
@@ -138,53 +200,55 @@ class CostModel:
 
   def flops_kept_by_alive(self, alive: Sequence[jax.Array]) -> jax.Array:
     """`flops_kept` of the network whose spec layers keep the channels `alive` (per layer, (G_ℓ,) bool)."""
-    masks = self._alive_masks(alive)
-    total = 0.0
-    for c in self.convs:
-      total = total + c.flops_per_pair * self._alive_inputs(c, masks) * jnp.sum(masks[c.name])
-    return total / self.dense_flops
+    flat = self._flat(alive)
+    return sum(self._layer_flops(i, alive, flat) for i in self.counted) / self.dense_flops
 
   def counts(self, params=None) -> dict[str, Count]:
-    """Count of every backbone conv (by name, e.g. "backbone/stage1_block0/conv1") and every head (by module, e.g.
-    "head_depth") of the network whose dead channels are the zero groups of `params` (None: the dense network).
-
-    A backbone conv has weights·(alive in)·(alive out) + 2·(alive out) BatchNorm parameters; a head has its dense
-    parameter count less the feature layers' weights of dead input channels. Host-side; sum for totals.
-    """
-    masks = self._alive_masks(None if params is None else self.spec.alive(params))
-    result = {}
-    for c in self.convs:
-      alive_in, alive_out = float(self._alive_inputs(c, masks)), float(jnp.sum(masks[c.name]))
-      result[c.name] = Count(c.weights_per_pair * alive_in * alive_out + 2 * alive_out,
-                             c.flops_per_pair * alive_in * alive_out)
-    for head, dense_params in self.head_params:
-      layers = [c for c in self.heads if c.name.split("/")[0] == head]
-      alive_in = [float(self._alive_inputs(c, masks)) for c in layers]
-      dead_weights = sum(c.weights_per_pair * (c.in_channels - a) * c.out_channels for c, a in zip(layers, alive_in))
-      result[head] = Count(dense_params - dead_weights,
-                           sum(c.flops_per_pair * a * c.out_channels for c, a in zip(layers, alive_in)))
-    return result
+    """Count of the network whose dead channels are the zero groups of `params` (None: the dense network), by spec
+    member (its kernel and coupled entries, e.g. "backbone/stage1_block0/conv1") and by top-level module for every
+    other parameter (e.g. "head_depth"). A leaf keeps the entries of its alive channels along each channel axis; a
+    layer's FLOPs are its pairs of alive inputs and outputs. Host-side; sum for totals."""
+    alive = None if params is None else [np.asarray(a) for a in self.spec.alive(params)]
+    flat = self._flat(alive)
+    result: dict[str, list[float]] = {}
+    for entry in self.entries:
+      kept = 1.0
+      for size, axis in zip(entry.shape, entry.axes):
+        if alive is None or axis is None:
+          kept *= size
+        elif isinstance(axis, int):
+          kept *= float(np.sum(alive[axis]))
+        else:
+          kept *= float(self._alive_rows(axis, flat))
+      result.setdefault(entry.key, [0.0, 0.0])[0] += kept
+    key_of = {entry.path: entry.key for entry in self.entries}
+    for i, layer in enumerate(self.layers):
+      result[key_of[layer.kernel]][1] += float(self._layer_flops(i, alive, flat))
+    return {key: Count(*values) for key, values in result.items()}
 
   def channel_costs(self, kind: str = "flops") -> np.ndarray:
     """(L,) cost c_ℓ of one output channel of each spec layer, normalised to a group-weighted mean of 1.
 
-    flops: the channel's own FLOPs (in every conv of a tied layer) plus the FLOPs of its consumers' matching input
-    channel (shared between a residual stream's producers, so a layer tying them all gets all of it); params:
-    likewise in weights; uniform: all 1.
+    flops: the channel's own FLOPs (in every kernel of a tied layer) plus the FLOPs of the counted layers that read
+    it (shared between the layers that write it, so a layer tying a residual stream's producers gets all of it);
+    params: likewise in weights; uniform: all 1.
     """
     if kind not in COST_KINDS:
       raise ValueError(f"budget.cost={kind!r}; choose one of {COST_KINDS}")
-    by_name = {c.name: c for c in self.convs}
-    per_pair = lambda c: c.flops_per_pair if kind == "flops" else c.weights_per_pair
-    values = []
-    for layer in self.spec.layers:
-      if kind == "uniform":
-        values.append(1.0)
-        continue
-      own = sum(per_pair(by_name[conv]) * by_name[conv].in_channels for conv in layer.members)
-      shares = [(c, sum(conv in c.sources for conv in layer.members) / len(c.sources)) for c in self.convs if c.sources]
-      consumers = sum(per_pair(c) * c.out_channels * share for c, share in shares)
-      values.append(own + consumers)
-    values = np.array(values)
     groups = np.array([layer.num_groups for layer in self.spec.layers])
+    if kind == "uniform":
+      return np.ones(len(groups))
+    offsets = np.cumsum([0, *groups])
+    layer_at = lambda index: int(np.searchsorted(offsets, index, side="right")) - 1
+    per_pair = lambda c: c.flops_per_pair if kind == "flops" else c.weights_per_pair
+    values = np.zeros(len(groups))
+    for i, own in enumerate(self.own):
+      if own is not None:
+        values[own] += per_pair(self.layers[i]) * self.layers[i].in_channels
+    for i in self.counted:
+      layer = self.layers[i]
+      for row in layer.inputs.tolist():
+        writers = {layer_at(index) for index in row if index >= 0}
+        for writer in writers:
+          values[writer] += per_pair(layer) * layer.out_channels / len(writers) / groups[writer]
     return values / (np.sum(values * groups) / np.sum(groups))

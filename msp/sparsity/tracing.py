@@ -103,11 +103,13 @@ class Refusal:
 @dataclasses.dataclass(frozen=True)
 class Contraction:
   """A conv or dense layer: its kernel's path, FLOPs per (input channel, output channel) pair for the traced inputs
-  (2 per multiply-add), and per input and output position the (space index, channel) it carries ((-1, -1): none)."""
+  (2 per multiply-add), per input and output position the (space index, channel) it carries ((-1, -1): none), and
+  the kernels whose outputs its input holds (`writers`: of a residual stream, those upstream of where it reads)."""
   kernel: Path
   flops_per_pair: float
   inputs: np.ndarray
   outputs: np.ndarray
+  writers: tuple[Path, ...]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,13 +156,15 @@ class _UnionFind:
 class _Value:
   """A traced array: its shape, labels (axis → (size,) node per position, -1 none), whether it is computed from the
   inputs (an activation, not from variables alone), and in the zero pass, per labelled axis, which positions are
-  zero when their spaces are zeroed (`zero`), whether it is all zeros (`null`) and what broke a zero (`broken`)."""
+  zero when their spaces are zeroed (`zero`), whether it is all zeros (`null`) and what broke a zero (`broken`);
+  `writers`: the kernels whose outputs flowed into it (a residual stream's upstream producers)."""
   shape: tuple[int, ...]
   labels: dict[int, np.ndarray] = dataclasses.field(default_factory=dict)
   active: bool = False
   zero: dict[int, np.ndarray] = dataclasses.field(default_factory=dict)
   null: bool = False
   broken: str | None = None
+  writers: frozenset[int] | None = None  # the kernels (leaf indices) whose outputs flowed into it
 
 
 @dataclasses.dataclass(frozen=True)
@@ -264,6 +268,10 @@ class _Tracer:
       if handler is None:
         handler = next((h for names, h in self._label_groups() if op.name in names), self._label_unknown)
       handler(op)
+      upstream = frozenset().union(*(self.values[x].writers or () for x in op.ins if isinstance(x, int)))
+      for out in op.outs:
+        if self.values[out].writers is None:
+          self.values[out].writers = upstream
     for x in self.outvars:
       for ids in self._labelled(x).values():
         self._refuse(ids, "output")
@@ -441,6 +449,8 @@ class _Tracer:
         out.labels[out_feature] = ids[0]
       if rhs_out in rhs.labels and not rhs.active:
         self._mark(rhs.labels[rhs_out], "producer")
+      if op.ins[1] in self.origin:
+        out.writers = (lhs.writers or frozenset()) | {self.origin[op.ins[1]]}
       return
     self._contract(lhs.labels.get(lhs_feature), rhs.labels.get(rhs_in), lhs, rhs)
     if rhs_out in rhs.labels:
@@ -448,8 +458,8 @@ class _Tracer:
       if not rhs.active:
         self._mark(rhs.labels[rhs_out], "producer")
     spatial = float(np.prod([out.shape[a] for a in out_space]) * np.prod([rhs.shape[a] for a in numbers.rhs_spec[2:]]))
-    self._record_contraction(op.ins[1], 2.0 * spatial * out.shape[numbers.out_spec[0]],
-                             lhs.labels.get(lhs_feature), rhs.labels.get(rhs_out), lhs.shape[lhs_feature],
+    self._record_contraction(op.ins[1], 2.0 * spatial * out.shape[numbers.out_spec[0]], lhs,
+                             lhs.labels.get(lhs_feature), rhs.labels.get(rhs_out), lhs.shape[lhs_feature], out,
                              out.shape[out_feature])
 
   def _label_dot_general(self, op: _Op) -> None:
@@ -481,8 +491,8 @@ class _Tracer:
       if len(k_value.shape) == 2:
         rows = float(np.prod(x.shape) / x.shape[x_axis])
         k_out = 1 - k_axis
-        self._record_contraction(kernel, 2.0 * rows, x.labels.get(x_axis), k_value.labels.get(k_out),
-                                 x.shape[x_axis], k_value.shape[k_out])
+        self._record_contraction(kernel, 2.0 * rows, x, x.labels.get(x_axis), k_value.labels.get(k_out),
+                                 x.shape[x_axis], out, k_value.shape[k_out])
 
   def _contract(self, a: np.ndarray | None, b: np.ndarray | None, va: _Value, vb: _Value) -> None:
     """An axis summed over: the two operands' positions are the same channels; a kernel's side reads them."""
@@ -498,12 +508,17 @@ class _Tracer:
       if n >= 0:
         self.role.setdefault(n, role)
 
-  def _record_contraction(self, kernel, flops_per_pair, inputs, outputs, in_size, out_size) -> None:
-    if not isinstance(kernel, int) or kernel not in self.origin:  # a kernel computed from several variables: not a layer of its own
+  def _record_contraction(self, kernel, flops_per_pair: float, source: _Value, inputs, outputs, in_size: int,
+                          out: _Value, out_size: int) -> None:
+    """Records a conv or dense layer whose kernel is a variable (possibly cast) reading `source`; `out`, its result,
+    is then written by that kernel alone."""
+    if not isinstance(kernel, int) or kernel not in self.origin:  # a kernel computed from several variables
       return
     full = lambda ids, size: ids if ids is not None else np.full(size, -1)
+    writers = tuple(sorted(source.writers or ()))
     self.contractions.append((self.leaf_paths[self.origin[kernel]], flops_per_pair, full(inputs, in_size),
-                              full(outputs, out_size)))
+                              full(outputs, out_size), tuple(self.leaf_paths[w] for w in writers)))
+    out.writers = frozenset({self.origin[kernel]})
 
   # -- zero pass ----------------------------------------------------------------------------------------------------
 
@@ -729,8 +744,8 @@ def _graph(tracer: _Tracer, leaf_paths: Sequence[Path]) -> ChannelGraph:
 
   carried = lambda ids: np.array([where.get(int(root_of[n]), (-1, -1)) if n >= 0 else (-1, -1)
                                   for n in ids.tolist()], dtype=np.int64).reshape(-1, 2)
-  contractions = tuple(Contraction(kernel, flops, carried(inputs), carried(outs))
-                       for kernel, flops, inputs, outs in tracer.contractions)
+  contractions = tuple(Contraction(kernel, flops, carried(inputs), carried(outs), writers)
+                       for kernel, flops, inputs, outs, writers in tracer.contractions)
   return ChannelGraph(tuple(spaces), tuple(refused), tuple(outputs), contractions)
 
 
