@@ -169,13 +169,24 @@ class _Value:
 
 @dataclasses.dataclass(frozen=True)
 class _Op:
-  """One primitive application of the inlined jaxpr: name, parameters, operand values (an int: a value's index;
-  otherwise a literal's value), result values, and where it is called."""
+  """One primitive application of the inlined jaxpr: name, parameters, operands (an int: a value's index; else a
+  `Literal`), result values, where it is called, and the primitive."""
   name: str
   params: dict
   ins: tuple
   outs: tuple[int, ...]
   where: str
+  primitive: Any = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Literal:
+  """A literal operand of the inlined jaxpr (its value `val`); kept apart from value ids, which are ints, because
+  jax's literals can be int subclasses."""
+  val: Any
+
+  def __array__(self, dtype=None, copy=None):
+    return np.asarray(self.val, dtype)
 
 
 def _where(eqn) -> str:
@@ -217,8 +228,14 @@ class _Tracer:
             self.values[invars[-1]].labels[axis] = ids
         self.origin[invars[-1]] = i
     self.invars = invars
-    consts = [self._new(np.shape(c)) for c in closed.consts]
+    self.const_values: dict[int, Any] = {}  # value → a constant captured by the jaxpr
+    consts = self._consts(closed.consts)
     self.outvars = self._inline(closed.jaxpr, invars, consts)
+
+  def _consts(self, consts: Sequence) -> list[int]:
+    ids = [self._new(np.shape(c)) for c in consts]
+    self.const_values.update(zip(ids, consts))
+    return ids
 
   def _new(self, shape, active: bool = False) -> int:
     self.values.append(_Value(tuple(shape), active=active))
@@ -227,18 +244,19 @@ class _Tracer:
   def _inline(self, jaxpr: jcore.Jaxpr, ins: Sequence, consts: Sequence) -> list:
     env = dict(zip(jaxpr.constvars, consts))
     env.update(zip(jaxpr.invars, ins))
-    read = lambda a: a.val if isinstance(a, jcore.Literal) else env[a]
+    read = lambda a: Literal(a.val) if isinstance(a, jcore.Literal) else env[a]
     for eqn in jaxpr.eqns:
       operands = [read(a) for a in eqn.invars]
       sub = next((eqn.params[k] for k in _CALLS if k in eqn.params), None)
       if sub is not None:
         closed = sub if isinstance(sub, jcore.ClosedJaxpr) else jcore.ClosedJaxpr(sub, ())
-        const_ids = [self._new(np.shape(c)) for c in closed.consts]
+        const_ids = self._consts(closed.consts)
         count = len(closed.jaxpr.invars)
         outs = self._inline(closed.jaxpr, operands[len(operands) - count:], const_ids)
       else:
         outs = [self._new(v.aval.shape) for v in eqn.outvars]
-        self.ops.append(_Op(eqn.primitive.name, dict(eqn.params), tuple(operands), tuple(outs), _where(eqn)))
+        self.ops.append(_Op(eqn.primitive.name, dict(eqn.params), tuple(operands), tuple(outs), _where(eqn),
+                            eqn.primitive))
       env.update(zip(eqn.outvars, outs))
     return [read(a) for a in jaxpr.outvars]
 
@@ -337,7 +355,7 @@ class _Tracer:
     source, out = self._passing(op)
     if not source.labels:
       return
-    for (a0, a1), (b0, b1) in _reshape_groups(source.shape, out.shape):
+    for (a0, a1), (b0, b1) in reshape_groups(source.shape, out.shape):
       labelled = [a for a in range(a0, a1) if a in source.labels]
       if not labelled:
         continue
@@ -644,7 +662,7 @@ class _Tracer:
         self._refuse(value.labels[axis][bad], f"they are not zero where `{op.name}` at {op.where} reads them: {why}")
 
 
-def _reshape_groups(old: Sequence[int], new: Sequence[int]) -> list[tuple[tuple[int, int], tuple[int, int]]]:
+def reshape_groups(old: Sequence[int], new: Sequence[int]) -> list[tuple[tuple[int, int], tuple[int, int]]]:
   """The minimal runs of axes ((a0, a1) of `old`, (b0, b1) of `new`) whose sizes have equal products."""
   groups, a, b = [], 0, 0
   while a < len(old) or b < len(new):
@@ -667,6 +685,29 @@ def _reshape_groups(old: Sequence[int], new: Sequence[int]) -> list[tuple[tuple[
   return groups
 
 
+@dataclasses.dataclass(frozen=True)
+class Trace:
+  """A traced forward pass: its `graph`, and what replaying it with channels removed needs (`msp.export.traced`):
+  the inlined ops, the variables' and inputs' value ids, the outputs' (and their pytree structure), and per node
+  the (space, channel) it belongs to among `graph.spaces` ((-1, -1): none)."""
+  graph: ChannelGraph
+  tracer: _Tracer
+  channel_of: np.ndarray
+  variables_tree: Any
+  output_tree: Any
+
+
+def trace(apply: Callable[..., Any], variables, *inputs) -> Trace:
+  """`trace_channels`, keeping the trace itself."""
+  flat, variables_tree = jax.tree_util.tree_flatten_with_path(variables)
+  leaf_paths = [_path_names(path) for path, _ in flat]
+  closed, output_shapes = jax.make_jaxpr(apply, return_shape=True)(variables, *inputs)
+  tracer = _Tracer(closed, leaf_paths, len(leaf_paths))
+  tracer.label()
+  graph, channel_of = _graph(tracer, leaf_paths)
+  return Trace(graph, tracer, channel_of, variables_tree, jax.tree.structure(output_shapes))
+
+
 def trace_channels(apply: Callable[..., Any], variables, *inputs) -> ChannelGraph:
   """The channel spaces of the network `apply(variables, *inputs)` (module docstring).
 
@@ -675,16 +716,12 @@ def trace_channels(apply: Callable[..., Any], variables, *inputs) -> ChannelGrap
   are used); inputs: example inputs (arrays or ShapeDtypeStruct), whose shapes set the FLOPs per pair. Nothing is
   computed on arrays.
   """
-  flat, _ = jax.tree_util.tree_flatten_with_path(variables)
-  leaf_paths = [_path_names(path) for path, _ in flat]
-  closed = jax.make_jaxpr(apply)(variables, *inputs)
-  tracer = _Tracer(closed, leaf_paths, len(leaf_paths))
-  tracer.label()
-  return _graph(tracer, leaf_paths)
+  return trace(apply, variables, *inputs).graph
 
 
-def _graph(tracer: _Tracer, leaf_paths: Sequence[Path]) -> ChannelGraph:
-  """Groups the finished label pass's channels into spaces, runs the zero pass and sorts each space's members."""
+def _graph(tracer: _Tracer, leaf_paths: Sequence[Path]) -> tuple[ChannelGraph, np.ndarray]:
+  """Groups the finished label pass's channels into spaces, runs the zero pass and sorts each space's members.
+  Returns the graph and, per node, its (space, channel) ((-1, -1): in no space)."""
   root_of = tracer.nodes.roots(np.arange(len(tracer.nodes.parent)))
   channel_nodes: dict[int, list[int]] = {}  # channel (root) → its nodes
   for n, root in enumerate(root_of.tolist()):
@@ -746,7 +783,8 @@ def _graph(tracer: _Tracer, leaf_paths: Sequence[Path]) -> ChannelGraph:
                                   for n in ids.tolist()], dtype=np.int64).reshape(-1, 2)
   contractions = tuple(Contraction(kernel, flops, carried(inputs), carried(outs), writers)
                        for kernel, flops, inputs, outs, writers in tracer.contractions)
-  return ChannelGraph(tuple(spaces), tuple(refused), tuple(outputs), contractions)
+  channel_of = np.array([where.get(root, (-1, -1)) for root in root_of.tolist()], dtype=np.int64).reshape(-1, 2)
+  return ChannelGraph(tuple(spaces), tuple(refused), tuple(outputs), contractions), channel_of
 
 
 def _size(tracer: _Tracer, leaf: int, axis: int) -> int:
