@@ -61,18 +61,22 @@ def _env() -> dict[str, str]:
 # ------------------------------------------------------------------------------------------------ Python blocks
 
 PYTHON_BLOCKS = _fenced_blocks(_read(README), "python")
+# (page, index, code) of every ```python block of the README and the docs pages
+ALL_PYTHON_BLOCKS = [(name, i, code) for name in _markdown_files()
+                     for i, code in enumerate(_fenced_blocks(_read(os.path.join(ROOT, name)), "python"))]
 
 
 def test_the_readme_has_python_blocks():
   assert PYTHON_BLOCKS, "README.md has no ```python block (the method-in-code example is expected)"
 
 
-@pytest.mark.parametrize("index", range(len(PYTHON_BLOCKS)))
-def test_readme_python_block_runs(index):
-  """Each block runs on its own in a fresh interpreter from the repository root (nothing defined elsewhere)."""
-  result = subprocess.run([sys.executable, "-c", PYTHON_BLOCKS[index]], cwd=ROOT, env=_env(), capture_output=True,
-                          text=True, timeout=600)
-  assert result.returncode == 0, f"README python block {index} failed:\n{result.stderr[-4000:]}"
+@pytest.mark.parametrize("name, index, code", ALL_PYTHON_BLOCKS, ids=[f"{n}:{i}" for n, i, _ in ALL_PYTHON_BLOCKS])
+def test_python_blocks_run(name, index, code):
+  """Each block of the README and of docs/ runs on its own in a fresh interpreter from the repository root (nothing
+  defined elsewhere)."""
+  result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=_env(), capture_output=True, text=True,
+                          timeout=600)
+  assert result.returncode == 0, f"{name} python block {index} failed:\n{result.stderr[-4000:]}"
 
 
 # ------------------------------------------------------------------------------------------------ shown output
