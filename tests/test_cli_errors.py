@@ -93,6 +93,9 @@ def _refused(name, args, *directories):
     ([C, "--config.steps=0"], "config.steps=0 must be an integer ≥ 1"),
     pytest.param([C, "--config.steps=-3"], "config.steps=-3 must be an integer ≥ 1", marks=slow),
     ([C, "--bogus"], "Unknown command line flag 'bogus'"),
+    pytest.param([C, "--config.sparsity.include=^nothing"], "sparsity.include='^nothing' matches no 4-D conv kernel",
+                 marks=slow),
+    ([C, "--config.sparsity.include=kernel$"], "/conv/kernel and head_"),  # two head kernels, one name
 ])
 def test_meta_train_bad_input_is_one_line(tmp_path, args, message):
   line = _refused("meta_train", [*args, f"--workdir={tmp_path / 'w'}", f"--config.data.data_dir={tmp_path / 'd'}"],

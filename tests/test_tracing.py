@@ -286,3 +286,12 @@ def test_costs_of_a_traced_network_by_hand():
   assert costs.counts(params) == {
       "Conv_0": (9 * 3 * na + na, 2 * 16 * 9 * 3 * na), "Dense_0": (16 * na * nb + nb, 2 * 16 * na * nb),
       "Dense_1": (nb * nc + nc, 2 * nb * nc), "Dense_2": (nc * 3 + 3, 2 * nc * 3)}
+
+
+def test_grouping_by_name_refuses_flax_default_names_instead_of_merging_layers():
+  """Flax's default names put each block's two convs at ResidualBlock_k/Conv_j/kernel: grouping by name would make
+  one layer of both (coupled to the first conv's BatchNorm); it raises, pointing at tracing."""
+  variables, _, _, _ = _traced(FlaxResNet())
+  with pytest.raises(ValueError, match=r"ResidualBlock_0/Conv_0/kernel and ResidualBlock_0/Conv_1/kernel name the "
+                                       r"same layer: .*tracing it instead \(GroupSpec.from_graph\)"):
+    GroupSpec.from_params(variables["params"], include=r".*kernel$")

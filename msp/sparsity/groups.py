@@ -84,7 +84,9 @@ class GroupSpec:
     ties: {layer name: module paths of sparsified convs with equal output channels}; each becomes one layer (only
     with `out_channel`), in place of its members. relative: the spec's `relative` (prox thresholds in units of each
     layer's mean alive group norm). Raises ValueError when the regex matches nothing, an option is
-    unknown or a tie does not fit.
+    unknown, a tie does not fit, or two kernels name one layer (as Flax's default names make them): then trace the
+    network (`from_graph`). The rule itself is trusted: a kernel whose norm is not at `<module>/norm_name` is
+    coupled to whatever is there.
     """
     if grouping not in GROUPINGS:
       raise ValueError(f"sparsity.grouping={grouping!r}; choose one of {GROUPINGS}")
@@ -99,6 +101,11 @@ class GroupSpec:
         norm = path[:-2] + (norm_name,)
         coupled = tuple(p for p in (norm + ("scale",), norm + ("bias",)) if p in flat)
       name = "/".join(path[:-2])
+      if name in convs:  # (and would share one norm)
+        raise ValueError(f"sparsity.include={include!r}: {'/'.join(convs[name].kernels[0])} and {'/'.join(path)} "
+                         f"name the same layer: grouping by name expects <module>/conv/kernel with its norm at "
+                         f"<module>/{norm_name}; find this network's groups by tracing it instead "
+                         f"(GroupSpec.from_graph)")
       convs[name] = LayerGroups(name=name, members=(name,), kernels=(path,), coupled=coupled, grouping=grouping,
                                 kernel_shapes=(tuple(value.shape),), weight=0.0)
     if not convs:

@@ -112,7 +112,10 @@ def build_meta_learner(config: ml_collections.ConfigDict) -> MetaLearner:
   model = build_model(config.model, tasks)
   size = config.image_size
   sp = config.sparsity
-  spec = group_spec(config, model)
+  try:
+    spec = group_spec(config, model)
+  except ValueError as e:  # an include that matches nothing, or a naming the rule cannot read
+    raise ConfigError(str(e)) from e
   cost_model = CostModel.from_model(model, spec, size)
   safeguards = Safeguards(**config.safeguards)
   budget = None
