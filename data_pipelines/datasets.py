@@ -26,10 +26,33 @@ def _from_download(build: Callable[..., tfds.core.DatasetBuilder]):
                                              **dict(data_config.get("overrides") or {}))
 
 
+def _prepared(data_config: ml_collections.ConfigDict, data_dir: str) -> tfds.core.DatasetBuilder:
+  """A dataset that any tfds builder prepared (file_format array_record): `config.data.config` is its directory
+  (DATA_DIR/name[/config]/version, read with no builder code), or `name[/config][:version]` of a builder in
+  `data_dir`. ConfigError naming it when it is not there or not prepared in a format msp can read."""
+  spec = data_config.config
+  try:
+    if os.path.isdir(spec):
+      builder = tfds.builder_from_directory(spec)
+    else:
+      builder = tfds.builder(spec, data_dir=data_dir, try_gcs=False)
+  except Exception as e:  # pylint: disable=broad-except  (tfds raises many kinds for a missing dataset)
+    raise ConfigError(f"config.data.config={spec!r}: no prepared tfds dataset there or in {data_dir} "
+                      f"({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''})") from e
+  if not builder.info.splits or "image" not in builder.info.features:
+    raise ConfigError(f"config.data.config={spec!r}: the dataset has no splits or no 'image' feature; prepare it "
+                      f"with builder.download_and_prepare(file_format='array_record')")
+  if builder.info.file_format != tfds.core.FileFormat.ARRAY_RECORD:
+    raise ConfigError(f"config.data.config={spec!r} is stored as {builder.info.file_format.value}; msp reads "
+                      f"array_record (download_and_prepare(file_format='array_record'))")
+  return builder
+
+
 DATASETS: dict[str, Callable[[ml_collections.ConfigDict, str], tfds.core.DatasetBuilder]] = {
     "synthetic_scenes": _synthetic_scenes,
     "celebamask_hq": _from_download(celebamask_hq.build),
     "nyuv2": _from_download(nyuv2.build),
+    "tfds": _prepared,  # any prepared tfds dataset, named by config.data.config
 }
 
 

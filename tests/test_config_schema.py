@@ -7,7 +7,7 @@ import os
 import ml_collections
 import pytest
 
-from experiments.configs import celebamask_hq, nyuv2, synthetic, teacher_student
+from experiments.configs import celebamask_hq, nyuv2, own_data, synthetic, teacher_student
 from msp.schema import REQUIRED, Int, Real
 from msp.train.config import (OPTIONAL_SECTIONS, SCHEMA, ConfigError, complete, defaults, key_of, leaf_paths,
                               may_differ_on_resume, schema_markdown, validate_config)
@@ -16,7 +16,15 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = {"synthetic budget,flops=0.25": lambda: synthetic.get_config("budget,flops=0.25"),
            "nyuv2 budget": lambda: nyuv2.get_config("budget"),
            "celebamask_hq dense_mtl": lambda: celebamask_hq.get_config("dense_mtl"),
-           "teacher_student budget": lambda: teacher_student.get_config("budget")}
+           "teacher_student budget": lambda: teacher_student.get_config("budget"),
+           "own_data meta_sparsity": lambda: _own_data("meta_sparsity")}
+
+
+def _own_data(arg: str) -> ml_collections.ConfigDict:
+  """The template for a prepared dataset, its `data.config` set as a user sets it."""
+  config = own_data.get_config(arg)
+  config.data.config = "/data/shapes/1.0.0"
+  return config
 
 
 def _set(values: dict, path: str, value) -> dict:
