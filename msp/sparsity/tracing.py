@@ -189,12 +189,14 @@ class Literal:
     return np.asarray(self.val, dtype)
 
 
-def _where(eqn) -> str:
+def _where(eqn, outer: str) -> str:
+  """Where `eqn` is called ("file:line (function)"); `outer`, the place of the call it is inlined from, when jax
+  names none (the inside of `jax.nn.softplus`, say)."""
   try:
     from jax._src import source_info_util  # pylint: disable=import-outside-toplevel
-    return source_info_util.summarize(eqn.source_info) or "a place jax does not name"
+    return source_info_util.summarize(eqn.source_info) or outer
   except Exception:  # pylint: disable=broad-except  (a private module: any failure only loses the place)
-    return "a place jax does not name"
+    return outer
 
 
 def _path_names(path) -> Path:
@@ -241,21 +243,23 @@ class _Tracer:
     self.values.append(_Value(tuple(shape), active=active))
     return len(self.values) - 1
 
-  def _inline(self, jaxpr: jcore.Jaxpr, ins: Sequence, consts: Sequence) -> list:
+  def _inline(self, jaxpr: jcore.Jaxpr, ins: Sequence, consts: Sequence,
+              outer: str = "a place jax does not name") -> list:
     env = dict(zip(jaxpr.constvars, consts))
     env.update(zip(jaxpr.invars, ins))
     read = lambda a: Literal(a.val) if isinstance(a, jcore.Literal) else env[a]
     for eqn in jaxpr.eqns:
       operands = [read(a) for a in eqn.invars]
+      where = _where(eqn, outer)
       sub = next((eqn.params[k] for k in _CALLS if k in eqn.params), None)
       if sub is not None:
         closed = sub if isinstance(sub, jcore.ClosedJaxpr) else jcore.ClosedJaxpr(sub, ())
         const_ids = self._consts(closed.consts)
         count = len(closed.jaxpr.invars)
-        outs = self._inline(closed.jaxpr, operands[len(operands) - count:], const_ids)
+        outs = self._inline(closed.jaxpr, operands[len(operands) - count:], const_ids, where)
       else:
         outs = [self._new(v.aval.shape) for v in eqn.outvars]
-        self.ops.append(_Op(eqn.primitive.name, dict(eqn.params), tuple(operands), tuple(outs), _where(eqn),
+        self.ops.append(_Op(eqn.primitive.name, dict(eqn.params), tuple(operands), tuple(outs), where,
                             eqn.primitive))
       env.update(zip(eqn.outvars, outs))
     return [read(a) for a in jaxpr.outvars]
