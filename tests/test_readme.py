@@ -61,22 +61,32 @@ def _env() -> dict[str, str]:
 # ------------------------------------------------------------------------------------------------ Python blocks
 
 PYTHON_BLOCKS = _fenced_blocks(_read(README), "python")
-# (page, index, code) of every ```python block of the README and the docs pages
-ALL_PYTHON_BLOCKS = [(name, i, code) for name in _markdown_files()
-                     for i, code in enumerate(_fenced_blocks(_read(os.path.join(ROOT, name)), "python"))]
+SHOWN_OUTPUT = re.compile(r"^```python\n(.*?)^```\n\nprints\n\n```\n(.*?)^```", re.M | re.S)
+
+
+def _python_blocks(name: str) -> list[tuple[str, int, str, str | None]]:
+  """(page, index, code, the output the page shows after "prints", or None) of each ```python block of a page."""
+  text = _read(os.path.join(ROOT, name))
+  shown = dict(SHOWN_OUTPUT.findall(text))
+  return [(name, i, code, shown.get(code)) for i, code in enumerate(_fenced_blocks(text, "python"))]
+
+
+ALL_PYTHON_BLOCKS = [block for name in _markdown_files() for block in _python_blocks(name)]
 
 
 def test_the_readme_has_python_blocks():
   assert PYTHON_BLOCKS, "README.md has no ```python block (the method-in-code example is expected)"
 
 
-@pytest.mark.parametrize("name, index, code", ALL_PYTHON_BLOCKS, ids=[f"{n}:{i}" for n, i, _ in ALL_PYTHON_BLOCKS])
-def test_python_blocks_run(name, index, code):
+@pytest.mark.parametrize("name, index, code, shown", ALL_PYTHON_BLOCKS,
+                         ids=[f"{n}:{i}" for n, i, _, _ in ALL_PYTHON_BLOCKS])
+def test_python_blocks_run(name, index, code, shown):
   """Each block of the README and of docs/ runs on its own in a fresh interpreter from the repository root (nothing
-  defined elsewhere)."""
+  defined elsewhere) and prints what the page shows after it ("prints"), where it shows something."""
   result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=_env(), capture_output=True, text=True,
                           timeout=600)
   assert result.returncode == 0, f"{name} python block {index} failed:\n{result.stderr[-4000:]}"
+  assert shown is None or result.stdout == shown, f"{name} python block {index} printed:\n{result.stdout}"
 
 
 # ------------------------------------------------------------------------------------------------ shown output
