@@ -51,7 +51,7 @@ def test_the_pruned_replay_computes_the_masked_network_with_fewer_parameters(nam
   assert _size(pruned.variables["params"]) < _size(variables["params"])
 
 
-@pytest.mark.parametrize("name", ["flax_resnet", "msp_deeplab", "unet"])
+@pytest.mark.parametrize("name", ["flax_resnet", "unet", pytest.param("msp_deeplab", marks=pytest.mark.slow)])
 def test_the_pruned_network_exports_with_a_symbolic_batch(name):
   _, variables, images, apply, _ = _with_dead_channels(name)
   pruned = prune_traced(apply, variables, images)
@@ -62,7 +62,8 @@ def test_the_pruned_network_exports_with_a_symbolic_batch(name):
   assert _relative_difference(apply(variables, three), exported.call(three)) <= 1e-5
 
 
-@pytest.mark.parametrize("name", ["msp_basic", "msp_bottleneck_deep", "msp_plain"])
+@pytest.mark.parametrize("name", ["msp_basic", "msp_plain", pytest.param("msp_bottleneck_deep",
+                                                                        marks=pytest.mark.slow)])
 def test_on_msp_networks_it_removes_what_the_name_based_export_removes(name):
   model, variables, images, apply, _ = _with_dead_channels(name, seed=3, prefix="backbone/")  # msp prunes backbones
   traced = prune_traced(apply, variables, images)
@@ -71,6 +72,7 @@ def test_on_msp_networks_it_removes_what_the_name_based_export_removes(name):
   assert shapes(traced.variables) == shapes(by_name)
 
 
+@pytest.mark.slow
 def test_budget_mode_on_the_flax_examples_resnet_then_its_pruned_export():
   """A user's model end to end with the library's pieces: traced tied groups and costs, budget mode at half the
   FLOPs with the user's loss and optax optimiser, then the pruned replay of the trained state."""
