@@ -47,6 +47,12 @@ _COMPARE = {"gt", "lt", "ne"}  # zero against a zero operand gives False (0)
 _REDUCE = {"reduce_sum", "reduce_max", "reduce_min", "reduce_prod", "reduce_and", "reduce_or", "argmax", "argmin"}
 _WINDOW = {"reduce_window_sum", "reduce_window_max", "reduce_window_min", "reduce_window"}
 _CUMULATIVE = {"cumsum", "cumprod", "cummax", "cummin", "cumlogsumexp"}
+_POWERS = {"div", "pow", "integer_pow"}  # zero where the base is (for a positive exponent)
+# The label pass's handler of each op of a family (ops with a handler of their own: `_Tracer._label_<name>`).
+_FAMILY_HANDLERS = {**dict.fromkeys(_ZERO_IF_ALL | _ZERO_IF_ANY | _KEEPS_ZERO | _BREAKS_ZERO | _COMPARE | _POWERS,
+                                    "_label_elementwise"),
+                    **dict.fromkeys(_REDUCE, "_label_reduce"), **dict.fromkeys(_WINDOW, "_label_window"),
+                    **dict.fromkeys(_CUMULATIVE, "_label_cumulative")}
 _STRUCTURAL = {"broadcast_in_dim", "transpose", "squeeze", "reshape", "slice", "pad", "rev"}
 _CASTS = {"convert_element_type", "copy", "copy_p", "reduce_precision", "sharding_constraint"}
 _CALLS = ("jaxpr", "call_jaxpr", "fun_jaxpr")  # parameters holding the jaxpr of a call that is inlined
@@ -286,10 +292,8 @@ class _Tracer:
           self.first_use.setdefault(self.origin[x], index)
       if op.name in _CASTS and isinstance(op.ins[0], int) and op.ins[0] in self.origin:
         self.origin[op.outs[0]] = self.origin[op.ins[0]]
-      handler = getattr(self, f"_label_{op.name}", None)
-      if handler is None:
-        handler = next((h for names, h in self._label_groups() if op.name in names), self._label_unknown)
-      handler(op)
+      family = _FAMILY_HANDLERS.get(op.name, "_label_unknown")
+      (getattr(self, f"_label_{op.name}", None) or getattr(self, family))(op)
       upstream = frozenset().union(*(self.values[x].writers or () for x in op.ins if isinstance(x, int)))
       for out in op.outs:
         if self.values[out].writers is None:
@@ -297,11 +301,6 @@ class _Tracer:
     for x in self.outvars:
       for ids in self._labelled(x).values():
         self._refuse(ids, "output")
-
-  def _label_groups(self):
-    return ((_ZERO_IF_ALL | _ZERO_IF_ANY | _KEEPS_ZERO | _BREAKS_ZERO | _COMPARE | {"div", "pow", "integer_pow"},
-             self._label_elementwise), (_REDUCE, self._label_reduce), (_WINDOW, self._label_window),
-            (_CUMULATIVE, self._label_cumulative))
 
   def _label_unknown(self, op: _Op) -> None:
     self._refuse_all(op, "an op the tracer does not follow channels through")
@@ -573,7 +572,7 @@ class _Tracer:
       if source is not None:
         self._carry(source, out)
         out.null, out.broken = source.null and name != "pad", source.broken
-    elif name in _ZERO_IF_ALL | _ZERO_IF_ANY | _COMPARE | {"div", "pow", "integer_pow"}:
+    elif name in _ZERO_IF_ALL | _ZERO_IF_ANY | _COMPARE | _POWERS:
       self._zero_elementwise(op, out)
     elif name == "concatenate":
       dim = op.params["dimension"]
