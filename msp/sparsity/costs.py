@@ -165,9 +165,10 @@ class CostModel:
       key = (layer_of.get(path) or owned.get(path) or (None, path[0]))[1]
       entries.append(_Entry(path, tuple(leaf.shape), key,
                             tuple(axes_of.get(path, {}).get(a) for a in range(len(leaf.shape)))))
+    key_of = {e.path: e.key for e in entries}
     first = {}  # key → its first layer in execution order, so that `counts` lists parts as the network runs
     for i, layer in enumerate(layers):
-      first.setdefault(next(e.key for e in entries if e.path == layer.kernel), i)
+      first.setdefault(key_of[layer.kernel], i)
     entries.sort(key=lambda e: first.get(e.key, len(layers)))
     return cls(tuple(layers), spec, own, counted, tuple(entries))
 
